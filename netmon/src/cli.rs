@@ -1,0 +1,145 @@
+//! Command line: the monitor is the default command; `ping`, `sweep` and
+//! `scan` are the active probers.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    probe::{PingArgs, ScanArgs, SweepArgs},
+    units::parse_positive_duration,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netmon",
+    version,
+    about = "Network monitor for Linux: exact per-flow XDP counters, rates, and ICMP/TCP probers",
+    long_about = "Network monitor for Linux.\n\n\
+        Without a command, attaches an XDP program to an interface, counts every received \
+        packet per flow without dropping or changing any, and prints packets, bytes, pps and \
+        bit/s every interval and a summary with the top flows at the end (after --duration, \
+        Ctrl-C or SIGTERM).\n\n\
+        DUR values take a unit: 500ms, 2s, 1m.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ping targets (ICMP echo, IPv4 and IPv6): loss, RTT percentiles, jitter.
+    Ping(PingArgs),
+    /// Find the hosts that answer ICMP echo in address ranges (CIDR or A-B).
+    Sweep(SweepArgs),
+    /// TCP connect scan: open, closed and filtered ports, connect latency.
+    Scan(ScanArgs),
+}
+
+/// Output format shared by every command.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object per line (NDJSON) on stdout, nothing else on stdout.
+    Json,
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum XdpMode {
+    /// Native (driver) mode, falling back to generic mode with a note.
+    #[default]
+    Auto,
+    /// Driver mode only: fastest, needs driver support.
+    Native,
+    /// Generic (SKB) mode: works on every interface, slower.
+    Generic,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Interface to monitor [default: the interface of the default route]
+    #[arg(long, short = 'i', value_name = "IF")]
+    pub iface: Option<String>,
+
+    /// Time between two rate lines
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_positive_duration)]
+    pub interval: Duration,
+
+    /// Stop after this long and print the summary [default: until Ctrl-C or SIGTERM]
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
+    pub duration: Option<Duration>,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+
+    /// XDP attach mode
+    #[arg(long, value_enum, default_value_t)]
+    pub xdp_mode: XdpMode,
+
+    /// Capacity of the kernel flow table; packets of flows beyond it are
+    /// still counted in the totals and reported as untracked
+    #[arg(long, value_name = "N", default_value_t = netmon_common::DEFAULT_MAX_FLOWS,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_flows: u32,
+
+    /// Number of flows listed in the summary
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+
+    /// Also ping TARGET every interval (repeatable)
+    #[arg(long = "ping", value_name = "TARGET")]
+    pub ping: Vec<String>,
+
+    /// Also measure TCP connect latency to HOST:PORT every interval (repeatable)
+    #[arg(long = "tcp", value_name = "HOST:PORT")]
+    pub tcp: Vec<String>,
+
+    /// Say more on stderr (attach mode, map sizes, kernel log lines)
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn monitor_is_the_default_command() {
+        let cli = Cli::try_parse_from(["netmon", "--iface", "lo", "--duration", "7s", "--format", "json"])
+            .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.monitor.iface.as_deref(), Some("lo"));
+        assert_eq!(cli.monitor.duration, Some(Duration::from_secs(7)));
+        assert_eq!(cli.monitor.format, Format::Json);
+        assert_eq!(cli.monitor.interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn malformed_values_are_usage_errors() {
+        for args in [
+            &["netmon", "--duration", "7x"][..],
+            &["netmon", "--format", "yaml"],
+            &["netmon", "--interval", "0s"],
+            &["netmon", "--max-flows", "0"],
+        ] {
+            let err = Cli::try_parse_from(args).expect_err("must be rejected");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+}

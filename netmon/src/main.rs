@@ -1,0 +1,200 @@
+//! netmon: a network monitor for Linux. See README.md.
+
+mod cli;
+mod monitor;
+mod netif;
+mod output;
+mod probe;
+mod stats;
+mod sys;
+mod units;
+
+use std::{
+    io::{self, Write},
+    process::ExitCode,
+};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use netmon_common::{Counters, FlowKey, FlowValue};
+
+use crate::cli::{Cli, Command, MonitorArgs};
+
+/// An error in what the user asked for: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line: clap's first line, which names the bad value.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("netmon: {first} (see netmon --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let verbose = match &cli.command {
+        None => cli.monitor.verbose,
+        Some(Command::Ping(a)) => a.verbose,
+        Some(Command::Sweep(a)) => a.verbose,
+        Some(Command::Scan(_)) => false,
+    };
+    StderrLog::install(verbose);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("netmon: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            None => run_monitor(cli.monitor).await,
+            Some(Command::Ping(args)) => probe::ping(args).await,
+            Some(Command::Sweep(args)) => probe::sweep(args).await,
+            Some(Command::Scan(args)) => probe::scan(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed stdout (`netmon | head`) is not an error.
+            if e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("netmon: {e:#}");
+            if e.chain().any(|c| c.is::<UsageError>() || matches!(c.downcast_ref::<sys::SysError>(), Some(sys::SysError::NoInterface(_)))) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// The attached program as a monitor [`monitor::Source`].
+struct XdpSource(sys::Attachment);
+
+impl monitor::Source for XdpSource {
+    fn counters(&mut self) -> Result<Counters> {
+        Ok(self.0.counters()?)
+    }
+    fn flows(&mut self) -> Result<Vec<(FlowKey, FlowValue)>> {
+        Ok(self.0.flows()?)
+    }
+    fn finish(&mut self) {
+        self.0.detach();
+    }
+    fn drain_log(&mut self) {
+        self.0.flush_log();
+    }
+}
+
+/// Offset from CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) to Unix time.
+fn mono_to_unix_ns() -> i128 {
+    let read = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: ts is a valid out-pointer for clock_gettime.
+        unsafe { libc::clock_gettime(clock, &raw mut ts) };
+        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    };
+    let mono = read(libc::CLOCK_MONOTONIC);
+    read(libc::CLOCK_REALTIME) - mono
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
+    if !args.ping.is_empty() || !args.tcp.is_empty() {
+        return Err(UsageError("--ping and --tcp in the monitor are not implemented yet".into()).into());
+    }
+    let iface = match args.iface {
+        Some(i) => i,
+        None => netif::default_interface().ok_or_else(|| {
+            UsageError("no default route to take the interface from; name one with --iface IF".into())
+        })?,
+    };
+    let attachment = sys::Attachment::attach(&iface, args.xdp_mode, args.max_flows)?;
+    eprintln!(
+        "netmon: counting on {iface} (ifindex {}) in {} XDP mode, flow table {} entries; {}",
+        attachment.ifindex,
+        attachment.mode.as_str(),
+        args.max_flows,
+        match args.duration {
+            Some(d) => format!("stopping after {d:?} or on Ctrl-C"),
+            None => "Ctrl-C to stop".to_owned(),
+        }
+    );
+    let cfg = monitor::Config {
+        link_bps: netif::link_speed_bps(&iface),
+        iface,
+        interval: args.interval,
+        duration: args.duration,
+        format: args.format,
+        top: args.top,
+        mono_to_unix_ns: mono_to_unix_ns(),
+    };
+    let mut source = XdpSource(attachment);
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    monitor::run(&cfg, &mut source, &mut out, shutdown_signal())
+        .await
+        .context("monitor stopped")?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `log` backend: kernel (aya-log) and loader messages on stderr.
+struct StderrLog {
+    level: log::LevelFilter,
+}
+
+impl StderrLog {
+    fn install(verbose: bool) {
+        let level = if verbose { log::LevelFilter::Debug } else { log::LevelFilter::Warn };
+        let logger = Box::leak(Box::new(StderrLog { level }));
+        if log::set_logger(logger).is_ok() {
+            log::set_max_level(level);
+        }
+    }
+}
+
+impl log::Log for StderrLog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= self.level
+    }
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            let origin = if record.target().contains("ebpf") || record.module_path().is_none_or(|m| m.contains("ebpf")) {
+                "kernel"
+            } else {
+                "netmon"
+            };
+            eprintln!("netmon: [{origin}] {}: {}", record.level().as_str().to_lowercase(), record.args());
+        }
+    }
+    fn flush(&self) {}
+}

@@ -1,0 +1,209 @@
+//! The monitor loop: every interval, read the counters, print rates; at the
+//! end, detach, read everything once more and print the summary.
+
+use std::{future::Future, io::Write, time::Duration};
+
+use anyhow::Result;
+use netmon_common::{Counters, FlowKey, FlowValue};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
+
+use crate::{
+    cli::Format,
+    output::{self, Summary},
+    stats::{Flow, Rates, top_by_bytes},
+};
+
+/// Where the counters come from: the attached XDP program, or a fake in tests.
+pub trait Source {
+    fn counters(&mut self) -> Result<Counters>;
+    fn flows(&mut self) -> Result<Vec<(FlowKey, FlowValue)>>;
+    /// Stops counting (detach); later reads see final values.
+    fn finish(&mut self);
+    /// Forwards any kernel log records.
+    fn drain_log(&mut self) {}
+}
+
+pub struct Config {
+    pub iface: String,
+    pub interval: Duration,
+    pub duration: Option<Duration>,
+    pub format: Format,
+    pub top: usize,
+    pub link_bps: Option<u64>,
+    /// Adds to a kernel monotonic timestamp to give Unix time in ns.
+    pub mono_to_unix_ns: i128,
+}
+
+/// Unix time now, in seconds.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Runs until `duration` passes or `shutdown` completes, then writes the
+/// summary.
+pub async fn run(cfg: &Config, source: &mut impl Source, out: &mut impl Write, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let start = Instant::now();
+    let mut ticks = interval_at(start + cfg.interval, cfg.interval);
+    // A slow reader must not produce a burst of catch-up lines.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let deadline = cfg.duration.map(|d| start + d);
+    let until_deadline = async {
+        match deadline {
+            Some(d) => sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(shutdown, until_deadline);
+
+    let mut prev = source.counters()?;
+    let mut prev_at = Instant::now();
+    let mut first = true;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = &mut until_deadline => break,
+            _ = ticks.tick() => {
+                source.drain_log();
+                let now = Instant::now();
+                let cur = source.counters()?;
+                let rates = Rates::between(&prev, &cur, now - prev_at, cfg.link_bps);
+                output::write_rates(out, cfg.format, &cfg.iface, unix_now(), first, &rates)?;
+                out.flush()?;
+                first = false;
+                prev = cur;
+                prev_at = now;
+            }
+        }
+    }
+
+    source.finish();
+    source.drain_log();
+    let counters = source.counters()?;
+    let mut flows: Vec<Flow> = source.flows()?.iter().map(|(k, v)| Flow::new(k, v)).collect();
+    let flows_tracked = flows.len();
+    top_by_bytes(&mut flows, cfg.top);
+    output::write_summary(
+        out,
+        cfg.format,
+        &Summary {
+            iface: &cfg.iface,
+            duration_s: start.elapsed().as_secs_f64(),
+            counters: &counters,
+            flows_tracked,
+            top: &flows,
+            mono_to_unix_ns: cfg.mono_to_unix_ns,
+        },
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use netmon_common::{IP_V4, PROTO_UDP};
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Counts `per_read` more packets of 100 bytes at every counters() read,
+    /// in one flow; stops growing after finish().
+    struct Fake {
+        packets: u64,
+        per_read: u64,
+        finished: bool,
+    }
+
+    impl Source for Fake {
+        fn counters(&mut self) -> Result<Counters> {
+            if !self.finished {
+                self.packets += self.per_read;
+            }
+            Ok(Counters {
+                packets: self.packets,
+                bytes: self.packets * 100,
+                udp: self.packets,
+                ..Counters::default()
+            })
+        }
+        fn flows(&mut self) -> Result<Vec<(FlowKey, FlowValue)>> {
+            let key = FlowKey {
+                ip_version: IP_V4,
+                proto: PROTO_UDP,
+                ..FlowKey::default()
+            };
+            let value = FlowValue {
+                packets: self.packets,
+                bytes: self.packets * 100,
+                ..FlowValue::default()
+            };
+            Ok(vec![(key, value)])
+        }
+        fn finish(&mut self) {
+            self.finished = true;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prints_one_line_per_interval_then_the_summary() {
+        let cfg = Config {
+            iface: "test0".into(),
+            interval: Duration::from_secs(1),
+            duration: Some(Duration::from_millis(3500)),
+            format: Format::Json,
+            top: 5,
+            link_bps: None,
+            mono_to_unix_ns: 0,
+        };
+        let mut source = Fake {
+            packets: 0,
+            per_read: 10,
+            finished: false,
+        };
+        let mut out = Vec::new();
+        run(&cfg, &mut source, &mut out, std::future::pending()).await.unwrap();
+        let lines: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4, "3 rate lines and a summary: {lines:?}");
+        for rates in &lines[..3] {
+            assert_eq!(rates["type"], "rates");
+            assert_eq!(rates["packets"], 10);
+            assert_eq!(rates["bytes"], 1000);
+        }
+        let summary = &lines[3];
+        assert_eq!(summary["type"], "summary");
+        // initial read + 3 ticks; the read after finish() adds nothing.
+        assert_eq!(summary["packets"], 40);
+        assert_eq!(summary["flows"][0]["packets"], 40);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_run_with_a_summary() {
+        let cfg = Config {
+            iface: "test0".into(),
+            interval: Duration::from_secs(1),
+            duration: None,
+            format: Format::Json,
+            top: 5,
+            link_bps: None,
+            mono_to_unix_ns: 0,
+        };
+        let mut source = Fake {
+            packets: 0,
+            per_read: 1,
+            finished: false,
+        };
+        let mut out = Vec::new();
+        run(&cfg, &mut source, &mut out, tokio::time::sleep(Duration::from_millis(1500)))
+            .await
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last["type"], "summary");
+        assert_eq!(text.lines().count(), 2);
+    }
+}

@@ -1,0 +1,78 @@
+//! Facts about interfaces read from /proc and /sys: the default route's
+//! interface and link speed.
+
+use std::fs;
+
+/// Interface of the IPv4 default route in the text of `/proc/net/route`
+/// (the one with the lowest metric).
+#[must_use]
+pub fn default_route_v4(proc_net_route: &str) -> Option<String> {
+    proc_net_route
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+            let (iface, dest, flags, metric, mask) = (f.first()?, f.get(1)?, f.get(3)?, f.get(6)?, f.get(7)?);
+            let up = u32::from_str_radix(flags, 16).ok()? & 1 == 1;
+            (up && *dest == "00000000" && *mask == "00000000").then(|| (metric.parse::<u64>().unwrap_or(u64::MAX), (*iface).to_owned()))
+        })
+        .min()
+        .map(|(_, iface)| iface)
+}
+
+/// Interface of the IPv6 default route in the text of `/proc/net/ipv6_route`.
+#[must_use]
+pub fn default_route_v6(proc_net_ipv6_route: &str) -> Option<String> {
+    proc_net_ipv6_route
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // dest dest_len src src_len next_hop metric refcnt use flags iface
+            let (dest, len, metric, iface) = (f.first()?, f.get(1)?, f.get(5)?, f.get(9)?);
+            (dest.chars().all(|c| c == '0') && *len == "00" && *iface != "lo")
+                .then(|| (u64::from_str_radix(metric, 16).unwrap_or(u64::MAX), (*iface).to_owned()))
+        })
+        .min()
+        .map(|(_, iface)| iface)
+}
+
+/// The interface of the default route (IPv4 first, then IPv6).
+#[must_use]
+pub fn default_interface() -> Option<String> {
+    fs::read_to_string("/proc/net/route")
+        .ok()
+        .and_then(|t| default_route_v4(&t))
+        .or_else(|| fs::read_to_string("/proc/net/ipv6_route").ok().and_then(|t| default_route_v6(&t)))
+}
+
+/// Link speed in bits per second, if the driver reports one.
+#[must_use]
+pub fn link_speed_bps(iface: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/sys/class/net/{iface}/speed")).ok()?;
+    let mbps: i64 = text.trim().parse().ok()?;
+    (mbps > 0).then(|| mbps as u64 * 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_lowest_metric_default_route() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            wlan0\t00000000\t0102A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n\
+            eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+            eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(default_route_v4(table).as_deref(), Some("eth0"));
+        assert_eq!(default_route_v4("Iface\tDestination\n"), None);
+    }
+
+    #[test]
+    fn finds_the_ipv6_default_route() {
+        let table = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 eth1\n\
+            20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth1\n\
+            00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n";
+        assert_eq!(default_route_v6(table).as_deref(), Some("eth1"));
+    }
+}

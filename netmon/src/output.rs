@@ -1,0 +1,276 @@
+//! Rendering of monitor results as text lines or NDJSON. Writes to any
+//! `impl Write`; knows nothing about where the numbers came from.
+
+use std::io::{self, Write};
+
+use netmon_common::{Counters, SIZE_CLASS_LABELS};
+use serde_json::{Value, json};
+
+use crate::{
+    cli::Format,
+    stats::{Flow, Rates, proto_name},
+    units,
+};
+
+/// Everything the end-of-run summary shows.
+pub struct Summary<'a> {
+    pub iface: &'a str,
+    pub duration_s: f64,
+    pub counters: &'a Counters,
+    /// Flows in the table at the end (before truncation to top N).
+    pub flows_tracked: usize,
+    /// The top flows, already sorted and truncated.
+    pub top: &'a [Flow],
+    /// Adds to a kernel monotonic timestamp to give Unix time in ns.
+    pub mono_to_unix_ns: i128,
+}
+
+fn proto_json(proto: u8) -> Value {
+    proto_name(proto).map_or_else(|| json!(proto), |n| json!(n))
+}
+
+fn proto_text(proto: u8) -> String {
+    proto_name(proto).map_or_else(|| proto.to_string(), str::to_owned)
+}
+
+/// One line per interval.
+pub fn write_rates(w: &mut impl Write, format: Format, iface: &str, unix_time: f64, first: bool, r: &Rates) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            let mut v = json!({
+                "type": "rates",
+                "time": unix_time,
+                "iface": iface,
+                "interval_s": r.interval_s,
+                "packets": r.packets,
+                "bytes": r.bytes,
+                "pps": r.pps,
+                "bps": r.bps,
+            });
+            if let Some(u) = r.util_pct {
+                v["util_pct"] = json!(u);
+            }
+            writeln!(w, "{v}")
+        }
+        Format::Text => {
+            if first {
+                writeln!(
+                    w,
+                    "{:<10} {:>12} {:>12} {:>14} {:>16} {:>7}",
+                    "time(UTC)", "packets", "bytes", "rate(pps)", "rate(bit/s)", "util"
+                )?;
+            }
+            let secs = unix_time as u64 % 86_400;
+            let util = r.util_pct.map_or_else(|| "-".to_owned(), |u| format!("{u:.1}%"));
+            writeln!(
+                w,
+                "{:02}:{:02}:{:02}   {:>12} {:>12} {:>14} {:>16} {:>7}",
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60,
+                r.packets,
+                units::bytes(r.bytes),
+                units::packets_per_second(r.pps),
+                units::bits_per_second(r.bps),
+                util
+            )
+        }
+    }
+}
+
+fn flow_json(f: &Flow, mono_to_unix_ns: i128) -> Value {
+    let unix = |ns: u64| (i128::from(ns) + mono_to_unix_ns) as f64 / 1e9;
+    let mut v = json!({
+        "src": f.src.to_string(),
+        "dst": f.dst.to_string(),
+        "sport": f.sport,
+        "dport": f.dport,
+        "proto": proto_json(f.proto),
+        "packets": f.packets,
+        "bytes": f.bytes,
+        "first_seen": unix(f.first_seen_ns),
+        "last_seen": unix(f.last_seen_ns),
+    });
+    if f.proto == netmon_common::PROTO_TCP {
+        v["tcp_flags"] = json!(f.tcp_flags);
+    }
+    v
+}
+
+fn counters_json(c: &Counters) -> Value {
+    let sizes: serde_json::Map<String, Value> = SIZE_CLASS_LABELS
+        .iter()
+        .zip(c.size_classes.iter())
+        .map(|(label, n)| ((*label).to_owned(), json!(n)))
+        .collect();
+    json!({
+        "tcp": c.tcp, "udp": c.udp, "icmp": c.icmp, "icmpv6": c.icmpv6,
+        "other_ip": c.other_ip, "arp": c.arp, "other_l2": c.other_l2,
+        "malformed": c.malformed,
+        "size_classes": sizes,
+        "tcp_syn": c.tcp_syn, "tcp_fin": c.tcp_fin, "tcp_rst": c.tcp_rst,
+        "flow_insert_failed": c.flow_insert_failed,
+    })
+}
+
+/// The end-of-run summary.
+pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Result<()> {
+    let c = s.counters;
+    match format {
+        Format::Json => {
+            let v = json!({
+                "type": "summary",
+                "iface": s.iface,
+                "duration_s": s.duration_s,
+                "packets": c.packets,
+                "bytes": c.bytes,
+                "flows_tracked": s.flows_tracked,
+                "counters": counters_json(c),
+                "flows": s.top.iter().map(|f| flow_json(f, s.mono_to_unix_ns)).collect::<Vec<_>>(),
+            });
+            writeln!(w, "{v}")
+        }
+        Format::Text => {
+            let secs = s.duration_s.max(f64::EPSILON);
+            writeln!(w)?;
+            writeln!(
+                w,
+                "summary for {} over {:.2} s: {} packets, {} (average {}, {})",
+                s.iface,
+                s.duration_s,
+                c.packets,
+                units::bytes(c.bytes),
+                units::packets_per_second(c.packets as f64 / secs),
+                units::bits_per_second(c.bytes as f64 * 8.0 / secs),
+            )?;
+            writeln!(
+                w,
+                "  by protocol (packets): tcp {}  udp {}  icmp {}  icmpv6 {}  other-ip {}  arp {}  other-l2 {}  malformed {}",
+                c.tcp, c.udp, c.icmp, c.icmpv6, c.other_ip, c.arp, c.other_l2, c.malformed
+            )?;
+            write!(w, "  by frame size (bytes, FCS excluded):")?;
+            for (label, n) in SIZE_CLASS_LABELS.iter().zip(c.size_classes.iter()) {
+                write!(w, "  {label}: {n}")?;
+            }
+            writeln!(w)?;
+            writeln!(w, "  tcp segments with: syn {}  fin {}  rst {}", c.tcp_syn, c.tcp_fin, c.tcp_rst)?;
+            writeln!(
+                w,
+                "  flows: {} tracked; {} packets of untracked flows (table full: raise --max-flows)",
+                s.flows_tracked, c.flow_insert_failed
+            )?;
+            if s.top.is_empty() {
+                return Ok(());
+            }
+            writeln!(w, "  top {} flows by bytes:", s.top.len())?;
+            writeln!(w, "    {:<7} {:<46} {:<46} {:>12} {:>12}", "proto", "source", "destination", "packets", "bytes")?;
+            for f in s.top {
+                let endpoint = |addr: std::net::IpAddr, port: u16| match (addr, f.has_ports()) {
+                    (std::net::IpAddr::V6(a), true) => format!("[{a}]:{port}"),
+                    (a, true) => format!("{a}:{port}"),
+                    (a, false) => a.to_string(),
+                };
+                writeln!(
+                    w,
+                    "    {:<7} {:<46} {:<46} {:>12} {:>12}",
+                    proto_text(f.proto),
+                    endpoint(f.src, f.sport),
+                    endpoint(f.dst, f.dport),
+                    f.packets,
+                    f.bytes
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    fn flow() -> Flow {
+        Flow {
+            src: "198.51.100.2".parse::<IpAddr>().unwrap(),
+            dst: "198.51.100.1".parse::<IpAddr>().unwrap(),
+            sport: 40000,
+            dport: 9000,
+            proto: netmon_common::PROTO_UDP,
+            packets: 100,
+            bytes: 14_200,
+            first_seen_ns: 1_000_000_000,
+            last_seen_ns: 2_000_000_000,
+            tcp_flags: 0,
+        }
+    }
+
+    #[test]
+    fn summary_json_follows_the_contract() {
+        let counters = Counters {
+            packets: 101,
+            bytes: 14_242,
+            udp: 100,
+            arp: 1,
+            ..Counters::default()
+        };
+        let top = [flow()];
+        let mut out = Vec::new();
+        write_summary(
+            &mut out,
+            Format::Json,
+            &Summary {
+                iface: "veth0",
+                duration_s: 7.0,
+                counters: &counters,
+                flows_tracked: 1,
+                top: &top,
+                mono_to_unix_ns: 1_700_000_000_000_000_000,
+            },
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["type"], "summary");
+        assert_eq!(v["packets"], 101);
+        assert_eq!(v["bytes"], 14_242);
+        assert_eq!(v["counters"]["arp"], 1);
+        let f = &v["flows"][0];
+        assert_eq!(f["src"], "198.51.100.2");
+        assert_eq!(f["dport"], 9000);
+        assert_eq!(f["proto"], "udp");
+        assert_eq!(f["bytes"], 14_200);
+        assert!((f["first_seen"].as_f64().unwrap() - 1_700_000_001.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn unknown_protocols_are_numbers() {
+        assert_eq!(proto_json(47), json!(47));
+        assert_eq!(proto_json(6), json!("tcp"));
+    }
+
+    #[test]
+    fn rates_json_and_text() {
+        let r = Rates {
+            interval_s: 1.0,
+            packets: 10,
+            bytes: 1000,
+            pps: 10.0,
+            bps: 8000.0,
+            util_pct: None,
+        };
+        let mut out = Vec::new();
+        write_rates(&mut out, Format::Json, "lo", 1.5, true, &r).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["type"], "rates");
+        assert_eq!(v["pps"], 10.0);
+        assert!(v.get("util_pct").is_none());
+        let mut out = Vec::new();
+        write_rates(&mut out, Format::Text, "lo", 3661.0, true, &r).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("01:01:01"), "{text}");
+        assert!(text.contains("8.00 kbit/s"), "{text}");
+    }
+}

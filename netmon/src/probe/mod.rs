@@ -1,0 +1,88 @@
+//! Active probers: ICMP echo (ping, sweep) and TCP connect (scan).
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::{cli::Format, units::parse_positive_duration};
+
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// Hosts to ping: names, IPv4 or IPv6 addresses
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Echo requests per target
+    #[arg(long, short = 'c', default_value_t = 5)]
+    pub count: u64,
+    /// Time between two requests to one target
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_positive_duration)]
+    pub interval: Duration,
+    /// How long to wait for each reply
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Say which socket kind is used
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Address ranges: CIDR (192.0.2.0/24, 2001:db8::/120) or A-B
+    #[arg(required = true, value_name = "CIDR|RANGE")]
+    pub targets: Vec<String>,
+    /// Echo requests per second, all targets together
+    #[arg(long, value_name = "PPS", default_value_t = 1000)]
+    pub rate: u32,
+    /// How long to wait for a reply before retrying
+    #[arg(long, value_name = "DUR", default_value = "500ms", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+    /// Extra attempts for a silent host
+    #[arg(long, default_value_t = 1)]
+    pub retries: u32,
+    /// Allow more than 65,536 targets
+    #[arg(long)]
+    pub force: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Say which socket kind is used
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Hosts to scan: names, IPv4 or IPv6 addresses
+    #[arg(required = true, value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Ports: 22,80,443 or 1-1024 or - (all 65535), mixed
+    #[arg(long, short = 'p', value_name = "SPEC", default_value = "1-1024")]
+    pub ports: String,
+    /// Connections in flight [default: from RLIMIT_NOFILE]
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// How long to wait for each connect
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+    /// Extra attempts for a port that timed out
+    #[arg(long, default_value_t = 1)]
+    pub retries: u32,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+pub async fn ping(_args: PingArgs) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::bail!("netmon ping is not implemented yet")
+}
+
+pub async fn sweep(_args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::bail!("netmon sweep is not implemented yet")
+}
+
+pub async fn scan(_args: ScanArgs) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::bail!("netmon scan is not implemented yet")
+}

@@ -1,0 +1,264 @@
+//! The only module that touches aya: loads the XDP object, attaches it,
+//! reads and prunes its maps. Everything above it works on plain values.
+
+use std::{ffi::CString, io};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::{Xdp, XdpMode as AyaXdpMode, links::FdLink, xdp::XdpLink},
+};
+use aya_log::EbpfLogger;
+use netmon_common::{COUNTERS_MAP, Counters, FLOWS_MAP, FlowKey, FlowValue, XDP_PROGRAM};
+use thiserror::Error;
+
+use crate::cli::XdpMode;
+
+/// The XDP object, embedded at build time (see build.rs). Empty when the
+/// binary was built without `cargo xtask build`.
+static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netmon.bpf.o"));
+
+const FIX_PRIVILEGES: &str = "run as root, or grant the binary the capabilities: \
+     setcap cap_bpf,cap_net_admin,cap_perfmon,cap_net_raw+ep target/release/netmon";
+
+#[derive(Debug, Error)]
+pub enum SysError {
+    #[error(
+        "this netmon binary was built without its XDP program; build it with `cargo xtask build` \
+         (or run `cargo xtask run -- ARGS`)"
+    )]
+    NoObject,
+    #[error("no interface named '{0}'; list interfaces with `ip link`, or omit --iface to use the default route's")]
+    NoInterface(String),
+    #[error("loading the XDP program needs privileges: {FIX_PRIVILEGES}")]
+    Permission,
+    #[error("loading the XDP program failed: {0}")]
+    Load(String),
+    #[error("attaching to {iface} in {mode} mode failed: {reason}{hint}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        reason: String,
+        hint: &'static str,
+    },
+    #[error(
+        "this kernel attached XDP without a bpf_link, which would outlive netmon; \
+         netmon needs Linux 5.9 or newer"
+    )]
+    NoLink,
+    #[error("reading map {map} failed: {reason}")]
+    Map { map: &'static str, reason: String },
+}
+
+/// Is `err` (or anything it wraps) an EPERM/EACCES from the kernel?
+fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    // aya formats some syscall failures into strings.
+    let text = err.to_string();
+    text.contains("Operation not permitted") || text.contains("Permission denied")
+}
+
+/// Full error chain on one line.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cur = e.source();
+    }
+    text
+}
+
+/// Resolves an interface name to its index.
+pub fn ifindex(iface: &str) -> Result<u32, SysError> {
+    let Ok(name) = CString::new(iface) else {
+        return Err(SysError::NoInterface(iface.to_owned()));
+    };
+    // SAFETY: name is a valid NUL-terminated string for the call's duration.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(SysError::NoInterface(iface.to_owned()));
+    }
+    Ok(index)
+}
+
+/// The mode an attachment ended up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Generic,
+}
+
+impl AttachedMode {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Generic => "generic",
+        }
+    }
+}
+
+/// The loaded program, attached to one interface. Dropping it detaches.
+pub struct Attachment {
+    /// Declared before `ebpf`: the link goes first, then the program.
+    link: Option<FdLink>,
+    logger: EbpfLogger<&'static dyn log::Log>,
+    ebpf: Ebpf,
+    pub mode: AttachedMode,
+    pub ifindex: u32,
+}
+
+impl Attachment {
+    /// Loads the embedded object with a flow table of `max_flows` entries and
+    /// attaches it to `iface`.
+    pub fn attach(iface: &str, mode: XdpMode, max_flows: u32) -> Result<Self, SysError> {
+        if XDP_OBJECT.is_empty() {
+            return Err(SysError::NoObject);
+        }
+        let ifindex = ifindex(iface)?;
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(FLOWS_MAP, max_flows)
+            .load(XDP_OBJECT)
+            .map_err(|e| {
+                if is_permission(&e) {
+                    SysError::Permission
+                } else {
+                    SysError::Load(chain(&e))
+                }
+            })?;
+        let logger = EbpfLogger::init(&mut ebpf).map_err(|e| SysError::Load(chain(&e)))?;
+        let program: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or_else(|| SysError::Load(format!("no program {XDP_PROGRAM} in the object")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| SysError::Load(chain(&e)))?;
+        program.load().map_err(|e| {
+            if is_permission(&e) {
+                SysError::Permission
+            } else {
+                SysError::Load(chain(&e))
+            }
+        })?;
+        let attempts: &[AttachedMode] = match mode {
+            XdpMode::Auto => &[AttachedMode::Native, AttachedMode::Generic],
+            XdpMode::Native => &[AttachedMode::Native],
+            XdpMode::Generic => &[AttachedMode::Generic],
+        };
+        let mut last_err = None;
+        for &attempt in attempts {
+            let flags = match attempt {
+                AttachedMode::Native => AyaXdpMode::Driver,
+                AttachedMode::Generic => AyaXdpMode::Skb,
+            };
+            match program.attach_to_if_index(ifindex, flags) {
+                Ok(id) => {
+                    let link: XdpLink = program.take_link(id).map_err(|e| SysError::Load(chain(&e)))?;
+                    // A netlink attachment (no bpf_link) would survive a
+                    // SIGKILL; converting fails for it, and dropping it
+                    // detaches.
+                    let link = FdLink::try_from(link).map_err(|_| SysError::NoLink)?;
+                    return Ok(Attachment {
+                        link: Some(link),
+                        logger,
+                        ebpf,
+                        mode: attempt,
+                        ifindex,
+                    });
+                }
+                Err(e) => {
+                    if is_permission(&e) {
+                        return Err(SysError::Permission);
+                    }
+                    if mode == XdpMode::Auto && attempt == AttachedMode::Native {
+                        log::info!("native XDP on {iface} failed ({}); trying generic mode", chain(&e));
+                    }
+                    last_err = Some((attempt, chain(&e)));
+                }
+            }
+        }
+        let (attempt, reason) = last_err.expect("at least one attempt was made");
+        Err(SysError::Attach {
+            iface: iface.to_owned(),
+            mode: attempt.as_str(),
+            reason,
+            hint: if attempt == AttachedMode::Native {
+                "; the driver may lack native XDP: try --xdp-mode generic"
+            } else {
+                "; is another XDP program attached? (`ip link show` shows it)"
+            },
+        })
+    }
+
+    /// Detaches the program from the interface. The maps stay readable, so
+    /// a final read after this sees every packet that was counted.
+    pub fn detach(&mut self) {
+        self.link.take();
+    }
+
+    /// The global counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, SysError> {
+        let map_err = |e: aya::maps::MapError| SysError::Map {
+            map: COUNTERS_MAP,
+            reason: chain(&e),
+        };
+        let map = self.ebpf.map(COUNTERS_MAP).ok_or_else(|| SysError::Map {
+            map: COUNTERS_MAP,
+            reason: "missing from the object".into(),
+        })?;
+        let array: PerCpuArray<&MapData, Counters> = PerCpuArray::try_from(map).map_err(map_err)?;
+        let per_cpu = array.get(&0, 0).map_err(map_err)?;
+        let mut total = Counters::default();
+        for c in per_cpu.iter() {
+            total.accumulate(c);
+        }
+        Ok(total)
+    }
+
+    /// Every entry of the flow table.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, SysError> {
+        let map_err = |e: aya::maps::MapError| SysError::Map {
+            map: FLOWS_MAP,
+            reason: chain(&e),
+        };
+        let map = self.ebpf.map(FLOWS_MAP).ok_or_else(|| SysError::Map {
+            map: FLOWS_MAP,
+            reason: "missing from the object".into(),
+        })?;
+        let table: HashMap<&MapData, FlowKey, FlowValue> = HashMap::try_from(map).map_err(map_err)?;
+        // A flow removed while we iterate is skipped, never an error.
+        Ok(table.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Forwards waiting kernel log records to the `log` crate.
+    pub fn flush_log(&mut self) {
+        self.logger.flush();
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; raise it so a large
+/// flow table loads there too. Newer kernels ignore it.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we pass; failure is harmless here.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
+    if rc != 0 {
+        log::debug!("could not raise RLIMIT_MEMLOCK: {}", io::Error::last_os_error());
+    }
+}
