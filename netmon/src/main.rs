@@ -184,16 +184,18 @@ impl StderrLog {
 
 impl log::Log for StderrLog {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= self.level
+        // aya's own debug output (relocations, feature probes) is for aya's
+        // developers, not for operators.
+        let limit = if metadata.target().starts_with("aya") {
+            log::Level::Warn
+        } else {
+            log::Level::Trace
+        };
+        metadata.level() <= self.level && metadata.level() <= limit
     }
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
-            let origin = if record.target().contains("ebpf") || record.module_path().is_none_or(|m| m.contains("ebpf")) {
-                "kernel"
-            } else {
-                "netmon"
-            };
-            eprintln!("netmon: [{origin}] {}: {}", record.level().as_str().to_lowercase(), record.args());
+            eprintln!("netmon: {}: {}", record.level().as_str().to_lowercase(), record.args());
         }
     }
     fn flush(&self) {}

@@ -1,1 +1,216 @@
-fn main(){}
+//! `cargo xtask`: provision the BPF toolchain, build, run, test, benchmark.
+//!
+//! The XDP program is built for `bpfel-unknown-none` either with Debian's
+//! Rust (which ships a prebuilt `core` for BPF) or with a rustup nightly that
+//! has `rust-src` (`-Z build-std=core`), and linked by bpf-linker. See
+//! ARCHITECTURE.md and the shared TOOLCHAIN notes.
+
+mod provision;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run, test and benchmark netmon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check the BPF toolchain and install what is missing (idempotent).
+    Provision,
+    /// Build the XDP object and target/release/netmon with it embedded.
+    Build,
+    /// Build, then run `netmon ARGS` (as root, via sudo when needed).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run every test: unit tests and the root-only integration
+    /// tests in network namespaces.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Format check and clippy on every crate, the kernel crate for its BPF
+    /// target included.
+    Lint,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Cmd::Provision => {
+            provision::ensure()?;
+        }
+        Cmd::Build => {
+            build(&root)?;
+        }
+        Cmd::Run { args } => {
+            let bin = build(&root)?;
+            let mut cmd = if is_root() {
+                Command::new(&bin)
+            } else {
+                let mut c = Command::new("sudo");
+                c.arg(&bin);
+                c
+            };
+            let status = cmd.args(&args).status().context("cannot start netmon")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Test { args } => {
+            let bin = build(&root)?;
+            if !is_root() {
+                bail!(
+                    "the integration tests create network namespaces and attach XDP programs, \
+                     which needs root: run `sudo -E env PATH=$PATH cargo xtask test`"
+                );
+            }
+            provision::ensure_test_tools()?;
+            step("running unit and integration tests");
+            let status = cargo()
+                .args(["test", "--workspace", "--exclude", "netmon-ebpf"])
+                .args(&args)
+                .env("NETMON_BIN", &bin)
+                .current_dir(&root)
+                .status()?;
+            if !status.success() {
+                bail!("tests failed");
+            }
+        }
+        Cmd::Lint => lint(&root)?,
+    }
+    Ok(())
+}
+
+/// Prints one provisioning/build step, so a slow step is never silent.
+pub fn step(what: &str) {
+    eprintln!("xtask: {what}");
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the workspace")
+        .to_path_buf()
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The cargo that runs this xtask.
+fn cargo() -> Command {
+    Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// A cargo command for the BPF build with the outer cargo's variables
+/// cleared, so nothing of the host build leaks into it.
+fn clean_cargo(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy();
+        if (key.starts_with("CARGO") && key != "CARGO_HOME") || key.starts_with("RUSTC") || key == "RUSTFLAGS" || key == "RUSTUP_TOOLCHAIN" {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd
+}
+
+/// Builds the XDP object; returns its path.
+fn build_ebpf(root: &Path) -> Result<PathBuf> {
+    let toolchain = provision::ensure()?;
+    step("building the XDP program (netmon-ebpf, bpfel-unknown-none)");
+    let target_dir = root.join("target/bpf");
+    let mut cmd = clean_cargo(&toolchain.cargo);
+    cmd.current_dir(root)
+        .args(["build", "--package", "netmon-ebpf", "--release", "--target", "bpfel-unknown-none"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("PATH", provision::path_with_cargo_bin());
+    match &toolchain.kind {
+        provision::Kind::Debian { rustc } => {
+            cmd.env("RUSTC", rustc);
+        }
+        provision::Kind::Nightly => {
+            cmd.args(["-Z", "build-std=core"]).env("RUSTUP_TOOLCHAIN", "nightly");
+        }
+    }
+    let status = cmd.status().context("cannot run cargo for the BPF build")?;
+    if !status.success() {
+        bail!("building the XDP program failed");
+    }
+    Ok(target_dir.join("bpfel-unknown-none/release/netmon"))
+}
+
+/// Builds the XDP object and the release binary with it embedded.
+fn build(root: &Path) -> Result<PathBuf> {
+    let object = build_ebpf(root)?;
+    step("building target/release/netmon with the XDP program embedded");
+    let status = cargo()
+        .current_dir(root)
+        .args(["build", "--release", "--package", "netmon"])
+        .env("NETMON_EBPF_OBJ", &object)
+        .status()?;
+    if !status.success() {
+        bail!("building netmon failed");
+    }
+    Ok(root.join("target/release/netmon"))
+}
+
+fn lint(root: &Path) -> Result<()> {
+    step("cargo fmt --check");
+    let ok = cargo().current_dir(root).args(["fmt", "--all", "--check"]).status()?.success();
+    if !ok {
+        bail!("code is not formatted: run `cargo fmt --all`");
+    }
+    step("clippy on the userspace crates");
+    let ok = cargo()
+        .current_dir(root)
+        .args(["clippy", "--workspace", "--exclude", "netmon-ebpf", "--all-targets", "--", "-D", "warnings"])
+        .status()?
+        .success();
+    if !ok {
+        bail!("clippy found problems in the userspace crates");
+    }
+    step("clippy on the kernel crate (bpfel-unknown-none)");
+    let toolchain = provision::ensure()?;
+    let provision::Kind::Debian { rustc } = &toolchain.kind else {
+        step("skipping kernel clippy: it needs Debian's clippy for BPF (rust-web-clippy)");
+        return Ok(());
+    };
+    let ok = clean_cargo(Path::new(provision::DEBIAN_CARGO))
+        .current_dir(root)
+        .args(["clippy", "--package", "netmon-ebpf", "--release", "--target", "bpfel-unknown-none", "--", "-D", "warnings"])
+        .env("CARGO_TARGET_DIR", root.join("target/bpf-clippy"))
+        .env("RUSTC", rustc)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("PATH", provision::path_with_cargo_bin())
+        .status()?
+        .success();
+    if !ok {
+        bail!("clippy found problems in the kernel crate");
+    }
+    Ok(())
+}
