@@ -72,7 +72,13 @@ pub struct FlowValue {
 /// bounds here are 4 lower.
 pub const SIZE_CLASSES: usize = 7;
 pub const SIZE_CLASS_LABELS: [&str; SIZE_CLASSES] = [
-    "64", "65-127", "128-255", "256-511", "512-1023", "1024-1518", ">1518",
+    "64",
+    "65-127",
+    "128-255",
+    "256-511",
+    "512-1023",
+    "1024-1518",
+    ">1518",
 ];
 
 /// Upper bound (inclusive, without FCS) of each size class but the last.

@@ -121,8 +121,16 @@ mod tests {
 
     #[test]
     fn monitor_is_the_default_command() {
-        let cli = Cli::try_parse_from(["netmon", "--iface", "lo", "--duration", "7s", "--format", "json"])
-            .unwrap();
+        let cli = Cli::try_parse_from([
+            "netmon",
+            "--iface",
+            "lo",
+            "--duration",
+            "7s",
+            "--format",
+            "json",
+        ])
+        .unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.monitor.iface.as_deref(), Some("lo"));
         assert_eq!(cli.monitor.duration, Some(Duration::from_secs(7)));

@@ -50,7 +50,10 @@ fn main() -> ExitCode {
     };
     StderrLog::install(verbose);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("netmon: cannot start the async runtime: {e}");
@@ -69,11 +72,20 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // A closed stdout (`netmon | head`) is not an error.
-            if e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("netmon: {e:#}");
-            if e.chain().any(|c| c.is::<UsageError>() || matches!(c.downcast_ref::<sys::SysError>(), Some(sys::SysError::NoInterface(_)))) {
+            if e.chain().any(|c| {
+                c.is::<UsageError>()
+                    || matches!(
+                        c.downcast_ref::<sys::SysError>(),
+                        Some(sys::SysError::NoInterface(_))
+                    )
+            }) {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
@@ -103,7 +115,10 @@ impl monitor::Source for XdpSource {
 /// Offset from CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) to Unix time.
 fn mono_to_unix_ns() -> i128 {
     let read = |clock| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: ts is a valid out-pointer for clock_gettime.
         unsafe { libc::clock_gettime(clock, &raw mut ts) };
         i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
@@ -112,31 +127,36 @@ fn mono_to_unix_ns() -> i128 {
     read(libc::CLOCK_REALTIME) - mono
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed
+/// here, before it is first polled, so a signal that arrives right after
+/// netmon says it is counting still ends the run with a summary.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    })
 }
 
 async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
     if !args.ping.is_empty() || !args.tcp.is_empty() {
-        return Err(UsageError("--ping and --tcp in the monitor are not implemented yet".into()).into());
+        return Err(
+            UsageError("--ping and --tcp in the monitor are not implemented yet".into()).into(),
+        );
     }
     let iface = match args.iface {
         Some(i) => i,
         None => netif::default_interface().ok_or_else(|| {
-            UsageError("no default route to take the interface from; name one with --iface IF".into())
+            UsageError(
+                "no default route to take the interface from; name one with --iface IF".into(),
+            )
         })?,
     };
+    let shutdown = shutdown_signal()?;
     let attachment = sys::Attachment::attach(&iface, args.xdp_mode, args.max_flows)?;
     eprintln!(
         "netmon: counting on {iface} (ifindex {}) in {} XDP mode, flow table {} entries; {}",
@@ -160,7 +180,7 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
     let mut source = XdpSource(attachment);
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    monitor::run(&cfg, &mut source, &mut out, shutdown_signal())
+    monitor::run(&cfg, &mut source, &mut out, shutdown)
         .await
         .context("monitor stopped")?;
     out.flush()?;
@@ -174,7 +194,11 @@ struct StderrLog {
 
 impl StderrLog {
     fn install(verbose: bool) {
-        let level = if verbose { log::LevelFilter::Debug } else { log::LevelFilter::Warn };
+        let level = if verbose {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Warn
+        };
         let logger = Box::leak(Box::new(StderrLog { level }));
         if log::set_logger(logger).is_ok() {
             log::set_max_level(level);
@@ -195,7 +219,11 @@ impl log::Log for StderrLog {
     }
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
-            eprintln!("netmon: {}: {}", record.level().as_str().to_lowercase(), record.args());
+            eprintln!(
+                "netmon: {}: {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            );
         }
     }
     fn flush(&self) {}

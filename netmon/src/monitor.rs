@@ -43,7 +43,12 @@ fn unix_now() -> f64 {
 
 /// Runs until `duration` passes or `shutdown` completes, then writes the
 /// summary.
-pub async fn run(cfg: &Config, source: &mut impl Source, out: &mut impl Write, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run(
+    cfg: &Config,
+    source: &mut impl Source,
+    out: &mut impl Write,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let start = Instant::now();
     let mut ticks = interval_at(start + cfg.interval, cfg.interval);
     // A slow reader must not produce a burst of catch-up lines.
@@ -81,7 +86,11 @@ pub async fn run(cfg: &Config, source: &mut impl Source, out: &mut impl Write, s
     source.finish();
     source.drain_log();
     let counters = source.counters()?;
-    let mut flows: Vec<Flow> = source.flows()?.iter().map(|(k, v)| Flow::new(k, v)).collect();
+    let mut flows: Vec<Flow> = source
+        .flows()?
+        .iter()
+        .map(|(k, v)| Flow::new(k, v))
+        .collect();
     let flows_tracked = flows.len();
     top_by_bytes(&mut flows, cfg.top);
     output::write_summary(
@@ -162,7 +171,9 @@ mod tests {
             finished: false,
         };
         let mut out = Vec::new();
-        run(&cfg, &mut source, &mut out, std::future::pending()).await.unwrap();
+        run(&cfg, &mut source, &mut out, std::future::pending())
+            .await
+            .unwrap();
         let lines: Vec<Value> = String::from_utf8(out)
             .unwrap()
             .lines()
@@ -198,9 +209,14 @@ mod tests {
             finished: false,
         };
         let mut out = Vec::new();
-        run(&cfg, &mut source, &mut out, tokio::time::sleep(Duration::from_millis(1500)))
-            .await
-            .unwrap();
+        run(
+            &cfg,
+            &mut source,
+            &mut out,
+            tokio::time::sleep(Duration::from_millis(1500)),
+        )
+        .await
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert_eq!(last["type"], "summary");

@@ -13,9 +13,15 @@ pub fn default_route_v4(proc_net_route: &str) -> Option<String> {
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
             // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
-            let (iface, dest, flags, metric, mask) = (f.first()?, f.get(1)?, f.get(3)?, f.get(6)?, f.get(7)?);
+            let (iface, dest, flags, metric, mask) =
+                (f.first()?, f.get(1)?, f.get(3)?, f.get(6)?, f.get(7)?);
             let up = u32::from_str_radix(flags, 16).ok()? & 1 == 1;
-            (up && *dest == "00000000" && *mask == "00000000").then(|| (metric.parse::<u64>().unwrap_or(u64::MAX), (*iface).to_owned()))
+            (up && *dest == "00000000" && *mask == "00000000").then(|| {
+                (
+                    metric.parse::<u64>().unwrap_or(u64::MAX),
+                    (*iface).to_owned(),
+                )
+            })
         })
         .min()
         .map(|(_, iface)| iface)
@@ -30,8 +36,12 @@ pub fn default_route_v6(proc_net_ipv6_route: &str) -> Option<String> {
             let f: Vec<&str> = line.split_whitespace().collect();
             // dest dest_len src src_len next_hop metric refcnt use flags iface
             let (dest, len, metric, iface) = (f.first()?, f.get(1)?, f.get(5)?, f.get(9)?);
-            (dest.chars().all(|c| c == '0') && *len == "00" && *iface != "lo")
-                .then(|| (u64::from_str_radix(metric, 16).unwrap_or(u64::MAX), (*iface).to_owned()))
+            (dest.chars().all(|c| c == '0') && *len == "00" && *iface != "lo").then(|| {
+                (
+                    u64::from_str_radix(metric, 16).unwrap_or(u64::MAX),
+                    (*iface).to_owned(),
+                )
+            })
         })
         .min()
         .map(|(_, iface)| iface)
@@ -43,7 +53,11 @@ pub fn default_interface() -> Option<String> {
     fs::read_to_string("/proc/net/route")
         .ok()
         .and_then(|t| default_route_v4(&t))
-        .or_else(|| fs::read_to_string("/proc/net/ipv6_route").ok().and_then(|t| default_route_v6(&t)))
+        .or_else(|| {
+            fs::read_to_string("/proc/net/ipv6_route")
+                .ok()
+                .and_then(|t| default_route_v6(&t))
+        })
 }
 
 /// Link speed in bits per second, if the driver reports one.

@@ -34,7 +34,14 @@ fn proto_text(proto: u8) -> String {
 }
 
 /// One line per interval.
-pub fn write_rates(w: &mut impl Write, format: Format, iface: &str, unix_time: f64, first: bool, r: &Rates) -> io::Result<()> {
+pub fn write_rates(
+    w: &mut impl Write,
+    format: Format,
+    iface: &str,
+    unix_time: f64,
+    first: bool,
+    r: &Rates,
+) -> io::Result<()> {
     match format {
         Format::Json => {
             let mut v = json!({
@@ -61,7 +68,9 @@ pub fn write_rates(w: &mut impl Write, format: Format, iface: &str, unix_time: f
                 )?;
             }
             let secs = unix_time as u64 % 86_400;
-            let util = r.util_pct.map_or_else(|| "-".to_owned(), |u| format!("{u:.1}%"));
+            let util = r
+                .util_pct
+                .map_or_else(|| "-".to_owned(), |u| format!("{u:.1}%"));
             writeln!(
                 w,
                 "{:02}:{:02}:{:02}   {:>12} {:>12} {:>14} {:>16} {:>7}",
@@ -153,7 +162,11 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
                 write!(w, "  {label}: {n}")?;
             }
             writeln!(w)?;
-            writeln!(w, "  tcp segments with: syn {}  fin {}  rst {}", c.tcp_syn, c.tcp_fin, c.tcp_rst)?;
+            writeln!(
+                w,
+                "  tcp segments with: syn {}  fin {}  rst {}",
+                c.tcp_syn, c.tcp_fin, c.tcp_rst
+            )?;
             writeln!(
                 w,
                 "  flows: {} tracked; {} packets of untracked flows (table full: raise --max-flows)",
@@ -163,7 +176,11 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
                 return Ok(());
             }
             writeln!(w, "  top {} flows by bytes:", s.top.len())?;
-            writeln!(w, "    {:<7} {:<46} {:<46} {:>12} {:>12}", "proto", "source", "destination", "packets", "bytes")?;
+            writeln!(
+                w,
+                "    {:<7} {:<46} {:<46} {:>12} {:>12}",
+                "proto", "source", "destination", "packets", "bytes"
+            )?;
             for f in s.top {
                 let endpoint = |addr: std::net::IpAddr, port: u16| match (addr, f.has_ports()) {
                     (std::net::IpAddr::V6(a), true) => format!("[{a}]:{port}"),

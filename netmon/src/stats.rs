@@ -6,7 +6,9 @@ use std::{
     time::Duration,
 };
 
-use netmon_common::{Counters, FlowKey, FlowValue, IP_V4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use netmon_common::{
+    Counters, FlowKey, FlowValue, IP_V4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+};
 
 /// Bytes the wire carries per frame beyond what XDP sees: preamble and SFD
 /// (8), FCS (4), inter-frame gap (12).
@@ -89,7 +91,12 @@ impl Rates {
     /// Rates between two snapshots taken `elapsed` apart on a link of
     /// `link_bps` bits per second (if known).
     #[must_use]
-    pub fn between(prev: &Counters, cur: &Counters, elapsed: Duration, link_bps: Option<u64>) -> Self {
+    pub fn between(
+        prev: &Counters,
+        cur: &Counters,
+        elapsed: Duration,
+        link_bps: Option<u64>,
+    ) -> Self {
         let packets = cur.packets.saturating_sub(prev.packets);
         let bytes = cur.bytes.saturating_sub(prev.bytes);
         let secs = elapsed.as_secs_f64();
@@ -116,7 +123,10 @@ pub fn top_by_bytes(flows: &mut Vec<Flow>, n: usize) {
         b.bytes
             .cmp(&a.bytes)
             .then(b.packets.cmp(&a.packets))
-            .then_with(|| (a.src, a.sport, a.dst, a.dport, a.proto).cmp(&(b.src, b.sport, b.dst, b.dport, b.proto)))
+            .then_with(|| {
+                (a.src, a.sport, a.dst, a.dport, a.proto)
+                    .cmp(&(b.src, b.sport, b.dst, b.dport, b.proto))
+            })
     });
     flows.truncate(n);
 }
@@ -137,7 +147,12 @@ mod tests {
 
     #[test]
     fn rates_over_an_interval() {
-        let r = Rates::between(&counters(100, 10_000), &counters(1100, 110_000), Duration::from_secs(2), None);
+        let r = Rates::between(
+            &counters(100, 10_000),
+            &counters(1100, 110_000),
+            Duration::from_secs(2),
+            None,
+        );
         assert_eq!(r.packets, 1000);
         assert_eq!(r.bytes, 100_000);
         assert!((r.pps - 500.0).abs() < 1e-9);
@@ -202,7 +217,12 @@ mod tests {
             last_seen_ns: 0,
             tcp_flags: 0,
         };
-        let mut flows = vec![flow(10, 1, 1), flow(30, 1, 2), flow(30, 5, 3), flow(20, 1, 4)];
+        let mut flows = vec![
+            flow(10, 1, 1),
+            flow(30, 1, 2),
+            flow(30, 5, 3),
+            flow(20, 1, 4),
+        ];
         top_by_bytes(&mut flows, 3);
         let ports: Vec<u16> = flows.iter().map(|f| f.sport).collect();
         assert_eq!(ports, [3, 2, 4]);

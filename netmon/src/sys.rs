@@ -28,7 +28,9 @@ pub enum SysError {
          (or run `cargo xtask run -- ARGS`)"
     )]
     NoObject,
-    #[error("no interface named '{0}'; list interfaces with `ip link`, or omit --iface to use the default route's")]
+    #[error(
+        "no interface named '{0}'; list interfaces with `ip link`, or omit --iface to use the default route's"
+    )]
     NoInterface(String),
     #[error("loading the XDP program needs privileges: {FIX_PRIVILEGES}")]
     Permission,
@@ -166,7 +168,9 @@ impl Attachment {
             };
             match program.attach_to_if_index(ifindex, flags) {
                 Ok(id) => {
-                    let link: XdpLink = program.take_link(id).map_err(|e| SysError::Load(chain(&e)))?;
+                    let link: XdpLink = program
+                        .take_link(id)
+                        .map_err(|e| SysError::Load(chain(&e)))?;
                     // A netlink attachment (no bpf_link) would survive a
                     // SIGKILL; converting fails for it, and dropping it
                     // detaches.
@@ -184,7 +188,10 @@ impl Attachment {
                         return Err(SysError::Permission);
                     }
                     if mode == XdpMode::Auto && attempt == AttachedMode::Native {
-                        log::info!("native XDP on {iface} failed ({}); trying generic mode", chain(&e));
+                        log::info!(
+                            "native XDP on {iface} failed ({}); trying generic mode",
+                            chain(&e)
+                        );
                     }
                     last_err = Some((attempt, chain(&e)));
                 }
@@ -238,7 +245,8 @@ impl Attachment {
             map: FLOWS_MAP,
             reason: "missing from the object".into(),
         })?;
-        let table: HashMap<&MapData, FlowKey, FlowValue> = HashMap::try_from(map).map_err(map_err)?;
+        let table: HashMap<&MapData, FlowKey, FlowValue> =
+            HashMap::try_from(map).map_err(map_err)?;
         // A flow removed while we iterate is skipped, never an error.
         Ok(table.iter().filter_map(Result::ok).collect())
     }
@@ -259,6 +267,9 @@ fn raise_memlock_limit() {
     // SAFETY: setrlimit reads the struct we pass; failure is harmless here.
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
     if rc != 0 {
-        log::debug!("could not raise RLIMIT_MEMLOCK: {}", io::Error::last_os_error());
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            io::Error::last_os_error()
+        );
     }
 }

@@ -12,9 +12,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| format!("'{text}' has no unit; write e.g. 500ms, 2s or 1m"))?;
     let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' does not start with a number; write e.g. 500ms, 2s or 1m"))?;
+    let value: f64 = number.parse().map_err(|_| {
+        format!("'{text}' does not start with a number; write e.g. 500ms, 2s or 1m")
+    })?;
     let seconds = match unit {
         "us" | "µs" => value / 1e6,
         "ms" => value / 1e3,
@@ -69,7 +69,12 @@ pub fn packets_per_second(pps: f64) -> String {
 /// Bytes with binary prefixes: `"1.5 MiB"`.
 #[must_use]
 pub fn bytes(n: u64) -> String {
-    const PREFIXES: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    const PREFIXES: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
     for (scale, prefix) in PREFIXES {
         if n >= scale {
             return format!("{:.2} {prefix}", n as f64 / scale as f64);
@@ -97,7 +102,10 @@ mod tests {
     fn bad_durations_say_how_to_fix_them() {
         for bad in ["", "5", "s", "5x", "1..5s", "-1s", "ms5"] {
             let err = parse_duration(bad).expect_err(bad);
-            assert!(err.contains("e.g.") || err.contains("too long"), "{bad}: {err}");
+            assert!(
+                err.contains("e.g.") || err.contains("too long"),
+                "{bad}: {err}"
+            );
         }
         assert!(parse_positive_duration("0ms").is_err());
     }

@@ -1,1 +1,442 @@
+//! Harness for netmon's integration tests: network namespaces and veth pairs
+//! behind guards that remove them on every exit path (a panic included), a
+//! running netmon behind a guard that kills it, and nftables counters as
+//! ground truth for what a namespace sent.
+//!
+//! These tests need root and the binary built by `cargo xtask build`; run
+//! them with `cargo xtask test`, which sets `NETMON_BIN`.
 
+use std::{
+    io::{BufRead, BufReader, Read},
+    net::IpAddr,
+    os::fd::AsRawFd,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The netmon binary under test.
+#[must_use]
+pub fn netmon_bin() -> PathBuf {
+    let path = std::env::var_os("NETMON_BIN")
+        .map(PathBuf::from)
+        .expect("NETMON_BIN is not set: run the integration tests with `cargo xtask test`");
+    assert!(
+        path.exists(),
+        "NETMON_BIN={} does not exist",
+        path.display()
+    );
+    path
+}
+
+/// A name unique to this process and call, at most 15 bytes (IFNAMSIZ - 1).
+#[must_use]
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{}x{n}", std::process::id() % 100_000);
+    assert!(name.len() <= 15, "name {name} too long for an interface");
+    name
+}
+
+/// Runs a command, panicking with its stderr if it fails; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    #[must_use]
+    pub fn new(prefix: &str) -> Self {
+        let name = unique(prefix);
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.ip("link set lo up");
+        ns
+    }
+
+    /// `ip -n NS ARGS...` (whitespace-separated), panicking on failure.
+    pub fn ip(&self, args: &str) -> String {
+        run(Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args.split_whitespace()))
+    }
+
+    /// `ip netns exec NS PROGRAM`, not yet started.
+    #[must_use]
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Runs a shell command inside the namespace, panicking on failure.
+    pub fn sh(&self, script: &str) -> String {
+        run(self.command("sh").args(["-c", script]))
+    }
+
+    /// Runs `f` on a thread that has joined this namespace: sockets it
+    /// opens live there.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        thread::scope(|s| {
+            s.spawn(|| {
+                let file =
+                    std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                // SAFETY: setns on a valid namespace fd; it changes only this
+                // thread's network namespace.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace removes the veth end inside it, and with it
+        // the peer and any XDP program attached to either.
+        let out = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        if !out.is_ok_and(|o| o.status.success()) {
+            eprintln!("warning: could not delete network namespace {}", self.name);
+        }
+    }
+}
+
+pub const A4: &str = "198.51.100.1";
+pub const B4: &str = "198.51.100.2";
+pub const A6: &str = "2001:db8::1";
+pub const B6: &str = "2001:db8::2";
+
+/// Two namespaces joined by a veth pair: netmon watches `if_a` in `a`,
+/// traffic comes from `b`. `b` says nothing on its own: static neighbours
+/// (no ARP, no neighbour discovery), no IPv6 link-local address, and
+/// nftables drops its MLD and router solicitations. Every IP packet `b`
+/// sends out is counted by nftables (`sent_total`), the ground truth.
+pub struct Pair {
+    // Field order: namespaces go last, after everything inside them.
+    pub if_a: String,
+    pub if_b: String,
+    pub a: Netns,
+    pub b: Netns,
+}
+
+fn mac(ns: &Netns, iface: &str) -> String {
+    let out = ns.ip(&format!("-br link show dev {iface}"));
+    out.split_whitespace()
+        .nth(2)
+        .expect("ip -br link shows the MAC")
+        .to_owned()
+}
+
+impl Pair {
+    #[must_use]
+    pub fn new() -> Self {
+        let a = Netns::new("nma");
+        let b = Netns::new("nmb");
+        let if_a = unique("va");
+        let if_b = unique("vb");
+        run(Command::new("ip").args([
+            "link", "add", &if_a, "netns", &a.name, "type", "veth", "peer", "name", &if_b, "netns",
+            &b.name,
+        ]));
+        // Ground truth and silence first, then addresses, then link up.
+        b.sh(&format!(
+            "nft -f - <<'EOF'\n\
+             table inet nmtest {{\n\
+               counter sent_total {{ }}\n\
+               chain out {{\n\
+                 type filter hook output priority 0; policy accept;\n\
+                 oifname \"{if_b}\" icmpv6 type {{ mld-listener-report, mld2-listener-report, mld-listener-done, nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }} drop\n\
+                 oifname \"{if_b}\" counter name sent_total\n\
+               }}\n\
+             }}\nEOF"
+        ));
+        for (ns, iface, v4, v6) in [(&a, &if_a, A4, A6), (&b, &if_b, B4, B6)] {
+            ns.ip(&format!("link set dev {iface} addrgenmode none"));
+            ns.sh(&format!("sysctl -qw net.ipv6.conf.{iface}.accept_ra=0 net.ipv6.conf.{iface}.router_solicitations=0"));
+            ns.ip(&format!("addr add {v4}/24 dev {iface}"));
+            ns.ip(&format!("addr add {v6}/64 dev {iface} nodad"));
+        }
+        let (mac_a, mac_b) = (mac(&a, &if_a), mac(&b, &if_b));
+        for (ns, iface, peer4, peer6, peer_mac) in
+            [(&a, &if_a, B4, B6, &mac_b), (&b, &if_b, A4, A6, &mac_a)]
+        {
+            ns.ip(&format!(
+                "neigh replace {peer4} lladdr {peer_mac} dev {iface} nud permanent"
+            ));
+            ns.ip(&format!(
+                "neigh replace {peer6} lladdr {peer_mac} dev {iface} nud permanent"
+            ));
+        }
+        a.ip(&format!("link set dev {if_a} up"));
+        b.ip(&format!("link set dev {if_b} up"));
+        Pair { if_a, if_b, a, b }
+    }
+
+    /// Adds a named nftables counter in `b` for packets out of `if_b`
+    /// matching `expr` (an nft match such as `udp dport 9000`).
+    pub fn count_sent(&self, name: &str, expr: &str) {
+        self.b.sh(&format!(
+            "nft add counter inet nmtest {name} && nft add rule inet nmtest out oifname \"{}\" {expr} counter name {name}",
+            self.if_b
+        ));
+    }
+
+    /// (packets, L3 bytes) of a named counter in `b`.
+    #[must_use]
+    pub fn sent(&self, name: &str) -> (u64, u64) {
+        let text = self
+            .b
+            .sh(&format!("nft -j list counter inet nmtest {name}"));
+        let v: Value = serde_json::from_str(&text).expect("nft -j prints JSON");
+        let counter = v["nftables"]
+            .as_array()
+            .and_then(|items| items.iter().find_map(|i| i.get("counter")))
+            .unwrap_or_else(|| panic!("no counter {name} in {text}"));
+        (
+            counter["packets"].as_u64().unwrap(),
+            counter["bytes"].as_u64().unwrap(),
+        )
+    }
+
+    /// (packets, L2 bytes) of everything `b` sent: IP bytes plus a 14-byte
+    /// Ethernet header each.
+    #[must_use]
+    pub fn sent_frames(&self, name: &str) -> (u64, u64) {
+        let (packets, bytes) = self.sent(name);
+        (packets, bytes + 14 * packets)
+    }
+
+    /// Whether an XDP program is attached to `if_a`.
+    #[must_use]
+    pub fn xdp_attached(&self) -> bool {
+        self.a
+            .ip(&format!("link show dev {}", self.if_a))
+            .contains("xdp")
+    }
+}
+
+impl Default for Pair {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A finished netmon run.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Every stdout line parsed as JSON (panics on a line that is not).
+    #[must_use]
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {l}\nstderr: {}", self.stderr))
+            })
+            .collect()
+    }
+
+    /// The `summary` object.
+    #[must_use]
+    pub fn summary(&self) -> Value {
+        self.json_lines()
+            .into_iter()
+            .find(|v| v["type"] == "summary")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no summary in output:\n{}\nstderr: {}",
+                    self.stdout, self.stderr
+                )
+            })
+    }
+}
+
+/// The flow with these endpoints in a summary, if any.
+#[must_use]
+pub fn find_flow<'a>(
+    summary: &'a Value,
+    src: &str,
+    dst: &str,
+    dport: u16,
+    proto: &str,
+) -> Option<&'a Value> {
+    let canon = |s: &str| {
+        s.parse::<IpAddr>()
+            .map_or_else(|_| s.to_owned(), |a| a.to_string())
+    };
+    summary["flows"].as_array()?.iter().find(|f| {
+        f["src"] == canon(src)
+            && f["dst"] == canon(dst)
+            && f["dport"] == dport
+            && f["proto"] == proto
+    })
+}
+
+/// A running netmon, killed on drop if still running.
+pub struct Netmon {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    stdout: Option<thread::JoinHandle<String>>,
+}
+
+impl Netmon {
+    /// Starts `netmon ARGS` in `ns` and waits until it says it is counting.
+    #[must_use]
+    pub fn start(ns: &Netns, args: &[&str]) -> Self {
+        let mut child = ns
+            .command(netmon_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start netmon");
+        let mut out = child.stdout.take().expect("piped");
+        let stdout = Some(thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        }));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let err = child.stderr.take().expect("piped");
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("counting on") {
+                    let _ = ready_tx.send(());
+                }
+                let mut s = sink.lock().expect("stderr buffer");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut netmon = Netmon {
+            child,
+            stderr,
+            stdout,
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = netmon.child.kill();
+            let _ = netmon.child.wait();
+            panic!(
+                "netmon did not start counting within 30 s; stderr:\n{}",
+                netmon.stderr()
+            );
+        }
+        netmon
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits i32")
+    }
+
+    #[must_use]
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr buffer").clone()
+    }
+
+    /// Sends `signal` to netmon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0, "kill failed");
+    }
+
+    /// Waits (at most `limit`) for netmon to exit by itself.
+    #[must_use]
+    pub fn wait(mut self, limit: Duration) -> Finished {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "netmon still running after {limit:?}; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self
+            .stdout
+            .take()
+            .expect("once")
+            .join()
+            .expect("stdout reader");
+        // Give the stderr reader a moment to see EOF.
+        thread::sleep(Duration::from_millis(50));
+        Finished {
+            status,
+            stdout,
+            stderr: self.stderr(),
+        }
+    }
+
+    /// Ctrl-C, then wait for the summary.
+    #[must_use]
+    pub fn stop(self) -> Finished {
+        self.signal(libc::SIGINT);
+        self.wait(Duration::from_secs(10))
+    }
+}
+
+impl Drop for Netmon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs netmon to completion (for commands that fail fast).
+#[must_use]
+pub fn netmon_once(ns: &Netns, args: &[&str]) -> Finished {
+    let out = ns
+        .command(netmon_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot start netmon");
+    Finished {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

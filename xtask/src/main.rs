@@ -131,7 +131,11 @@ fn clean_cargo(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy();
-        if (key.starts_with("CARGO") && key != "CARGO_HOME") || key.starts_with("RUSTC") || key == "RUSTFLAGS" || key == "RUSTUP_TOOLCHAIN" {
+        if (key.starts_with("CARGO") && key != "CARGO_HOME")
+            || key.starts_with("RUSTC")
+            || key == "RUSTFLAGS"
+            || key == "RUSTUP_TOOLCHAIN"
+        {
             cmd.env_remove(key.as_ref());
         }
     }
@@ -145,7 +149,14 @@ fn build_ebpf(root: &Path) -> Result<PathBuf> {
     let target_dir = root.join("target/bpf");
     let mut cmd = clean_cargo(&toolchain.cargo);
     cmd.current_dir(root)
-        .args(["build", "--package", "netmon-ebpf", "--release", "--target", "bpfel-unknown-none"])
+        .args([
+            "build",
+            "--package",
+            "netmon-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+        ])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("RUSTC_BOOTSTRAP", "1")
         .env("PATH", provision::path_with_cargo_bin());
@@ -154,7 +165,8 @@ fn build_ebpf(root: &Path) -> Result<PathBuf> {
             cmd.env("RUSTC", rustc);
         }
         provision::Kind::Nightly => {
-            cmd.args(["-Z", "build-std=core"]).env("RUSTUP_TOOLCHAIN", "nightly");
+            cmd.args(["-Z", "build-std=core"])
+                .env("RUSTUP_TOOLCHAIN", "nightly");
         }
     }
     let status = cmd.status().context("cannot run cargo for the BPF build")?;
@@ -181,14 +193,27 @@ fn build(root: &Path) -> Result<PathBuf> {
 
 fn lint(root: &Path) -> Result<()> {
     step("cargo fmt --check");
-    let ok = cargo().current_dir(root).args(["fmt", "--all", "--check"]).status()?.success();
+    let ok = cargo()
+        .current_dir(root)
+        .args(["fmt", "--all", "--check"])
+        .status()?
+        .success();
     if !ok {
         bail!("code is not formatted: run `cargo fmt --all`");
     }
     step("clippy on the userspace crates");
     let ok = cargo()
         .current_dir(root)
-        .args(["clippy", "--workspace", "--exclude", "netmon-ebpf", "--all-targets", "--", "-D", "warnings"])
+        .args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "netmon-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
         .status()?
         .success();
     if !ok {
@@ -202,7 +227,17 @@ fn lint(root: &Path) -> Result<()> {
     };
     let ok = clean_cargo(Path::new(provision::DEBIAN_CARGO))
         .current_dir(root)
-        .args(["clippy", "--package", "netmon-ebpf", "--release", "--target", "bpfel-unknown-none", "--", "-D", "warnings"])
+        .args([
+            "clippy",
+            "--package",
+            "netmon-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "--",
+            "-D",
+            "warnings",
+        ])
         .env("CARGO_TARGET_DIR", root.join("target/bpf-clippy"))
         .env("RUSTC", rustc)
         .env("RUSTC_BOOTSTRAP", "1")

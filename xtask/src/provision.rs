@@ -83,11 +83,17 @@ fn debian_complete() -> bool {
 }
 
 fn nightly_with_rust_src() -> bool {
-    let Ok(out) = Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output() else {
+    let Ok(out) = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .output()
+    else {
         return false;
     };
     let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    out.status.success() && Path::new(&sysroot).join("lib/rustlib/src/rust/library/core").exists()
+    out.status.success()
+        && Path::new(&sysroot)
+            .join("lib/rustlib/src/rust/library/core")
+            .exists()
 }
 
 fn bpf_linker_ok() -> bool {
@@ -103,7 +109,9 @@ fn have_apt() -> bool {
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start: {what}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start: {what}"))?;
     if !status.success() {
         bail!("{what} failed ({status})");
     }
@@ -123,7 +131,10 @@ fn manual_steps() -> String {
 
 fn apt_install(packages: &[&str]) -> Result<()> {
     step(&format!("apt-get install {}", packages.join(" ")));
-    run(Command::new("apt-get").args(["update", "-q"]), "apt-get update")?;
+    run(
+        Command::new("apt-get").args(["update", "-q"]),
+        "apt-get update",
+    )?;
     run(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -147,13 +158,19 @@ pub fn ensure() -> Result<Toolchain> {
         step("installing Debian's Rust with a prebuilt core for BPF, and LLVM 22 for bpf-linker");
         apt_install(APT_PACKAGES)?;
         if !debian_bpf_core() {
-            bail!("apt installed the packages but {DEBIAN_BPF_CORE_DIR} has no libcore; {}", manual_steps());
+            bail!(
+                "apt installed the packages but {DEBIAN_BPF_CORE_DIR} has no libcore; {}",
+                manual_steps()
+            );
         }
         Kind::Debian {
             rustc: DEBIAN_RUSTC.into(),
         }
     } else {
-        bail!("the BPF toolchain is missing and this process cannot install it (needs root and apt); {}", manual_steps());
+        bail!(
+            "the BPF toolchain is missing and this process cannot install it (needs root and apt); {}",
+            manual_steps()
+        );
     };
 
     if !bpf_linker_ok() {
@@ -162,14 +179,30 @@ pub fn ensure() -> Result<Toolchain> {
         }
         if !Path::new(LLVM_PREFIX).join("lib/libLLVM.so").exists() {
             if !can_install {
-                bail!("bpf-linker is missing and LLVM 22 is not installed; {}", manual_steps());
+                bail!(
+                    "bpf-linker is missing and LLVM 22 is not installed; {}",
+                    manual_steps()
+                );
             }
-            apt_install(&["llvm-22-dev", "libpolly-22-dev", "zlib1g-dev", "libzstd-dev"])?;
+            apt_install(&[
+                "llvm-22-dev",
+                "libpolly-22-dev",
+                "zlib1g-dev",
+                "libzstd-dev",
+            ])?;
         }
-        step(&format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)"));
+        step(&format!(
+            "building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)"
+        ));
         run(
             Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--locked",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                ])
                 .args(["--no-default-features", "--features", "llvm-22"])
                 .env("LLVM_PREFIX", LLVM_PREFIX),
             "cargo install bpf-linker",
@@ -177,7 +210,9 @@ pub fn ensure() -> Result<Toolchain> {
     }
     let cargo = match kind {
         // rustup's cargo drives Debian's rustc (RUSTC=...), as verified.
-        Kind::Debian { .. } => env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from),
+        Kind::Debian { .. } => {
+            env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+        }
         Kind::Nightly => PathBuf::from("cargo"),
     };
     Ok(Toolchain { kind, cargo })
@@ -187,14 +222,22 @@ pub fn ensure() -> Result<Toolchain> {
 pub fn ensure_test_tools() -> Result<()> {
     let missing: Vec<&str> = TEST_TOOLS
         .iter()
-        .filter(|(bin, _)| !Command::new(bin).arg("-V").output().is_ok_and(|o| o.status.success()))
+        .filter(|(bin, _)| {
+            !Command::new(bin)
+                .arg("-V")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
     if !have_apt() {
-        bail!("the tests need {}; install them and run again", missing.join(", "));
+        bail!(
+            "the tests need {}; install them and run again",
+            missing.join(", ")
+        );
     }
     apt_install(&missing)
 }

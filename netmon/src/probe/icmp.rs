@@ -1,0 +1,247 @@
+//! The ICMP socket layer: the only code here that touches ICMP sockets.
+//!
+//! Datagram ICMP sockets (`SOCK_DGRAM`, `IPPROTO_ICMP[V6]`) when
+//! `net.ipv4.ping_group_range` admits our group, raw sockets (CAP_NET_RAW)
+//! otherwise. Datagram sockets get their identifier from the kernel (read
+//! back with getsockname) and only see their own replies; raw sockets see
+//! every echo reply, so replies are matched by identifier and cookie.
+
+use std::{
+    io,
+    mem::{MaybeUninit, size_of},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::AsRawFd,
+};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use thiserror::Error;
+use tokio::io::unix::AsyncFd;
+
+use super::wire::{
+    EchoPacket, EchoRepr, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, strip_ipv4_header,
+};
+
+#[derive(Debug, Error)]
+pub enum IcmpError {
+    #[error(
+        "no permission to open an ICMP{v} socket: run as root (or `setcap cap_net_raw+ep` on netmon), \
+         or allow unprivileged ping with `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"`",
+        v = if *.0 { "v6" } else { "" }
+    )]
+    Permission(bool),
+    #[error("cannot open an ICMP{v} socket: {1}", v = if *.0 { "v6" } else { "" })]
+    Open(bool, #[source] io::Error),
+}
+
+/// How the socket reaches ICMP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketKind {
+    Datagram,
+    Raw,
+}
+
+impl SocketKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Datagram => "unprivileged datagram ICMP socket",
+            Self::Raw => "raw ICMP socket",
+        }
+    }
+}
+
+/// An echo reply that carries a netmon tag.
+#[derive(Clone, Copy, Debug)]
+pub struct Reply {
+    pub from: IpAddr,
+    pub echo: EchoRepr,
+    /// Kernel receive time (CLOCK_REALTIME ns), when the kernel gave one.
+    pub rx_real_ns: Option<i128>,
+}
+
+/// One ICMP or ICMPv6 socket, non-blocking, registered with tokio.
+pub struct IcmpSocket {
+    fd: AsyncFd<Socket>,
+    pub v6: bool,
+    pub kind: SocketKind,
+    /// Identifier in our echo requests (and expected in replies on raw sockets).
+    pub ident: u16,
+}
+
+/// CLOCK_REALTIME in ns: the clock of kernel receive timestamps.
+pub fn realtime_ns() -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-pointer for clock_gettime.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &raw mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+fn setsockopt_raw<T>(sock: &Socket, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: value points to a live T of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(sock.as_raw_fd(), level, name, std::ptr::from_ref(value).cast(), size_of::<T>() as libc::socklen_t)
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+impl IcmpSocket {
+    /// Opens a datagram socket if allowed, a raw socket otherwise.
+    /// `raw_ident` is the identifier used on a raw socket.
+    pub fn open(v6: bool, raw_ident: u16) -> Result<Self, IcmpError> {
+        let (domain, proto) = if v6 { (Domain::IPV6, Protocol::ICMPV6) } else { (Domain::IPV4, Protocol::ICMPV4) };
+        let (sock, kind) = match Socket::new(domain, Type::DGRAM, Some(proto)) {
+            Ok(s) => (s, SocketKind::Datagram),
+            Err(dgram_err) => match Socket::new(domain, Type::RAW, Some(proto)) {
+                Ok(s) => (s, SocketKind::Raw),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+                    return Err(IcmpError::Permission(v6));
+                }
+                Err(_) => return Err(IcmpError::Open(v6, dgram_err)),
+            },
+        };
+        let err = |e| IcmpError::Open(v6, e);
+        sock.set_nonblocking(true).map_err(err)?;
+        // Sweeps at high rates get bursts of replies: room for them in the
+        // receive queue (the forced variant works as root, beyond rmem_max).
+        let big: libc::c_int = 8 << 20;
+        if setsockopt_raw(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &big).is_err() {
+            let _ = sock.set_recv_buffer_size(big as usize);
+        }
+        if setsockopt_raw(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &big).is_err() {
+            let _ = sock.set_send_buffer_size(big as usize);
+        }
+        let on: libc::c_int = 1;
+        setsockopt_raw(&sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on).map_err(err)?;
+        let ident = match kind {
+            SocketKind::Datagram => {
+                let any: SocketAddr = if v6 { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
+                sock.bind(&any.into()).map_err(err)?;
+                sock.local_addr().map_err(err)?.as_socket().map_or(0, |a| a.port())
+            }
+            SocketKind::Raw => {
+                if v6 {
+                    // ICMP6_FILTER: block every type but echo reply.
+                    let mut filter = [u32::MAX; 8];
+                    filter[usize::from(ICMPV6_ECHO_REPLY >> 5)] &= !(1 << (ICMPV6_ECHO_REPLY & 31));
+                    setsockopt_raw(&sock, libc::IPPROTO_ICMPV6, 1, &filter).map_err(err)?;
+                } else {
+                    // ICMP_FILTER (SOL_RAW): a mask of the types to drop.
+                    let mask: u32 = !(1 << ICMP_ECHO_REPLY);
+                    setsockopt_raw(&sock, libc::SOL_RAW, 1, &mask).map_err(err)?;
+                }
+                raw_ident
+            }
+        };
+        let fd = AsyncFd::new(sock).map_err(err)?;
+        Ok(Self { fd, v6, kind, ident })
+    }
+
+    /// Sends one echo request. Waits while the send queue is full.
+    pub async fn send(&self, to: IpAddr, seq: u16, cookie: u64, probe: u64) -> io::Result<()> {
+        let repr = EchoRepr {
+            msg_type: if self.v6 { ICMPV6_ECHO_REQUEST } else { ICMP_ECHO_REQUEST },
+            ident: self.ident,
+            seq,
+            cookie,
+            probe,
+        };
+        let mut buf = [0u8; 24];
+        repr.emit(&mut buf);
+        let addr = SockAddr::from(SocketAddr::new(to, 0));
+        loop {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|fd| fd.get_ref().send_to(&buf, &addr)) {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    /// Waits for readability, then reads every queued packet (up to a
+    /// batch) and appends the tagged echo replies to `out`.
+    pub async fn recv_batch(&self, out: &mut Vec<Reply>) -> io::Result<()> {
+        let mut guard = self.fd.readable().await?;
+        let mut data = [0u8; 2048];
+        for _ in 0..256 {
+            match guard.try_io(|fd| recv_one(fd.get_ref(), self.v6, &mut data)) {
+                Ok(Ok(Some((from, len, ts)))) => {
+                    if let Some(r) = self.parse(from, &data[..len], ts) {
+                        out.push(r);
+                    }
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn parse(&self, from: IpAddr, data: &[u8], rx_real_ns: Option<i128>) -> Option<Reply> {
+        let icmp = if !self.v6 && self.kind == SocketKind::Raw { strip_ipv4_header(data).ok()? } else { data };
+        let p = EchoPacket::new_checked(icmp).ok()?;
+        let want = if self.v6 { ICMPV6_ECHO_REPLY } else { ICMP_ECHO_REPLY };
+        if p.msg_type() != want || p.code() != 0 {
+            return None;
+        }
+        // Datagram sockets: the kernel already matched the identifier.
+        if self.kind == SocketKind::Raw && p.ident() != self.ident {
+            return None;
+        }
+        if !self.v6 && self.kind == SocketKind::Raw && !p.checksum_ok() {
+            return None;
+        }
+        let echo = EchoRepr::parse(&p)?;
+        Some(Reply { from, echo, rx_real_ns })
+    }
+}
+
+/// One recvmsg into `data`: the sender, the length and the SO_TIMESTAMPNS time.
+fn recv_one(sock: &Socket, v6: bool, data: &mut [u8]) -> io::Result<Option<(IpAddr, usize, Option<i128>)>> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut control = [MaybeUninit::<u64>::uninit(); 16];
+    let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+    // SAFETY: all-zero is a valid msghdr; the fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut name).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<[u64; 16]>();
+    // SAFETY: msg points to live buffers of the lengths it states.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let from = match (i32::from(name.ss_family), v6) {
+        (libc::AF_INET, false) => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin: libc::sockaddr_in = unsafe { std::ptr::read((&raw const name).cast()) };
+            IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+        }
+        (libc::AF_INET6, true) => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read((&raw const name).cast()) };
+            IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
+        }
+        _ => return Ok(None),
+    };
+    let mut ts = None;
+    // SAFETY: msg was filled by recvmsg; the CMSG macros stay inside msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                ts = Some(i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec));
+            }
+            cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
+        }
+    }
+    Ok(Some((from, n as usize, ts)))
+}

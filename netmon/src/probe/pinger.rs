@@ -1,0 +1,339 @@
+//! Echo requests in flight: one socket per address family serves every
+//! target; a receiver task per socket matches replies to probes by probe
+//! number (in the payload), then checks sender, sequence and cookie.
+//! Duplicates and late replies are counted per address, never timed.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::IpAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use super::icmp::{IcmpError, IcmpSocket, Reply, SocketKind, realtime_ns};
+
+/// How long a finished probe is remembered to recognise duplicates and late replies.
+const REMEMBER: Duration = Duration::from_secs(60);
+
+enum State {
+    Waiting(oneshot::Sender<Duration>),
+    Answered,
+    Expired,
+}
+
+struct Entry {
+    addr: IpAddr,
+    seq: u16,
+    sent: Instant,
+    sent_real_ns: i128,
+    state: State,
+}
+
+/// Replies that were not RTT samples, per address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extra {
+    pub duplicates: u64,
+    pub late: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    probes: HashMap<u64, Entry>,
+    /// Finished probes, oldest first, to forget after [`REMEMBER`].
+    finished: VecDeque<(Instant, u64)>,
+    extra: HashMap<IpAddr, Extra>,
+}
+
+impl Table {
+    fn forget_old(&mut self, now: Instant) {
+        while let Some(&(t, id)) = self.finished.front() {
+            if now.duration_since(t) < REMEMBER {
+                break;
+            }
+            self.finished.pop_front();
+            self.probes.remove(&id);
+        }
+    }
+
+    fn on_reply(&mut self, r: &Reply, now: Instant, cookie: u64) {
+        if r.echo.cookie != cookie {
+            return;
+        }
+        let Some(e) = self.probes.get_mut(&r.echo.probe) else { return };
+        if e.addr != r.from || e.seq != r.echo.seq {
+            return;
+        }
+        match std::mem::replace(&mut e.state, State::Answered) {
+            State::Waiting(tx) => {
+                let mono = now.duration_since(e.sent);
+                // Prefer the kernel's receive time; fall back to our clock when
+                // there is none or the wall clock stepped in between.
+                let rtt = match r.rx_real_ns.map(|rx| rx - e.sent_real_ns) {
+                    Some(ns) if ns > 0 && ns <= mono.as_nanos() as i128 + 1_000_000 => Duration::from_nanos(ns as u64),
+                    _ => mono,
+                };
+                let _ = tx.send(rtt);
+                self.finished.push_back((now, r.echo.probe));
+            }
+            State::Answered => self.extra.entry(r.from).or_default().duplicates += 1,
+            State::Expired => {
+                e.state = State::Expired;
+                self.extra.entry(r.from).or_default().late += 1;
+            }
+        }
+    }
+}
+
+struct Shared {
+    cookie: u64,
+    next_probe: AtomicU64,
+    // A std Mutex: every critical section is a few map operations and none
+    // is held across an .await.
+    table: Mutex<Table>,
+}
+
+/// Sends echo requests and waits for their replies.
+pub struct Pinger {
+    shared: Arc<Shared>,
+    v4: Option<Arc<IcmpSocket>>,
+    v6: Option<Arc<IcmpSocket>>,
+    receivers: Vec<JoinHandle<()>>,
+}
+
+/// A probe on the wire.
+pub struct InFlight {
+    shared: Arc<Shared>,
+    id: u64,
+    rx: oneshot::Receiver<Duration>,
+}
+
+/// A random-enough u64 from the clock, the pid and a stack address.
+fn random_u64() -> u64 {
+    let x = realtime_ns() as u64 ^ (u64::from(std::process::id()) << 32) ^ (&raw const REMEMBER as u64).rotate_left(17);
+    // splitmix64 finaliser
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Pinger {
+    /// Opens the sockets of the families asked for and starts their receivers.
+    pub fn new(v4: bool, v6: bool) -> Result<Self, IcmpError> {
+        let cookie = random_u64();
+        let shared = Arc::new(Shared {
+            cookie,
+            next_probe: AtomicU64::new(cookie >> 40),
+            table: Mutex::new(Table::default()),
+        });
+        let ident = (cookie >> 16) as u16;
+        let v4 = if v4 { Some(Arc::new(IcmpSocket::open(false, ident)?)) } else { None };
+        let v6 = if v6 { Some(Arc::new(IcmpSocket::open(true, ident)?)) } else { None };
+        let receivers = v4
+            .iter()
+            .chain(v6.iter())
+            .map(|sock| {
+                let (sock, shared) = (Arc::clone(sock), Arc::clone(&shared));
+                tokio::spawn(async move {
+                    let mut batch = Vec::with_capacity(256);
+                    loop {
+                        batch.clear();
+                        if let Err(e) = sock.recv_batch(&mut batch).await {
+                            log::warn!("receiving ICMP replies: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                        let now = Instant::now();
+                        let mut t = shared.table.lock().expect("probe table poisoned");
+                        for r in &batch {
+                            t.on_reply(r, now, shared.cookie);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Ok(Self { shared, v4, v6, receivers })
+    }
+
+    /// Which socket kinds are in use, for `--verbose`.
+    pub fn kinds(&self) -> Vec<(&'static str, SocketKind)> {
+        let mut v = Vec::new();
+        if let Some(s) = &self.v4 {
+            v.push(("IPv4", s.kind));
+        }
+        if let Some(s) = &self.v6 {
+            v.push(("IPv6", s.kind));
+        }
+        v
+    }
+
+    /// Sends one echo request to `addr`. An error means it never left
+    /// (no route, refused by a firewall); the caller counts it as lost.
+    pub async fn send(&self, addr: IpAddr) -> std::io::Result<InFlight> {
+        let sock = match addr {
+            IpAddr::V4(_) => self.v4.as_ref(),
+            IpAddr::V6(_) => self.v6.as_ref(),
+        }
+        .expect("the pinger was opened for this address family");
+        let id = self.shared.next_probe.fetch_add(1, Ordering::Relaxed);
+        let seq = id as u16;
+        let (tx, rx) = oneshot::channel();
+        {
+            let now = Instant::now();
+            let mut t = self.shared.table.lock().expect("probe table poisoned");
+            t.forget_old(now);
+            t.probes.insert(id, Entry { addr, seq, sent: now, sent_real_ns: realtime_ns(), state: State::Waiting(tx) });
+        }
+        let inflight = InFlight { shared: Arc::clone(&self.shared), id, rx };
+        match sock.send(addr, seq, self.shared.cookie, id).await {
+            Ok(()) => Ok(inflight),
+            Err(e) => {
+                inflight.expire();
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends and waits: the RTT, or `None` after `timeout` or a send error.
+    pub async fn probe(&self, addr: IpAddr, timeout: Duration) -> Option<Duration> {
+        match self.send(addr).await {
+            Ok(f) => f.wait(timeout).await,
+            Err(e) => {
+                log::debug!("echo request to {addr} not sent: {e}");
+                None
+            }
+        }
+    }
+
+    /// Duplicates and late replies seen from `addr` so far.
+    pub fn extra(&self, addr: IpAddr) -> Extra {
+        self.shared.table.lock().expect("probe table poisoned").extra.get(&addr).copied().unwrap_or_default()
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        for r in &self.receivers {
+            r.abort();
+        }
+    }
+}
+
+impl InFlight {
+    /// The RTT, or `None` when no reply came within `timeout`.
+    pub async fn wait(mut self, timeout: Duration) -> Option<Duration> {
+        match tokio::time::timeout(timeout, &mut self.rx).await {
+            Ok(Ok(rtt)) => Some(rtt),
+            _ => {
+                // A reply may have raced the timer: take it if it did.
+                if let Ok(rtt) = self.rx.try_recv() {
+                    return Some(rtt);
+                }
+                self.expire();
+                None
+            }
+        }
+    }
+
+    fn expire(&self) {
+        let mut t = self.shared.table.lock().expect("probe table poisoned");
+        if let Some(e) = t.probes.get_mut(&self.id) {
+            if matches!(e.state, State::Waiting(_)) {
+                e.state = State::Expired;
+                t.finished.push_back((Instant::now(), self.id));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::probe::wire::{EchoRepr, ICMP_ECHO_REPLY};
+
+    const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn reply(probe: u64, seq: u16, cookie: u64) -> Reply {
+        Reply { from: LO, echo: EchoRepr { msg_type: ICMP_ECHO_REPLY, ident: 1, seq, cookie, probe }, rx_real_ns: None }
+    }
+
+    fn waiting(t: &mut Table, id: u64, seq: u16) -> oneshot::Receiver<Duration> {
+        let (tx, rx) = oneshot::channel();
+        t.probes.insert(id, Entry { addr: LO, seq, sent: Instant::now(), sent_real_ns: 0, state: State::Waiting(tx) });
+        rx
+    }
+
+    #[test]
+    fn replies_are_matched_then_counted_as_duplicates() {
+        let mut t = Table::default();
+        let mut rx = waiting(&mut t, 5, 5);
+        let now = Instant::now();
+        t.on_reply(&reply(5, 5, 9), now, 9);
+        assert!(rx.try_recv().is_ok());
+        t.on_reply(&reply(5, 5, 9), now, 9);
+        t.on_reply(&reply(5, 5, 9), now, 9);
+        assert_eq!(t.extra[&LO], Extra { duplicates: 2, late: 0 });
+    }
+
+    #[test]
+    fn foreign_and_mismatched_replies_are_ignored() {
+        let mut t = Table::default();
+        let mut rx = waiting(&mut t, 5, 5);
+        let now = Instant::now();
+        t.on_reply(&reply(5, 5, 8), now, 9); // wrong cookie
+        t.on_reply(&reply(5, 6, 9), now, 9); // wrong sequence
+        t.on_reply(&reply(6, 5, 9), now, 9); // unknown probe
+        let mut other = reply(5, 5, 9);
+        other.from = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        t.on_reply(&other, now, 9); // wrong sender
+        assert!(rx.try_recv().is_err());
+        assert!(t.extra.is_empty());
+    }
+
+    #[test]
+    fn late_replies_are_counted_not_timed() {
+        let mut t = Table::default();
+        let _rx = waiting(&mut t, 5, 5);
+        t.probes.get_mut(&5).unwrap().state = State::Expired;
+        t.on_reply(&reply(5, 5, 9), Instant::now(), 9);
+        t.on_reply(&reply(5, 5, 9), Instant::now(), 9);
+        assert_eq!(t.extra[&LO], Extra { duplicates: 0, late: 2 });
+    }
+
+    #[test]
+    fn kernel_timestamp_is_preferred_when_sane() {
+        let mut t = Table::default();
+        let mut rx = waiting(&mut t, 1, 1);
+        let sent = t.probes[&1].sent;
+        let mut r = reply(1, 1, 9);
+        r.rx_real_ns = Some(250_000);
+        t.on_reply(&r, sent + Duration::from_millis(1), 9);
+        assert_eq!(rx.try_recv().unwrap(), Duration::from_micros(250));
+        // A timestamp beyond our own clock's measure is not trusted.
+        let mut rx = waiting(&mut t, 2, 2);
+        let sent = t.probes[&2].sent;
+        let mut r = reply(2, 2, 9);
+        r.rx_real_ns = Some(50_000_000);
+        t.on_reply(&r, sent + Duration::from_millis(1), 9);
+        assert_eq!(rx.try_recv().unwrap(), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn finished_probes_are_forgotten_after_a_while() {
+        let mut t = Table::default();
+        let _rx = waiting(&mut t, 1, 1);
+        let now = Instant::now();
+        t.on_reply(&reply(1, 1, 9), now, 9);
+        t.forget_old(now + REMEMBER / 2);
+        assert_eq!(t.probes.len(), 1);
+        t.forget_old(now + REMEMBER);
+        assert!(t.probes.is_empty());
+    }
+}

@@ -1,0 +1,422 @@
+//! The monitor end to end: netmon attached to one end of a veth pair counts
+//! exactly what the other namespace sent (ground truth: the sender's own
+//! count and nftables counters in the sending namespace).
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    thread,
+    time::{Duration, Instant},
+};
+
+use netmon_tests::{A4, A6, B4, B6, Netmon, Pair, find_flow, netmon_once};
+use serde_json::Value;
+
+/// Sends `count` UDP datagrams of `payload` bytes from `from` to `to`,
+/// pacing so the veth ring never overflows. Returns how many were sent.
+fn send_udp(from: SocketAddr, to: SocketAddr, count: u64, payload: usize) -> u64 {
+    let socket = UdpSocket::bind(from).expect("bind sender");
+    let data = vec![0xa5u8; payload];
+    let mut sent = 0;
+    for i in 0..count {
+        assert_eq!(socket.send_to(&data, to).expect("send_to"), payload);
+        sent += 1;
+        if i % 64 == 63 {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    sent
+}
+
+fn u64_of(v: &Value) -> u64 {
+    v.as_u64()
+        .unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
+}
+
+/// Totals equal the sum of everything the sending namespace put on the wire.
+fn assert_totals(pair: &Pair, summary: &Value) {
+    let (packets, bytes) = pair.sent_frames("sent_total");
+    assert_eq!(
+        u64_of(&summary["packets"]),
+        packets,
+        "total packets vs nftables in the sender: {summary}"
+    );
+    assert_eq!(
+        u64_of(&summary["bytes"]),
+        bytes,
+        "total bytes vs nftables in the sender: {summary}"
+    );
+}
+
+fn udp_exact(v6: bool) {
+    const N: u64 = 1000;
+    const S: usize = 100;
+    let pair = Pair::new();
+    let (src, dst) = if v6 { (B6, A6) } else { (B4, A4) };
+    let netmon = Netmon::start(
+        &pair.a,
+        &[
+            "--iface",
+            &pair.if_a,
+            "--duration",
+            "7s",
+            "--format",
+            "json",
+        ],
+    );
+    let from: SocketAddr = if v6 {
+        format!("[{src}]:40000")
+    } else {
+        format!("{src}:40000")
+    }
+    .parse()
+    .unwrap();
+    let to: SocketAddr = if v6 {
+        format!("[{dst}]:9000")
+    } else {
+        format!("{dst}:9000")
+    }
+    .parse()
+    .unwrap();
+    let sent = pair.b.enter(|| send_udp(from, to, N, S));
+    let run = netmon.wait(Duration::from_secs(20));
+    assert!(run.status.success(), "netmon failed: {}", run.stderr);
+    let summary = run.summary();
+    let flow = find_flow(&summary, src, dst, 9000, "udp")
+        .unwrap_or_else(|| panic!("no UDP flow in {summary}"));
+    let overhead = if v6 { 62 } else { 42 };
+    assert_eq!(u64_of(&flow["packets"]), sent);
+    assert_eq!(u64_of(&flow["bytes"]), sent * (S as u64 + overhead));
+    assert_eq!(flow["sport"], 40000);
+    assert_totals(&pair, &summary);
+    let rates: u64 = run
+        .json_lines()
+        .iter()
+        .filter(|v| v["type"] == "rates")
+        .map(|v| u64_of(&v["packets"]))
+        .sum();
+    assert!(
+        rates <= u64_of(&summary["packets"]),
+        "interval lines add up to no more than the total"
+    );
+    assert_eq!(summary["counters"]["udp"], sent);
+}
+
+#[test]
+fn udp_ipv4_counts_every_datagram_and_byte() {
+    udp_exact(false);
+}
+
+#[test]
+fn udp_ipv6_counts_every_datagram_and_byte() {
+    udp_exact(true);
+}
+
+fn tcp_exact(v6: bool) {
+    let pair = Pair::new();
+    let (src, dst) = if v6 { (B6, A6) } else { (B4, A4) };
+    let port = 9001;
+    pair.count_sent("tcp_flow", &format!("meta l4proto tcp th dport {port}"));
+    let listen: SocketAddr = if v6 {
+        format!("[{dst}]:{port}")
+    } else {
+        format!("{dst}:{port}")
+    }
+    .parse()
+    .unwrap();
+    let listener = pair
+        .a
+        .enter(|| TcpListener::bind(listen).expect("listen in a"));
+    let server = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut buf = Vec::new();
+        conn.read_to_end(&mut buf).expect("read");
+        buf.len()
+    });
+    let netmon = Netmon::start(&pair.a, &["--iface", &pair.if_a, "--format", "json"]);
+    pair.b.enter(|| {
+        let mut conn =
+            TcpStream::connect_timeout(&listen, Duration::from_secs(5)).expect("connect");
+        conn.set_nodelay(true).unwrap();
+        // Writes below the MSS: one segment each, never a GSO super-packet.
+        for _ in 0..50 {
+            conn.write_all(&[7u8; 200]).unwrap();
+        }
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).unwrap();
+    });
+    assert_eq!(
+        server.join().unwrap(),
+        50 * 200,
+        "the listener got every byte"
+    );
+    // The last ACK from b may still be in flight; wait until b's counter is
+    // stable before stopping netmon (bounded).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut last = pair.sent("tcp_flow");
+    loop {
+        thread::sleep(Duration::from_millis(200));
+        let now = pair.sent("tcp_flow");
+        if now == last || Instant::now() > deadline {
+            break;
+        }
+        last = now;
+    }
+    let run = netmon.stop();
+    assert!(run.status.success(), "netmon failed: {}", run.stderr);
+    let summary = run.summary();
+    let (packets, l3_bytes) = pair.sent("tcp_flow");
+    let flow = find_flow(&summary, src, dst, port, "tcp")
+        .unwrap_or_else(|| panic!("no TCP flow in {summary}"));
+    assert!(packets >= 50, "50 data segments at least, got {packets}");
+    assert_eq!(u64_of(&flow["packets"]), packets);
+    assert_eq!(u64_of(&flow["bytes"]), l3_bytes + 14 * packets);
+    // SYN and FIN both came from b on this flow.
+    let flags = u64_of(&flow["tcp_flags"]);
+    assert_eq!(flags & 0x03, 0x03, "SYN and FIN seen: flags {flags:#x}");
+    assert_eq!(summary["counters"]["tcp_syn"], 1);
+    assert_totals(&pair, &summary);
+}
+
+#[test]
+fn tcp_ipv4_flow_matches_the_senders_count() {
+    tcp_exact(false);
+}
+
+#[test]
+fn tcp_ipv6_flow_matches_the_senders_count() {
+    tcp_exact(true);
+}
+
+/// Sends `count` ICMP echo requests with `payload` bytes through an ICMP
+/// datagram socket (enabled for root's group in `b` only).
+fn send_echo(v6: bool, to: &str, count: u16, payload: usize) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (domain, proto) = if v6 {
+        (libc::AF_INET6, libc::IPPROTO_ICMPV6)
+    } else {
+        (libc::AF_INET, libc::IPPROTO_ICMP)
+    };
+    // SAFETY: plain socket(2) call; the fd is owned right away.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM, proto) };
+    assert!(fd >= 0, "ICMP socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a fresh, valid descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sock = socket_from(fd);
+    let to: SocketAddr = if v6 {
+        format!("[{to}]:0")
+    } else {
+        format!("{to}:0")
+    }
+    .parse()
+    .unwrap();
+    for seq in 0..count {
+        let mut msg = vec![if v6 { 128 } else { 8 }, 0, 0, 0, 0, 0];
+        msg.extend_from_slice(&seq.to_be_bytes());
+        msg.resize(8 + payload, 0x5a);
+        sock.send_to(&msg, to).expect("send echo request");
+    }
+}
+
+/// A UdpSocket wrapper is the simplest std type with send_to on any fd.
+fn socket_from(fd: std::os::fd::OwnedFd) -> UdpSocket {
+    UdpSocket::from(fd)
+}
+
+fn icmp_exact(v6: bool) {
+    const N: u16 = 20;
+    const S: usize = 56;
+    let pair = Pair::new();
+    pair.b.sh("sysctl -qw net.ipv4.ping_group_range='0 0'");
+    let (src, dst) = if v6 { (B6, A6) } else { (B4, A4) };
+    let netmon = Netmon::start(&pair.a, &["--iface", &pair.if_a, "--format", "json"]);
+    pair.b.enter(|| send_echo(v6, dst, N, S));
+    let run = netmon.stop();
+    assert!(run.status.success(), "netmon failed: {}", run.stderr);
+    let summary = run.summary();
+    let proto = if v6 { "icmpv6" } else { "icmp" };
+    let flow = find_flow(&summary, src, dst, 0, proto)
+        .unwrap_or_else(|| panic!("no {proto} flow in {summary}"));
+    let l3 = if v6 { 40 } else { 20 };
+    assert_eq!(u64_of(&flow["packets"]), u64::from(N));
+    assert_eq!(
+        u64_of(&flow["bytes"]),
+        u64::from(N) * (14 + l3 + 8 + S as u64)
+    );
+    assert_eq!(summary["counters"][proto], u64::from(N));
+    assert_totals(&pair, &summary);
+}
+
+#[test]
+fn icmp_echo_requests_are_counted_exactly() {
+    icmp_exact(false);
+}
+
+#[test]
+fn icmpv6_echo_requests_are_counted_exactly() {
+    icmp_exact(true);
+}
+
+#[test]
+fn generic_mode_counts_the_same() {
+    let pair = Pair::new();
+    let netmon = Netmon::start(
+        &pair.a,
+        &[
+            "--iface",
+            &pair.if_a,
+            "--xdp-mode",
+            "generic",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(
+        netmon.stderr().contains("generic XDP mode"),
+        "{}",
+        netmon.stderr()
+    );
+    let sent = pair.b.enter(|| {
+        send_udp(
+            format!("{B4}:40001").parse().unwrap(),
+            format!("{A4}:9002").parse().unwrap(),
+            300,
+            10,
+        )
+    });
+    let run = netmon.stop();
+    let summary = run.summary();
+    let flow = find_flow(&summary, B4, A4, 9002, "udp").expect("flow");
+    assert_eq!(u64_of(&flow["packets"]), sent);
+    assert_eq!(u64_of(&flow["bytes"]), sent * 52);
+    assert_totals(&pair, &summary);
+}
+
+#[test]
+fn without_iface_the_default_routes_interface_is_used() {
+    let pair = Pair::new();
+    pair.a
+        .ip(&format!("route add default via {B4} dev {}", pair.if_a));
+    let netmon = Netmon::start(&pair.a, &["--format", "json"]);
+    assert!(
+        netmon
+            .stderr()
+            .contains(&format!("counting on {} ", pair.if_a)),
+        "{}",
+        netmon.stderr()
+    );
+    let run = netmon.stop();
+    assert_eq!(run.summary()["iface"], pair.if_a.as_str());
+}
+
+#[test]
+fn text_output_has_rate_lines_and_a_summary() {
+    let pair = Pair::new();
+    let netmon = Netmon::start(&pair.a, &["--iface", &pair.if_a, "--interval", "200ms"]);
+    let sent = pair.b.enter(|| {
+        send_udp(
+            format!("{B4}:40002").parse().unwrap(),
+            format!("{A4}:9003").parse().unwrap(),
+            100,
+            100,
+        )
+    });
+    thread::sleep(Duration::from_millis(500));
+    let run = netmon.stop();
+    assert!(run.status.success());
+    assert!(run.stdout.contains("rate(bit/s)"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("summary for {}", pair.if_a)),
+        "{}",
+        run.stdout
+    );
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains(&format!("{B4}:40002")))
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+    assert!(
+        line.contains(&format!(" {sent} ")) && line.contains(&format!(" {}", sent * 142)),
+        "{line}"
+    );
+}
+
+#[test]
+fn kill_9_leaves_no_program_attached() {
+    let pair = Pair::new();
+    let netmon = Netmon::start(&pair.a, &["--iface", &pair.if_a]);
+    assert!(pair.xdp_attached(), "attached while running");
+    netmon.signal(libc::SIGKILL);
+    let _ = netmon.wait(Duration::from_secs(5));
+    // The bpf_link goes with the last fd; the kernel releases it right after
+    // the process exits. Poll briefly, bounded.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while pair.xdp_attached() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !pair.xdp_attached(),
+        "an XDP program survived kill -9: {}",
+        pair.a.ip(&format!("link show dev {}", pair.if_a))
+    );
+}
+
+#[test]
+fn sigterm_ends_with_a_summary_and_detaches() {
+    let pair = Pair::new();
+    let netmon = Netmon::start(&pair.a, &["--iface", &pair.if_a, "--format", "json"]);
+    netmon.signal(libc::SIGTERM);
+    let run = netmon.wait(Duration::from_secs(10));
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(run.summary()["type"], "summary");
+    assert!(!pair.xdp_attached());
+}
+
+/// One line on stderr, exit status `code`, nothing on stdout, no panic.
+fn assert_one_line_error(run: &netmon_tests::Finished, code: i32, needle: &str) {
+    assert_eq!(run.status.code(), Some(code), "stderr: {}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "one line: {:?}", run.stderr);
+    assert!(
+        run.stderr.contains(needle),
+        "{:?} should mention {needle:?}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+}
+
+#[test]
+fn bad_input_is_one_line_and_attaches_nothing() {
+    let pair = Pair::new();
+    let run = netmon_once(&pair.a, &["--iface", "nosuch0", "--duration", "1s"]);
+    assert_one_line_error(&run, 2, "no interface named 'nosuch0'");
+    let run = netmon_once(&pair.a, &["--iface", &pair.if_a, "--duration", "7x"]);
+    assert_one_line_error(&run, 2, "unknown unit 'x'");
+    let run = netmon_once(&pair.a, &["--iface", &pair.if_a, "--format", "yaml"]);
+    assert_one_line_error(&run, 2, "yaml");
+    assert!(!pair.xdp_attached());
+}
+
+#[test]
+fn without_privileges_it_says_how_to_get_them() {
+    let pair = Pair::new();
+    let mut cmd = pair.a.command("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ])
+    .arg(netmon_tests::netmon_bin())
+    .args(["--iface", &pair.if_a, "--duration", "1s"]);
+    let out = cmd.output().expect("setpriv");
+    let run = netmon_tests::Finished {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_one_line_error(&run, 1, "run as root");
+    assert!(!pair.xdp_attached());
+}
