@@ -58,7 +58,7 @@ pub struct FlowValue {
     pub packets: u64,
     /// Sum of L2 frame lengths (Ethernet header included, FCS excluded).
     pub bytes: u64,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the first and last packet.
+    /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) of the first and last packet.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     /// OR of the TCP flags seen (0 for other protocols). A u32 so the
@@ -85,6 +85,7 @@ pub const SIZE_CLASS_LABELS: [&str; SIZE_CLASSES] = [
 pub const SIZE_CLASS_MAX: [u32; SIZE_CLASSES - 1] = [60, 123, 251, 507, 1019, 1514];
 
 /// Index of the size class of a frame of `len` bytes (FCS excluded).
+#[expect(clippy::inline_always, reason = "called per packet in the XDP program")]
 #[inline(always)]
 #[must_use]
 pub fn size_class(len: u32) -> usize {

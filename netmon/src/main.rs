@@ -130,7 +130,7 @@ fn mono_to_unix_ns() -> i128 {
 /// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed
 /// here, before it is first polled, so a signal that arrives right after
 /// netmon says it is counting still ends the run with a summary.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+fn shutdown_signal() -> Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;

@@ -203,7 +203,9 @@ fn send_echo(v6: bool, to: &str, count: u16, payload: usize) {
     assert!(fd >= 0, "ICMP socket: {}", std::io::Error::last_os_error());
     // SAFETY: fd is a fresh, valid descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let sock = socket_from(fd);
+    // UdpSocket is just a datagram fd with send_to: it serves an ICMP
+    // datagram socket as well.
+    let sock = UdpSocket::from(fd);
     let to: SocketAddr = if v6 {
         format!("[{to}]:0")
     } else {
@@ -217,11 +219,6 @@ fn send_echo(v6: bool, to: &str, count: u16, payload: usize) {
         msg.resize(8 + payload, 0x5a);
         sock.send_to(&msg, to).expect("send echo request");
     }
-}
-
-/// A UdpSocket wrapper is the simplest std type with send_to on any fd.
-fn socket_from(fd: std::os::fd::OwnedFd) -> UdpSocket {
-    UdpSocket::from(fd)
 }
 
 fn icmp_exact(v6: bool) {

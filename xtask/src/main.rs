@@ -241,7 +241,9 @@ fn lint(root: &Path) -> Result<()> {
         .env("CARGO_TARGET_DIR", root.join("target/bpf-clippy"))
         .env("RUSTC", rustc)
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("PATH", provision::path_with_cargo_bin())
+        // Debian's cargo-clippy must find Debian's clippy-driver, which
+        // knows the BPF sysroot, before rustup's.
+        .env("PATH", provision::path_with_first("/usr/bin"))
         .status()?
         .success();
     if !ok {

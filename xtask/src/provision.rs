@@ -61,7 +61,12 @@ fn cargo_bin_dir() -> PathBuf {
 
 /// PATH with cargo's bin directory (where bpf-linker is installed) first.
 pub fn path_with_cargo_bin() -> std::ffi::OsString {
-    let mut parts = vec![cargo_bin_dir()];
+    path_with_first(cargo_bin_dir())
+}
+
+/// PATH with `dir` first.
+pub fn path_with_first(dir: impl Into<PathBuf>) -> std::ffi::OsString {
+    let mut parts = vec![dir.into()];
     if let Some(path) = env::var_os("PATH") {
         parts.extend(env::split_paths(&path));
     }
