@@ -1,7 +1,10 @@
 //! Rendering of monitor results as text lines or NDJSON. Writes to any
 //! `impl Write`; knows nothing about where the numbers came from.
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    net::IpAddr,
+};
 
 use netmon_common::{Counters, SIZE_CLASS_LABELS};
 use serde_json::{Value, json};
@@ -167,34 +170,51 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
                 "  tcp segments with: syn {}  fin {}  rst {}",
                 c.tcp_syn, c.tcp_fin, c.tcp_rst
             )?;
-            writeln!(
-                w,
-                "  flows: {} tracked; {} packets of untracked flows (table full: raise --max-flows)",
-                s.flows_tracked, c.flow_insert_failed
-            )?;
+            write!(w, "  flows: {} tracked", s.flows_tracked)?;
+            if c.flow_insert_failed > 0 {
+                write!(
+                    w,
+                    "; {} packets of flows the full table could not track (raise --max-flows)",
+                    c.flow_insert_failed
+                )?;
+            }
+            writeln!(w)?;
             if s.top.is_empty() {
                 return Ok(());
             }
+            let endpoint = |f: &Flow, addr: IpAddr, port: u16| match (addr, f.has_ports()) {
+                (IpAddr::V6(a), true) => format!("[{a}]:{port}"),
+                (a, true) => format!("{a}:{port}"),
+                (a, false) => a.to_string(),
+            };
+            let rows: Vec<[String; 3]> = s
+                .top
+                .iter()
+                .map(|f| {
+                    [
+                        proto_text(f.proto),
+                        endpoint(f, f.src, f.sport),
+                        endpoint(f, f.dst, f.dport),
+                    ]
+                })
+                .collect();
+            let width = rows
+                .iter()
+                .map(|r| r[1].len().max(r[2].len()))
+                .max()
+                .unwrap_or(0)
+                .max(11);
             writeln!(w, "  top {} flows by bytes:", s.top.len())?;
             writeln!(
                 w,
-                "    {:<7} {:<46} {:<46} {:>12} {:>12}",
+                "    {:<7} {:<width$}    {:<width$} {:>12} {:>12}",
                 "proto", "source", "destination", "packets", "bytes"
             )?;
-            for f in s.top {
-                let endpoint = |addr: std::net::IpAddr, port: u16| match (addr, f.has_ports()) {
-                    (std::net::IpAddr::V6(a), true) => format!("[{a}]:{port}"),
-                    (a, true) => format!("{a}:{port}"),
-                    (a, false) => a.to_string(),
-                };
+            for (f, [proto, src, dst]) in s.top.iter().zip(rows) {
                 writeln!(
                     w,
-                    "    {:<7} {:<46} {:<46} {:>12} {:>12}",
-                    proto_text(f.proto),
-                    endpoint(f.src, f.sport),
-                    endpoint(f.dst, f.dport),
-                    f.packets,
-                    f.bytes
+                    "    {proto:<7} {src:<width$} -> {dst:<width$} {:>12} {:>12}",
+                    f.packets, f.bytes
                 )?;
             }
             Ok(())
@@ -204,8 +224,6 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
-
     use super::*;
 
     fn flow() -> Flow {
