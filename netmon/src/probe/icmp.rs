@@ -18,7 +18,8 @@ use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
 use super::wire::{
-    EchoPacket, EchoRepr, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, strip_ipv4_header,
+    EchoPacket, EchoRepr, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REPLY,
+    ICMPV6_ECHO_REQUEST, strip_ipv4_header,
 };
 
 #[derive(Debug, Error)]
@@ -69,25 +70,47 @@ pub struct IcmpSocket {
 
 /// CLOCK_REALTIME in ns: the clock of kernel receive timestamps.
 pub fn realtime_ns() -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid out-pointer for clock_gettime.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &raw mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
-fn setsockopt_raw<T>(sock: &Socket, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+fn setsockopt_raw<T>(
+    sock: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
     // SAFETY: value points to a live T of the size passed.
     let rc = unsafe {
-        libc::setsockopt(sock.as_raw_fd(), level, name, std::ptr::from_ref(value).cast(), size_of::<T>() as libc::socklen_t)
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_ref(value).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl IcmpSocket {
     /// Opens a datagram socket if allowed, a raw socket otherwise.
     /// `raw_ident` is the identifier used on a raw socket.
     pub fn open(v6: bool, raw_ident: u16) -> Result<Self, IcmpError> {
-        let (domain, proto) = if v6 { (Domain::IPV6, Protocol::ICMPV6) } else { (Domain::IPV4, Protocol::ICMPV4) };
+        let (domain, proto) = if v6 {
+            (Domain::IPV6, Protocol::ICMPV6)
+        } else {
+            (Domain::IPV4, Protocol::ICMPV4)
+        };
         let (sock, kind) = match Socket::new(domain, Type::DGRAM, Some(proto)) {
             Ok(s) => (s, SocketKind::Datagram),
             Err(dgram_err) => match Socket::new(domain, Type::RAW, Some(proto)) {
@@ -113,9 +136,16 @@ impl IcmpSocket {
         setsockopt_raw(&sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on).map_err(err)?;
         let ident = match kind {
             SocketKind::Datagram => {
-                let any: SocketAddr = if v6 { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
+                let any: SocketAddr = if v6 {
+                    (Ipv6Addr::UNSPECIFIED, 0).into()
+                } else {
+                    (Ipv4Addr::UNSPECIFIED, 0).into()
+                };
                 sock.bind(&any.into()).map_err(err)?;
-                sock.local_addr().map_err(err)?.as_socket().map_or(0, |a| a.port())
+                sock.local_addr()
+                    .map_err(err)?
+                    .as_socket()
+                    .map_or(0, |a| a.port())
             }
             SocketKind::Raw => {
                 if v6 {
@@ -131,14 +161,25 @@ impl IcmpSocket {
                 raw_ident
             }
         };
-        let fd = AsyncFd::new(sock).map_err(err)?;
-        Ok(Self { fd, v6, kind, ident })
+        // SAFETY: the socket owns its descriptor, which is neither replaced
+        // nor closed while the AsyncFd owns the socket.
+        let fd = unsafe { AsyncFd::register(sock) }.map_err(|e| err(io::Error::from(e)))?;
+        Ok(Self {
+            fd,
+            v6,
+            kind,
+            ident,
+        })
     }
 
     /// Sends one echo request. Waits while the send queue is full.
     pub async fn send(&self, to: IpAddr, seq: u16, cookie: u64, probe: u64) -> io::Result<()> {
         let repr = EchoRepr {
-            msg_type: if self.v6 { ICMPV6_ECHO_REQUEST } else { ICMP_ECHO_REQUEST },
+            msg_type: if self.v6 {
+                ICMPV6_ECHO_REQUEST
+            } else {
+                ICMP_ECHO_REQUEST
+            },
             ident: self.ident,
             seq,
             cookie,
@@ -181,9 +222,17 @@ impl IcmpSocket {
     }
 
     fn parse(&self, from: IpAddr, data: &[u8], rx_real_ns: Option<i128>) -> Option<Reply> {
-        let icmp = if !self.v6 && self.kind == SocketKind::Raw { strip_ipv4_header(data).ok()? } else { data };
+        let icmp = if !self.v6 && self.kind == SocketKind::Raw {
+            strip_ipv4_header(data).ok()?
+        } else {
+            data
+        };
         let p = EchoPacket::new_checked(icmp).ok()?;
-        let want = if self.v6 { ICMPV6_ECHO_REPLY } else { ICMP_ECHO_REPLY };
+        let want = if self.v6 {
+            ICMPV6_ECHO_REPLY
+        } else {
+            ICMP_ECHO_REPLY
+        };
         if p.msg_type() != want || p.code() != 0 {
             return None;
         }
@@ -195,16 +244,27 @@ impl IcmpSocket {
             return None;
         }
         let echo = EchoRepr::parse(&p)?;
-        Some(Reply { from, echo, rx_real_ns })
+        Some(Reply {
+            from,
+            echo,
+            rx_real_ns,
+        })
     }
 }
 
 /// One recvmsg into `data`: the sender, the length and the SO_TIMESTAMPNS time.
-fn recv_one(sock: &Socket, v6: bool, data: &mut [u8]) -> io::Result<Option<(IpAddr, usize, Option<i128>)>> {
+fn recv_one(
+    sock: &Socket,
+    v6: bool,
+    data: &mut [u8],
+) -> io::Result<Option<(IpAddr, usize, Option<i128>)>> {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut control = [MaybeUninit::<u64>::uninit(); 16];
-    let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
     // SAFETY: all-zero is a valid msghdr; the fields are set below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = (&raw mut name).cast();
@@ -236,7 +296,8 @@ fn recv_one(sock: &Socket, v6: bool, data: &mut [u8]) -> io::Result<Option<(IpAd
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
                 let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
                 ts = Some(i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec));
             }

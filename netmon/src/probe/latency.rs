@@ -14,7 +14,6 @@ pub struct Latency {
     /// Nanoseconds, three significant figures.
     hist: Histogram<u64>,
     count: u64,
-    sum_ns: f64,
     /// Sum of squared deviations from the mean (Welford).
     m2: f64,
     mean_ns: f64,
@@ -48,9 +47,9 @@ impl Latency {
     #[must_use]
     pub fn new() -> Self {
         Self {
-            hist: Histogram::new_with_bounds(1, MAX_RTT_NS, 3).expect("static histogram bounds are valid"),
+            hist: Histogram::new_with_bounds(1, MAX_RTT_NS, 3)
+                .expect("static histogram bounds are valid"),
             count: 0,
-            sum_ns: 0.0,
             m2: 0.0,
             mean_ns: 0.0,
             min_ns: u64::MAX,
@@ -67,11 +66,12 @@ impl Latency {
     /// consecutive answered probes i-1 and i, D = RTT(i) - RTT(i-1) (the
     /// send-time difference cancels out), and J += (|D| - J) / 16.
     pub fn record(&mut self, rtt: Duration) {
-        let ns = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX).clamp(1, MAX_RTT_NS);
+        let ns = u64::try_from(rtt.as_nanos())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_RTT_NS);
         self.hist.saturating_record(ns);
         self.count += 1;
         let x = ns as f64;
-        self.sum_ns += x;
         let delta = x - self.mean_ns;
         self.mean_ns += delta / self.count as f64;
         self.m2 += delta * (x - self.mean_ns);
@@ -82,11 +82,6 @@ impl Latency {
             self.jitter_ns += (d - self.jitter_ns) / 16.0;
         }
         self.prev_ns = Some(ns);
-    }
-
-    #[must_use]
-    pub fn count(&self) -> u64 {
-        self.count
     }
 
     /// `None` without samples.
@@ -124,10 +119,18 @@ impl Latency {
             return vec![(hi / 1e6, self.count)];
         }
         let ratio = (hi / lo).powf(1.0 / bins as f64);
-        let mut out: Vec<(f64, u64)> = (1..=bins).map(|i| (lo * ratio.powi(i as i32) / 1e6, 0)).collect();
+        let mut out: Vec<(f64, u64)> = (1..=bins)
+            .map(|i| (lo * ratio.powf(i as f64) / 1e6, 0))
+            .collect();
         for v in self.hist.iter_recorded() {
             let x = self.hist.highest_equivalent(v.value_iterated_to()) as f64;
-            let i = if x <= lo { 0 } else { (((x / lo).ln() / ratio.ln()).ceil() as usize).saturating_sub(1).min(bins - 1) };
+            let i = if x <= lo {
+                0
+            } else {
+                (((x / lo).ln() / ratio.ln()).ceil() as usize)
+                    .saturating_sub(1)
+                    .min(bins - 1)
+            };
             out[i].1 += v.count_at_value();
         }
         out

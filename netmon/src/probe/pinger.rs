@@ -64,7 +64,9 @@ impl Table {
         if r.echo.cookie != cookie {
             return;
         }
-        let Some(e) = self.probes.get_mut(&r.echo.probe) else { return };
+        let Some(e) = self.probes.get_mut(&r.echo.probe) else {
+            return;
+        };
         if e.addr != r.from || e.seq != r.echo.seq {
             return;
         }
@@ -74,7 +76,9 @@ impl Table {
                 // Prefer the kernel's receive time; fall back to our clock when
                 // there is none or the wall clock stepped in between.
                 let rtt = match r.rx_real_ns.map(|rx| rx - e.sent_real_ns) {
-                    Some(ns) if ns > 0 && ns <= mono.as_nanos() as i128 + 1_000_000 => Duration::from_nanos(ns as u64),
+                    Some(ns) if ns > 0 && ns <= mono.as_nanos().cast_signed() + 1_000_000 => {
+                        Duration::from_nanos(ns as u64)
+                    }
                     _ => mono,
                 };
                 let _ = tx.send(rtt);
@@ -114,7 +118,10 @@ pub struct InFlight {
 
 /// A random-enough u64 from the clock, the pid and a stack address.
 fn random_u64() -> u64 {
-    let x = realtime_ns() as u64 ^ (u64::from(std::process::id()) << 32) ^ (&raw const REMEMBER as u64).rotate_left(17);
+    let local = 0u8;
+    let x = realtime_ns() as u64
+        ^ (u64::from(std::process::id()) << 32)
+        ^ (&raw const local as u64).rotate_left(17);
     // splitmix64 finaliser
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -132,8 +139,16 @@ impl Pinger {
             table: Mutex::new(Table::default()),
         });
         let ident = (cookie >> 16) as u16;
-        let v4 = if v4 { Some(Arc::new(IcmpSocket::open(false, ident)?)) } else { None };
-        let v6 = if v6 { Some(Arc::new(IcmpSocket::open(true, ident)?)) } else { None };
+        let v4 = if v4 {
+            Some(Arc::new(IcmpSocket::open(false, ident)?))
+        } else {
+            None
+        };
+        let v6 = if v6 {
+            Some(Arc::new(IcmpSocket::open(true, ident)?))
+        } else {
+            None
+        };
         let receivers = v4
             .iter()
             .chain(v6.iter())
@@ -157,7 +172,12 @@ impl Pinger {
                 })
             })
             .collect();
-        Ok(Self { shared, v4, v6, receivers })
+        Ok(Self {
+            shared,
+            v4,
+            v6,
+            receivers,
+        })
     }
 
     /// Which socket kinds are in use, for `--verbose`.
@@ -187,9 +207,22 @@ impl Pinger {
             let now = Instant::now();
             let mut t = self.shared.table.lock().expect("probe table poisoned");
             t.forget_old(now);
-            t.probes.insert(id, Entry { addr, seq, sent: now, sent_real_ns: realtime_ns(), state: State::Waiting(tx) });
+            t.probes.insert(
+                id,
+                Entry {
+                    addr,
+                    seq,
+                    sent: now,
+                    sent_real_ns: realtime_ns(),
+                    state: State::Waiting(tx),
+                },
+            );
         }
-        let inflight = InFlight { shared: Arc::clone(&self.shared), id, rx };
+        let inflight = InFlight {
+            shared: Arc::clone(&self.shared),
+            id,
+            rx,
+        };
         match sock.send(addr, seq, self.shared.cookie, id).await {
             Ok(()) => Ok(inflight),
             Err(e) => {
@@ -212,7 +245,14 @@ impl Pinger {
 
     /// Duplicates and late replies seen from `addr` so far.
     pub fn extra(&self, addr: IpAddr) -> Extra {
-        self.shared.table.lock().expect("probe table poisoned").extra.get(&addr).copied().unwrap_or_default()
+        self.shared
+            .table
+            .lock()
+            .expect("probe table poisoned")
+            .extra
+            .get(&addr)
+            .copied()
+            .unwrap_or_default()
     }
 }
 
@@ -227,17 +267,15 @@ impl Drop for Pinger {
 impl InFlight {
     /// The RTT, or `None` when no reply came within `timeout`.
     pub async fn wait(mut self, timeout: Duration) -> Option<Duration> {
-        match tokio::time::timeout(timeout, &mut self.rx).await {
-            Ok(Ok(rtt)) => Some(rtt),
-            _ => {
-                // A reply may have raced the timer: take it if it did.
-                if let Ok(rtt) = self.rx.try_recv() {
-                    return Some(rtt);
-                }
-                self.expire();
-                None
-            }
+        if let Ok(Ok(rtt)) = tokio::time::timeout(timeout, &mut self.rx).await {
+            return Some(rtt);
         }
+        // A reply may have raced the timer: take it if it did.
+        if let Ok(rtt) = self.rx.try_recv() {
+            return Some(rtt);
+        }
+        self.expire();
+        None
     }
 
     fn expire(&self) {
@@ -261,12 +299,31 @@ mod tests {
     const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     fn reply(probe: u64, seq: u16, cookie: u64) -> Reply {
-        Reply { from: LO, echo: EchoRepr { msg_type: ICMP_ECHO_REPLY, ident: 1, seq, cookie, probe }, rx_real_ns: None }
+        Reply {
+            from: LO,
+            echo: EchoRepr {
+                msg_type: ICMP_ECHO_REPLY,
+                ident: 1,
+                seq,
+                cookie,
+                probe,
+            },
+            rx_real_ns: None,
+        }
     }
 
     fn waiting(t: &mut Table, id: u64, seq: u16) -> oneshot::Receiver<Duration> {
         let (tx, rx) = oneshot::channel();
-        t.probes.insert(id, Entry { addr: LO, seq, sent: Instant::now(), sent_real_ns: 0, state: State::Waiting(tx) });
+        t.probes.insert(
+            id,
+            Entry {
+                addr: LO,
+                seq,
+                sent: Instant::now(),
+                sent_real_ns: 0,
+                state: State::Waiting(tx),
+            },
+        );
         rx
     }
 
@@ -279,7 +336,13 @@ mod tests {
         assert!(rx.try_recv().is_ok());
         t.on_reply(&reply(5, 5, 9), now, 9);
         t.on_reply(&reply(5, 5, 9), now, 9);
-        assert_eq!(t.extra[&LO], Extra { duplicates: 2, late: 0 });
+        assert_eq!(
+            t.extra[&LO],
+            Extra {
+                duplicates: 2,
+                late: 0
+            }
+        );
     }
 
     #[test]
@@ -304,7 +367,13 @@ mod tests {
         t.probes.get_mut(&5).unwrap().state = State::Expired;
         t.on_reply(&reply(5, 5, 9), Instant::now(), 9);
         t.on_reply(&reply(5, 5, 9), Instant::now(), 9);
-        assert_eq!(t.extra[&LO], Extra { duplicates: 0, late: 2 });
+        assert_eq!(
+            t.extra[&LO],
+            Extra {
+                duplicates: 0,
+                late: 2
+            }
+        );
     }
 
     #[test]

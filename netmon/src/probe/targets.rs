@@ -20,7 +20,7 @@ pub struct AddrRange {
 impl AddrRange {
     #[must_use]
     pub fn len(&self) -> u128 {
-        self.last - self.first + 1
+        (self.last - self.first).saturating_add(1)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = IpAddr> + '_ {
@@ -29,7 +29,11 @@ impl AddrRange {
 }
 
 fn to_addr(n: u128, v6: bool) -> IpAddr {
-    if v6 { IpAddr::V6(Ipv6Addr::from(n)) } else { IpAddr::V4(Ipv4Addr::from(n as u32)) }
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(n))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(n as u32))
+    }
 }
 
 fn to_int(a: IpAddr) -> u128 {
@@ -50,18 +54,34 @@ pub fn parse_range(text: &str) -> Result<AddrRange, UsageError> {
         ))
     };
     if let Some((addr, len)) = text.split_once('/') {
-        let addr: IpAddr = addr.parse().map_err(|_| bad("not an IP address before '/'"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| bad("not an IP address before '/'"))?;
         let bits: u32 = if addr.is_ipv6() { 128 } else { 32 };
-        let len: u32 = len.parse().map_err(|_| bad("the prefix length is not a number"))?;
+        let len: u32 = len
+            .parse()
+            .map_err(|_| bad("the prefix length is not a number"))?;
         if len > bits {
             return Err(bad(&format!("the prefix length is more than {bits}")));
         }
         let host_bits = bits - len;
-        let host_mask: u128 = if host_bits == 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+        let host_mask: u128 = if host_bits == 128 {
+            u128::MAX
+        } else {
+            (1u128 << host_bits) - 1
+        };
         let first = to_int(addr) & !host_mask;
         let last = first | host_mask;
-        let (first, last) = if !addr.is_ipv6() && len < 31 { (first + 1, last - 1) } else { (first, last) };
-        return Ok(AddrRange { first, last, v6: addr.is_ipv6() });
+        let (first, last) = if !addr.is_ipv6() && len < 31 {
+            (first + 1, last - 1)
+        } else {
+            (first, last)
+        };
+        return Ok(AddrRange {
+            first,
+            last,
+            v6: addr.is_ipv6(),
+        });
     }
     if let Some((a, b)) = text.split_once('-') {
         let a: IpAddr = a.parse().map_err(|_| bad("not an IP address before '-'"))?;
@@ -83,16 +103,27 @@ pub fn parse_range(text: &str) -> Result<AddrRange, UsageError> {
         if first > last {
             return Err(bad("the first address is after the last"));
         }
-        return Ok(AddrRange { first, last, v6: a.is_ipv6() });
+        return Ok(AddrRange {
+            first,
+            last,
+            v6: a.is_ipv6(),
+        });
     }
     let a: IpAddr = text.parse().map_err(|_| bad("not an IP address"))?;
-    Ok(AddrRange { first: to_int(a), last: to_int(a), v6: a.is_ipv6() })
+    Ok(AddrRange {
+        first: to_int(a),
+        last: to_int(a),
+        v6: a.is_ipv6(),
+    })
 }
 
 /// All addresses of `specs`, in order, without repeats. Refuses more than
 /// [`MAX_TARGETS`] unless `force`.
 pub fn expand_ranges(specs: &[String], force: bool) -> Result<Vec<IpAddr>, UsageError> {
-    let ranges = specs.iter().map(|s| parse_range(s)).collect::<Result<Vec<_>, _>>()?;
+    let ranges = specs
+        .iter()
+        .map(|s| parse_range(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let total: u128 = ranges.iter().map(AddrRange::len).sum();
     if total > MAX_TARGETS && !force {
         return Err(UsageError(format!(
@@ -100,7 +131,9 @@ pub fn expand_ranges(specs: &[String], force: bool) -> Result<Vec<IpAddr>, Usage
         )));
     }
     if total > 1 << 24 {
-        return Err(UsageError(format!("{total} targets is more than netmon sweeps at once (16,777,216)")));
+        return Err(UsageError(format!(
+            "{total} targets is more than netmon sweeps at once (16,777,216)"
+        )));
     }
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(total as usize);
@@ -118,9 +151,11 @@ pub fn expand_ranges(specs: &[String], force: bool) -> Result<Vec<IpAddr>, Usage
 /// 65535), `-100` (from 1), mixed with commas. Sorted, without repeats.
 pub fn parse_ports(spec: &str) -> Result<Vec<u16>, UsageError> {
     let bad = |why: String| {
-        UsageError(format!("bad port spec '{spec}': {why}; write e.g. 22,80,443 or 1-1024 or - (all ports)"))
+        UsageError(format!(
+            "bad port spec '{spec}': {why}; write e.g. 22,80,443 or 1-1024 or - (all ports)"
+        ))
     };
-    let port = |t: &str| -> Result<u16, UsageError> {
+    let number = |t: &str| -> Result<u16, UsageError> {
         match t.trim().parse::<u32>() {
             Ok(p @ 1..=65535) => Ok(p as u16),
             Ok(p) => Err(bad(format!("{p} is not a port between 1 and 65535"))),
@@ -128,21 +163,22 @@ pub fn parse_ports(spec: &str) -> Result<Vec<u16>, UsageError> {
         }
     };
     let mut wanted = vec![false; 65536];
-    for part in spec.split(',') {
-        let part = part.trim();
+    for item in spec.split(',') {
+        let part = item.trim();
         if part.is_empty() {
             return Err(bad("empty item".into()));
         }
-        let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => {
-                let lo = if a.trim().is_empty() { 1 } else { port(a)? };
-                let hi = if b.trim().is_empty() { 65535 } else { port(b)? };
-                (lo, hi)
-            }
-            None => {
-                let p = port(part)?;
-                (p, p)
-            }
+        let (lo, hi) = if let Some((a, b)) = part.split_once('-') {
+            let lo = if a.trim().is_empty() { 1 } else { number(a)? };
+            let hi = if b.trim().is_empty() {
+                65535
+            } else {
+                number(b)?
+            };
+            (lo, hi)
+        } else {
+            let p = number(part)?;
+            (p, p)
         };
         if lo > hi {
             return Err(bad(format!("{lo} is after {hi}")));
@@ -156,7 +192,11 @@ pub fn parse_ports(spec: &str) -> Result<Vec<u16>, UsageError> {
 
 /// Splits `HOST:PORT` or `[V6]:PORT`.
 pub fn split_host_port(text: &str) -> Result<(String, u16), UsageError> {
-    let bad = || UsageError(format!("bad target '{text}': write HOST:PORT, e.g. 192.0.2.1:443 or [2001:db8::1]:22"));
+    let bad = || {
+        UsageError(format!(
+            "bad target '{text}': write HOST:PORT, e.g. 192.0.2.1:443 or [2001:db8::1]:22"
+        ))
+    };
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
         (h, p)
@@ -182,9 +222,9 @@ pub async fn resolve(host: &str) -> anyhow::Result<IpAddr> {
     if let Ok(a) = trimmed.parse::<IpAddr>() {
         return Ok(a);
     }
-    let mut addrs = tokio::net::lookup_host((host, 0))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot resolve '{host}': {e}; check the name and the resolver"))?;
+    let mut addrs = tokio::net::lookup_host((host, 0)).await.map_err(|e| {
+        anyhow::anyhow!("cannot resolve '{host}': {e}; check the name and the resolver")
+    })?;
     addrs
         .next()
         .map(|sa| sa.ip())
@@ -196,7 +236,11 @@ mod tests {
     use super::*;
 
     fn all(text: &str) -> Vec<String> {
-        parse_range(text).unwrap().iter().map(|a| a.to_string()).collect()
+        parse_range(text)
+            .unwrap()
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
     }
 
     #[test]
@@ -214,21 +258,43 @@ mod tests {
 
     #[test]
     fn ipv6_prefixes_keep_every_address() {
-        assert_eq!(all("2001:db8::/126"), ["2001:db8::", "2001:db8::1", "2001:db8::2", "2001:db8::3"]);
+        assert_eq!(
+            all("2001:db8::/126"),
+            ["2001:db8::", "2001:db8::1", "2001:db8::2", "2001:db8::3"]
+        );
         assert_eq!(parse_range("2001:db8::/0").unwrap().len(), u128::MAX);
     }
 
     #[test]
     fn ranges_and_single_addresses() {
-        assert_eq!(all("192.0.2.254-198.51.100.0").len(), (u32::from(Ipv4Addr::new(198, 51, 100, 0)) - u32::from(Ipv4Addr::new(192, 0, 2, 254)) + 1) as usize);
-        assert_eq!(all("192.0.2.8-10"), ["192.0.2.8", "192.0.2.9", "192.0.2.10"]);
-        assert_eq!(all("2001:db8::fe-2001:db8::100"), ["2001:db8::fe", "2001:db8::ff", "2001:db8::100"]);
+        assert_eq!(
+            all("192.0.2.254-192.0.3.1"),
+            ["192.0.2.254", "192.0.2.255", "192.0.3.0", "192.0.3.1"]
+        );
+        assert_eq!(
+            all("192.0.2.8-10"),
+            ["192.0.2.8", "192.0.2.9", "192.0.2.10"]
+        );
+        assert_eq!(
+            all("2001:db8::fe-2001:db8::100"),
+            ["2001:db8::fe", "2001:db8::ff", "2001:db8::100"]
+        );
         assert_eq!(all("::1"), ["::1"]);
     }
 
     #[test]
     fn bad_ranges_are_usage_errors() {
-        for bad in ["192.0.2.0/33", "2001:db8::/129", "192.0.2.0/x", "192.0.2.300/24", "10.0.0.9-10.0.0.1", "10.0.0.1-::1", "host", "", "10.0.0.1-300"] {
+        for bad in [
+            "192.0.2.0/33",
+            "2001:db8::/129",
+            "192.0.2.0/x",
+            "192.0.2.300/24",
+            "10.0.0.9-10.0.0.1",
+            "10.0.0.1-::1",
+            "host",
+            "",
+            "10.0.0.1-300",
+        ] {
             let e = parse_range(bad).expect_err(bad);
             assert!(e.0.contains("bad address range"), "{e}");
         }
@@ -236,10 +302,16 @@ mod tests {
 
     #[test]
     fn expansion_refuses_too_many_without_force() {
-        assert_eq!(expand_ranges(&["10.0.0.0/16".into()], false).unwrap().len(), 65534);
+        assert_eq!(
+            expand_ranges(&["10.0.0.0/16".into()], false).unwrap().len(),
+            65534
+        );
         let e = expand_ranges(&["10.0.0.0/15".into()], false).unwrap_err();
         assert!(e.0.contains("--force"), "{e}");
-        assert_eq!(expand_ranges(&["10.0.0.0/15".into()], true).unwrap().len(), 131_070);
+        assert_eq!(
+            expand_ranges(&["10.0.0.0/15".into()], true).unwrap().len(),
+            131_070
+        );
         // Overlaps count once.
         let v = expand_ranges(&["192.0.2.0/30".into(), "192.0.2.1-3".into()], false).unwrap();
         assert_eq!(v.len(), 3);
@@ -250,7 +322,10 @@ mod tests {
         assert_eq!(parse_ports("22,80,443").unwrap(), [22, 80, 443]);
         assert_eq!(parse_ports("1-3,2,80").unwrap(), [1, 2, 3, 80]);
         assert_eq!(parse_ports("-").unwrap().len(), 65535);
-        assert_eq!(parse_ports("65530-").unwrap(), [65530, 65531, 65532, 65533, 65534, 65535]);
+        assert_eq!(
+            parse_ports("65530-").unwrap(),
+            [65530, 65531, 65532, 65533, 65534, 65535]
+        );
         assert_eq!(parse_ports("-3").unwrap(), [1, 2, 3]);
         for bad in ["0", "65536", "80,", "a", "10-5", "1-2-3", ""] {
             let e = parse_ports(bad).expect_err(bad);
@@ -260,9 +335,15 @@ mod tests {
 
     #[test]
     fn host_port() {
-        assert_eq!(split_host_port("127.0.0.1:80").unwrap(), ("127.0.0.1".into(), 80));
+        assert_eq!(
+            split_host_port("127.0.0.1:80").unwrap(),
+            ("127.0.0.1".into(), 80)
+        );
         assert_eq!(split_host_port("[::1]:22").unwrap(), ("::1".into(), 22));
-        assert_eq!(split_host_port("localhost:8080").unwrap(), ("localhost".into(), 8080));
+        assert_eq!(
+            split_host_port("localhost:8080").unwrap(),
+            ("localhost".into(), 8080)
+        );
         for bad in ["::1:22", "host", "host:0", "host:x", ":80", "[::1]"] {
             assert!(split_host_port(bad).is_err(), "{bad}");
         }

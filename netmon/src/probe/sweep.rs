@@ -1,0 +1,292 @@
+//! `netmon sweep`: echo requests to every address of the ranges, paced by
+//! one global rate, replies collected as they come, silent hosts retried.
+
+use std::{
+    collections::VecDeque,
+    io::{self, Write},
+    net::IpAddr,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{SweepArgs, pinger::Pinger, render::Progress, targets::expand_ranges};
+use crate::{UsageError, cli::Format};
+
+/// Spaces sends `1/rate` apart on average. After an idle spell it allows a
+/// burst of at most `burst` worth of sends, not the whole backlog.
+#[derive(Debug)]
+pub struct Pacer {
+    period: Duration,
+    burst: Duration,
+    next: Instant,
+}
+
+impl Pacer {
+    #[must_use]
+    pub fn new(rate: u32, start: Instant) -> Self {
+        let period = Duration::from_nanos(1_000_000_000 / u64::from(rate.max(1)));
+        Self {
+            period,
+            burst: Duration::from_millis(2).max(period),
+            next: start,
+        }
+    }
+
+    /// `None`: send now (and the send is booked). `Some(t)`: wait until `t`.
+    pub fn poll(&mut self, now: Instant) -> Option<Instant> {
+        if self.next > now {
+            return Some(self.next);
+        }
+        self.next = self.next.max(now.checked_sub(self.burst).unwrap_or(now)) + self.period;
+        None
+    }
+}
+
+/// Which target to probe next and when a target is finished. Pure.
+#[derive(Debug)]
+pub struct Plan {
+    retries: u32,
+    queue: VecDeque<(usize, u32)>,
+    rtt: Vec<Option<Duration>>,
+    finished: usize,
+}
+
+impl Plan {
+    #[must_use]
+    pub fn new(targets: usize, retries: u32) -> Self {
+        Self {
+            retries,
+            queue: (0..targets).map(|i| (i, 0)).collect(),
+            rtt: vec![None; targets],
+            finished: 0,
+        }
+    }
+
+    /// The next (target, attempt) to send, if any is waiting.
+    pub fn next(&mut self) -> Option<(usize, u32)> {
+        self.queue.pop_front()
+    }
+
+    /// Whether something waits to be sent.
+    #[must_use]
+    pub fn has_next(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// The outcome of attempt `attempt` on target `i`.
+    pub fn outcome(&mut self, i: usize, attempt: u32, rtt: Option<Duration>) {
+        match rtt {
+            Some(r) => {
+                self.rtt[i] = Some(r);
+                self.finished += 1;
+            }
+            None if attempt < self.retries => self.queue.push_back((i, attempt + 1)),
+            None => self.finished += 1,
+        }
+    }
+
+    #[must_use]
+    pub fn done(&self) -> bool {
+        self.finished == self.rtt.len()
+    }
+
+    #[must_use]
+    pub fn finished(&self) -> usize {
+        self.finished
+    }
+
+    /// RTT per target (`None`: never answered).
+    #[must_use]
+    pub fn into_results(self) -> Vec<Option<Duration>> {
+        self.rtt
+    }
+}
+
+pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    if args.rate == 0 {
+        return Err(UsageError("--rate must be at least 1 echo request per second".into()).into());
+    }
+    let targets = expand_ranges(&args.targets, args.force)?;
+    if targets.is_empty() {
+        return Err(UsageError("the ranges hold no address".into()).into());
+    }
+    let pinger = Arc::new(Pinger::new(
+        targets.iter().any(IpAddr::is_ipv4),
+        targets.iter().any(IpAddr::is_ipv6),
+    )?);
+    for (family, kind) in pinger.kinds() {
+        log::debug!("{family}: {}", kind.as_str());
+    }
+    let started = Instant::now();
+    let mut plan = Plan::new(targets.len(), args.retries);
+    let mut pacer = Pacer::new(args.rate, started);
+    let mut progress = Progress::new("sweep", targets.len() as u64);
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, u32, Option<Duration>)>();
+    let mut alive = 0usize;
+    while !plan.done() {
+        while let Ok((i, attempt, rtt)) = rx.try_recv() {
+            alive += usize::from(rtt.is_some());
+            plan.outcome(i, attempt, rtt);
+        }
+        progress.update(plan.finished() as u64, &format!("{alive} alive"));
+        if plan.done() {
+            break;
+        }
+        if plan.has_next() {
+            if let Some(at) = pacer.poll(Instant::now()) {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    Some((i, attempt, rtt)) = rx.recv() => {
+                        alive += usize::from(rtt.is_some());
+                        plan.outcome(i, attempt, rtt);
+                    }
+                }
+                continue;
+            }
+            let (i, attempt) = plan.next().expect("has_next said so");
+            let addr = targets[i];
+            let tx = tx.clone();
+            match pinger.send(addr).await {
+                Ok(inflight) => {
+                    let timeout = args.timeout;
+                    tokio::spawn(async move {
+                        let rtt = inflight.wait(timeout).await;
+                        let _ = tx.send((i, attempt, rtt));
+                    });
+                }
+                Err(e) => {
+                    log::debug!("echo request to {addr} not sent: {e}");
+                    // Count it as a timeout, but only after the timeout, so
+                    // an unreachable range is not retried in a tight loop.
+                    let timeout = args.timeout;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(timeout).await;
+                        let _ = tx.send((i, attempt, None));
+                    });
+                }
+            }
+        } else if let Some((i, attempt, rtt)) = rx.recv().await {
+            alive += usize::from(rtt.is_some());
+            plan.outcome(i, attempt, rtt);
+        }
+    }
+    progress.finish();
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut found: Vec<(IpAddr, Duration)> = targets
+        .iter()
+        .zip(plan.into_results())
+        .filter_map(|(a, r)| r.map(|r| (*a, r)))
+        .collect();
+    found.sort();
+    write_results(
+        &mut io::stdout().lock(),
+        args.format,
+        &found,
+        targets.len(),
+        elapsed,
+    )?;
+    Ok(if found.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Alive hosts, sorted, then the summary.
+fn write_results(
+    out: &mut impl Write,
+    format: Format,
+    found: &[(IpAddr, Duration)],
+    scanned: usize,
+    elapsed: f64,
+) -> io::Result<()> {
+    for (addr, rtt) in found {
+        let rtt_ms = rtt.as_secs_f64() * 1e3;
+        match format {
+            Format::Json => {
+                let v = json!({"type": "host", "addr": addr.to_string(), "rtt_ms": rtt_ms});
+                writeln!(out, "{v}")?;
+            }
+            Format::Text => writeln!(out, "{addr:<39} alive  {} ms", super::render::ms(rtt_ms))?,
+        }
+    }
+    match format {
+        Format::Json => {
+            let v = json!({"type": "sweep_summary", "scanned": scanned, "alive": found.len(), "elapsed_s": elapsed});
+            writeln!(out, "{v}")?;
+        }
+        Format::Text => writeln!(
+            out,
+            "{} of {scanned} addresses alive in {elapsed:.3} s",
+            found.len()
+        )?,
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacer_spaces_sends_and_limits_bursts() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(1000, t0);
+        assert_eq!(p.poll(t0), None);
+        assert_eq!(p.poll(t0), Some(t0 + Duration::from_millis(1)));
+        assert_eq!(p.poll(t0 + Duration::from_millis(1)), None);
+        // After 100 ms of silence: a 2 ms burst, then back to the rate.
+        let later = t0 + Duration::from_millis(101);
+        let sent = (0..100).take_while(|_| p.poll(later).is_none()).count();
+        assert_eq!(sent, 3);
+        // At a high rate, sends over one second match the rate.
+        let mut fast = Pacer::new(50_000, t0);
+        let mut n = 0;
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(1) {
+            match fast.poll(now) {
+                None => n += 1,
+                Some(at) => now = at,
+            }
+        }
+        assert_eq!(n, 50_000);
+    }
+
+    #[test]
+    fn plan_retries_silent_targets_then_gives_up() {
+        let mut plan = Plan::new(3, 1);
+        let first: Vec<_> = std::iter::from_fn(|| plan.next()).collect();
+        assert_eq!(first, [(0, 0), (1, 0), (2, 0)]);
+        plan.outcome(1, 0, Some(Duration::from_millis(1)));
+        plan.outcome(0, 0, None);
+        plan.outcome(2, 0, None);
+        assert!(!plan.done());
+        assert_eq!(plan.next(), Some((0, 1)));
+        assert_eq!(plan.next(), Some((2, 1)));
+        assert_eq!(plan.next(), None);
+        plan.outcome(0, 1, None);
+        plan.outcome(2, 1, Some(Duration::from_millis(2)));
+        assert!(plan.done());
+        assert_eq!(
+            plan.into_results(),
+            [
+                None,
+                Some(Duration::from_millis(1)),
+                Some(Duration::from_millis(2))
+            ]
+        );
+    }
+
+    #[test]
+    fn no_retries() {
+        let mut plan = Plan::new(1, 0);
+        assert_eq!(plan.next(), Some((0, 0)));
+        plan.outcome(0, 0, None);
+        assert!(plan.done());
+        assert_eq!(plan.next(), None);
+    }
+}
