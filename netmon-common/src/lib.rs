@@ -9,6 +9,9 @@ use core::mem::size_of;
 
 /// Name of the XDP program inside the eBPF object.
 pub const XDP_PROGRAM: &str = "netmon_xdp";
+/// A program in the same object that only returns `XDP_PASS`: the
+/// benchmark floor. Never attached.
+pub const XDP_FLOOR_PROGRAM: &str = "netmon_floor";
 /// Name of the per-CPU array holding one [`Counters`] per CPU.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Name of the flow hash map ([`FlowKey`] -> [`FlowValue`]).

@@ -52,20 +52,24 @@ pub enum SysError {
     Map { map: &'static str, reason: String },
 }
 
-/// Is `err` (or anything it wraps) an EPERM/EACCES from the kernel?
+/// Is `err` (or anything it wraps) a refusal for lack of privileges? EPERM
+/// always is; EACCES is also what the verifier returns for a program it
+/// rejects, so it counts only when we are not root.
 fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<io::Error>()
-            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
-        {
-            return true;
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            match io.raw_os_error() {
+                Some(libc::EPERM) => return true,
+                Some(libc::EACCES) if !root => return true,
+                _ => {}
+            }
         }
         cur = e.source();
     }
-    // aya formats some syscall failures into strings.
-    let text = err.to_string();
-    text.contains("Operation not permitted") || text.contains("Permission denied")
+    false
 }
 
 /// Full error chain on one line.

@@ -338,12 +338,16 @@ impl Netmon {
         let sink = Arc::clone(&stderr);
         thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if line.contains("counting on") {
+                let ready = line.contains("counting on");
+                {
+                    let mut s = sink.lock().expect("stderr buffer");
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+                // Only after the line is in the buffer, so the test sees it.
+                if ready {
                     let _ = ready_tx.send(());
                 }
-                let mut s = sink.lock().expect("stderr buffer");
-                s.push_str(&line);
-                s.push('\n');
             }
         });
         let mut netmon = Netmon {
