@@ -5,6 +5,9 @@
 //! has `rust-src` (`-Z build-std=core`), and linked by bpf-linker. See
 //! ARCHITECTURE.md and the shared TOOLCHAIN notes.
 
+mod bench_probes;
+mod bench_veth;
+mod bench_xdp;
 mod provision;
 
 use std::{
@@ -44,6 +47,22 @@ enum Cmd {
     /// Format check and clippy on every crate, the kernel crate for its BPF
     /// target included.
     Lint,
+    /// Benchmarks; results go to target/bench/*.json and BENCHMARKS.md.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Per-packet cost of the XDP program under BPF_PROG_TEST_RUN, in ns
+    /// above a bare XDP_PASS program.
+    Xdp,
+    /// Packets pushed across a veth pair with and without netmon attached.
+    Veth,
+    /// netmon sweep and scan side by side with fping and nmap.
+    Probes,
 }
 
 fn main() -> ExitCode {
@@ -92,6 +111,7 @@ fn run() -> Result<()> {
                 .args(["test", "--workspace", "--exclude", "netmon-ebpf"])
                 .args(&args)
                 .env("NETMON_BIN", &bin)
+                .env("NETMON_EBPF_OBJ", root.join(EBPF_OBJECT))
                 .current_dir(&root)
                 .status()?;
             if !status.success() {
@@ -99,6 +119,18 @@ fn run() -> Result<()> {
             }
         }
         Cmd::Lint => lint(&root)?,
+        Cmd::Bench { which } => {
+            let bin = build(&root)?;
+            if !is_root() {
+                bail!("benchmarks attach XDP programs and create namespaces: run as root");
+            }
+            let object = root.join(EBPF_OBJECT);
+            match which {
+                Bench::Xdp => bench_xdp::run(&root, &object)?,
+                Bench::Veth => bench_veth::run(&root, &bin)?,
+                Bench::Probes => bench_probes::run(&root, &bin)?,
+            }
+        }
     }
     Ok(())
 }
@@ -142,6 +174,9 @@ fn clean_cargo(program: &Path) -> Command {
     cmd
 }
 
+/// Where the BPF build leaves the XDP object.
+const EBPF_OBJECT: &str = "target/bpf/bpfel-unknown-none/release/netmon";
+
 /// Builds the XDP object; returns its path.
 fn build_ebpf(root: &Path) -> Result<PathBuf> {
     let toolchain = provision::ensure()?;
@@ -173,7 +208,7 @@ fn build_ebpf(root: &Path) -> Result<PathBuf> {
     if !status.success() {
         bail!("building the XDP program failed");
     }
-    Ok(target_dir.join("bpfel-unknown-none/release/netmon"))
+    Ok(root.join(EBPF_OBJECT))
 }
 
 /// Builds the XDP object and the release binary with it embedded.
