@@ -13,15 +13,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
 
 use super::icmp::{IcmpError, IcmpSocket, Reply, SocketKind, realtime_ns};
 
 /// How long a finished probe is remembered to recognise duplicates and late replies.
 const REMEMBER: Duration = Duration::from_secs(60);
 
+/// Where the RTT of an answered probe goes.
+pub enum Notify {
+    Oneshot(oneshot::Sender<Duration>),
+    /// A channel many probes share; the tag says which probe answered.
+    Channel(mpsc::UnboundedSender<(u64, Duration)>, u64),
+}
+
 enum State {
-    Waiting(oneshot::Sender<Duration>),
+    Waiting(Notify),
     Answered,
     Expired,
 }
@@ -71,7 +81,7 @@ impl Table {
             return;
         }
         match std::mem::replace(&mut e.state, State::Answered) {
-            State::Waiting(tx) => {
+            State::Waiting(notify) => {
                 let mono = now.duration_since(e.sent);
                 // Prefer the kernel's receive time; fall back to our clock when
                 // there is none or the wall clock stepped in between.
@@ -81,7 +91,14 @@ impl Table {
                     }
                     _ => mono,
                 };
-                let _ = tx.send(rtt);
+                match notify {
+                    Notify::Oneshot(tx) => {
+                        let _ = tx.send(rtt);
+                    }
+                    Notify::Channel(tx, tag) => {
+                        let _ = tx.send((tag, rtt));
+                    }
+                }
                 self.finished.push_back((now, r.echo.probe));
             }
             State::Answered => self.extra.entry(r.from).or_default().duplicates += 1,
@@ -99,6 +116,20 @@ struct Shared {
     // A std Mutex: every critical section is a few map operations and none
     // is held across an .await.
     table: Mutex<Table>,
+}
+
+impl Shared {
+    fn expire(&self, id: u64) -> bool {
+        let mut t = self.table.lock().expect("probe table poisoned");
+        if let Some(e) = t.probes.get_mut(&id) {
+            if matches!(e.state, State::Waiting(_)) {
+                e.state = State::Expired;
+                t.finished.push_back((Instant::now(), id));
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// Sends echo requests and waits for their replies.
@@ -195,6 +226,28 @@ impl Pinger {
     /// Sends one echo request to `addr`. An error means it never left
     /// (no route, refused by a firewall); the caller counts it as lost.
     pub async fn send(&self, addr: IpAddr) -> std::io::Result<InFlight> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.send_with(addr, Notify::Oneshot(tx)).await?;
+        Ok(InFlight {
+            shared: Arc::clone(&self.shared),
+            id,
+            rx,
+        })
+    }
+
+    /// Sends one echo request whose RTT, if it comes, goes to `tx` with
+    /// `tag`. Returns the probe number for [`Self::expire`]. Many probes
+    /// share one channel and need no task each.
+    pub async fn send_tagged(
+        &self,
+        addr: IpAddr,
+        tx: mpsc::UnboundedSender<(u64, Duration)>,
+        tag: u64,
+    ) -> std::io::Result<u64> {
+        self.send_with(addr, Notify::Channel(tx, tag)).await
+    }
+
+    async fn send_with(&self, addr: IpAddr, notify: Notify) -> std::io::Result<u64> {
         let sock = match addr {
             IpAddr::V4(_) => self.v4.as_ref(),
             IpAddr::V6(_) => self.v6.as_ref(),
@@ -202,34 +255,32 @@ impl Pinger {
         .expect("the pinger was opened for this address family");
         let id = self.shared.next_probe.fetch_add(1, Ordering::Relaxed);
         let seq = id as u16;
-        let (tx, rx) = oneshot::channel();
         {
             let now = Instant::now();
             let mut t = self.shared.table.lock().expect("probe table poisoned");
             t.forget_old(now);
-            t.probes.insert(
-                id,
-                Entry {
-                    addr,
-                    seq,
-                    sent: now,
-                    sent_real_ns: realtime_ns(),
-                    state: State::Waiting(tx),
-                },
-            );
+            let entry = Entry {
+                addr,
+                seq,
+                sent: now,
+                sent_real_ns: realtime_ns(),
+                state: State::Waiting(notify),
+            };
+            t.probes.insert(id, entry);
         }
-        let inflight = InFlight {
-            shared: Arc::clone(&self.shared),
-            id,
-            rx,
-        };
         match sock.send(addr, seq, self.shared.cookie, id).await {
-            Ok(()) => Ok(inflight),
+            Ok(()) => Ok(id),
             Err(e) => {
-                inflight.expire();
+                self.shared.expire(id);
                 Err(e)
             }
         }
+    }
+
+    /// Gives up on probe `id`: true if it was still waiting (a timeout),
+    /// false if its reply came first.
+    pub fn expire(&self, id: u64) -> bool {
+        self.shared.expire(id)
     }
 
     /// Sends and waits: the RTT, or `None` after `timeout` or a send error.
@@ -279,13 +330,7 @@ impl InFlight {
     }
 
     fn expire(&self) {
-        let mut t = self.shared.table.lock().expect("probe table poisoned");
-        if let Some(e) = t.probes.get_mut(&self.id) {
-            if matches!(e.state, State::Waiting(_)) {
-                e.state = State::Expired;
-                t.finished.push_back((Instant::now(), self.id));
-            }
-        }
+        self.shared.expire(self.id);
     }
 }
 
@@ -321,7 +366,7 @@ mod tests {
                 seq,
                 sent: Instant::now(),
                 sent_real_ns: 0,
-                state: State::Waiting(tx),
+                state: State::Waiting(Notify::Oneshot(tx)),
             },
         );
         rx

@@ -186,7 +186,7 @@ impl Progress {
     }
 
     /// Redraws at most ten times a second.
-    pub fn update(&mut self, done: u64, note: &str) {
+    pub fn update(&mut self, done: u64, note: impl FnOnce() -> String) {
         if !self.active
             || self
                 .last
@@ -200,6 +200,7 @@ impl Progress {
             .checked_div(self.total)
             .unwrap_or(width)
             .min(width) as usize;
+        let note = note();
         let mut e = io::stderr().lock();
         let _ = write!(
             e,

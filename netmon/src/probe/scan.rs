@@ -110,7 +110,7 @@ async fn scan_host(
         let found = loop {
             tokio::select! {
                 r = &mut w => break r,
-                () = tokio::time::sleep(Duration::from_millis(100)) => progress.update(done.load(Ordering::Relaxed), &ip.to_string()),
+                () = tokio::time::sleep(Duration::from_millis(100)) => progress.update(done.load(Ordering::Relaxed), || ip.to_string()),
             }
         };
         for (i, s) in found.map_err(|e| anyhow::anyhow!("a scan task failed: {e}"))?? {

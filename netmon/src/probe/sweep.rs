@@ -6,7 +6,6 @@ use std::{
     io::{self, Write},
     net::IpAddr,
     process::ExitCode,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -114,71 +113,19 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     if targets.is_empty() {
         return Err(UsageError("the ranges hold no address".into()).into());
     }
-    let pinger = Arc::new(Pinger::new(
+    let pinger = Pinger::new(
         targets.iter().any(IpAddr::is_ipv4),
         targets.iter().any(IpAddr::is_ipv6),
-    )?);
+    )?;
     for (family, kind) in pinger.kinds() {
         log::debug!("{family}: {}", kind.as_str());
     }
     let started = Instant::now();
-    let mut plan = Plan::new(targets.len(), args.retries);
-    let mut pacer = Pacer::new(args.rate, started);
-    let mut progress = Progress::new("sweep", targets.len() as u64);
-    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, u32, Option<Duration>)>();
-    let mut alive = 0usize;
-    while !plan.done() {
-        while let Ok((i, attempt, rtt)) = rx.try_recv() {
-            alive += usize::from(rtt.is_some());
-            plan.outcome(i, attempt, rtt);
-        }
-        progress.update(plan.finished() as u64, &format!("{alive} alive"));
-        if plan.done() {
-            break;
-        }
-        if plan.has_next() {
-            if let Some(at) = pacer.poll(Instant::now()) {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at.into()) => {}
-                    Some((i, attempt, rtt)) = rx.recv() => {
-                        alive += usize::from(rtt.is_some());
-                        plan.outcome(i, attempt, rtt);
-                    }
-                }
-                continue;
-            }
-            let (i, attempt) = plan.next().expect("has_next said so");
-            let addr = targets[i];
-            let tx = tx.clone();
-            match pinger.send(addr).await {
-                Ok(inflight) => {
-                    let timeout = args.timeout;
-                    tokio::spawn(async move {
-                        let rtt = inflight.wait(timeout).await;
-                        let _ = tx.send((i, attempt, rtt));
-                    });
-                }
-                Err(e) => {
-                    log::debug!("echo request to {addr} not sent: {e}");
-                    // Count it as a timeout, but only after the timeout, so
-                    // an unreachable range is not retried in a tight loop.
-                    let timeout = args.timeout;
-                    tokio::spawn(async move {
-                        tokio::time::sleep(timeout).await;
-                        let _ = tx.send((i, attempt, None));
-                    });
-                }
-            }
-        } else if let Some((i, attempt, rtt)) = rx.recv().await {
-            alive += usize::from(rtt.is_some());
-            plan.outcome(i, attempt, rtt);
-        }
-    }
-    progress.finish();
+    let results = sweep_loop(&pinger, &targets, &args, started).await;
     let elapsed = started.elapsed().as_secs_f64();
     let mut found: Vec<(IpAddr, Duration)> = targets
         .iter()
-        .zip(plan.into_results())
+        .zip(results)
         .filter_map(|(a, r)| r.map(|r| (*a, r)))
         .collect();
     found.sort();
@@ -194,6 +141,79 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Sends, retries and collects until every target has answered or used
+/// up its attempts. One task: replies come over a channel, timeouts from a
+/// queue in send order (one timeout for all, so deadlines come in order).
+async fn sweep_loop(
+    pinger: &Pinger,
+    targets: &[IpAddr],
+    args: &SweepArgs,
+    started: Instant,
+) -> Vec<Option<Duration>> {
+    /// Marks a probe that never left: it times out without asking the pinger.
+    const NOT_SENT: u64 = u64::MAX;
+    let tag = |i: usize, attempt: u32| ((i as u64) << 32) | u64::from(attempt);
+    let untag = |t: u64| ((t >> 32) as usize, t as u32);
+    let mut plan = Plan::new(targets.len(), args.retries);
+    let mut pacer = Pacer::new(args.rate, started);
+    let mut progress = Progress::new("sweep", targets.len() as u64);
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Duration)>();
+    let mut deadlines: VecDeque<(Instant, u64, u64)> = VecDeque::new();
+    let mut alive = 0u64;
+    while !plan.done() {
+        while let Ok((t, rtt)) = rx.try_recv() {
+            let (i, attempt) = untag(t);
+            alive += 1;
+            plan.outcome(i, attempt, Some(rtt));
+        }
+        let now = Instant::now();
+        while let Some(&(at, id, t)) = deadlines.front() {
+            if at > now {
+                break;
+            }
+            deadlines.pop_front();
+            if id == NOT_SENT || pinger.expire(id) {
+                let (i, attempt) = untag(t);
+                plan.outcome(i, attempt, None);
+            }
+        }
+        progress.update(plan.finished() as u64, || format!("{alive} alive"));
+        if plan.done() {
+            break;
+        }
+        let mut wake = deadlines.front().map(|d| d.0);
+        if plan.has_next() {
+            match pacer.poll(now) {
+                None => {
+                    let (i, attempt) = plan.next().expect("has_next said so");
+                    let addr = targets[i];
+                    let id = match pinger.send_tagged(addr, tx.clone(), tag(i, attempt)).await {
+                        Ok(id) => id,
+                        Err(e) => {
+                            log::debug!("echo request to {addr} not sent: {e}");
+                            NOT_SENT
+                        }
+                    };
+                    deadlines.push_back((Instant::now() + args.timeout, id, tag(i, attempt)));
+                    continue;
+                }
+                Some(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
+            }
+        }
+        let wake = wake.unwrap_or_else(|| now + args.timeout);
+        tokio::select! {
+            () = tokio::time::sleep_until(wake.into()) => {}
+            Some((t, rtt)) = rx.recv() => {
+                let (i, attempt) = untag(t);
+                alive += 1;
+                plan.outcome(i, attempt, Some(rtt));
+            }
+        }
+    }
+    progress.finish();
+    plan.into_results()
 }
 
 /// Alive hosts, sorted, then the summary.
