@@ -91,9 +91,14 @@ pub struct MonitorArgs {
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_flows: u32,
 
-    /// Number of flows listed in the summary
+    /// Number of flows listed in the summary and, in NDJSON, per interval
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
+
+    /// Remove flows silent this long from the kernel table (their counts
+    /// stay in the summary), making room for new ones
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
 
     /// Also ping TARGET every interval (repeatable)
     #[arg(long = "ping", value_name = "TARGET")]

@@ -104,6 +104,12 @@ impl monitor::Source for XdpSource {
     fn flows(&mut self) -> Result<Vec<(FlowKey, FlowValue)>> {
         Ok(self.0.flows()?)
     }
+    fn remove_flow(&mut self, key: &FlowKey) -> Result<Option<FlowValue>> {
+        Ok(self.0.remove_flow(key)?)
+    }
+    fn now_ns(&self) -> u64 {
+        clock_ns(libc::CLOCK_MONOTONIC) as u64
+    }
     fn finish(&mut self) {
         self.0.detach();
     }
@@ -112,19 +118,21 @@ impl monitor::Source for XdpSource {
     }
 }
 
+/// Reads `clock` in ns.
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer for clock_gettime.
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
 /// Offset from CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) to Unix time.
 fn mono_to_unix_ns() -> i128 {
-    let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: ts is a valid out-pointer for clock_gettime.
-        unsafe { libc::clock_gettime(clock, &raw mut ts) };
-        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-    };
-    let mono = read(libc::CLOCK_MONOTONIC);
-    read(libc::CLOCK_REALTIME) - mono
+    let mono = clock_ns(libc::CLOCK_MONOTONIC);
+    clock_ns(libc::CLOCK_REALTIME) - mono
 }
 
 /// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed
@@ -175,6 +183,7 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         duration: args.duration,
         format: args.format,
         top: args.top,
+        idle_timeout: args.idle_timeout,
         mono_to_unix_ns: mono_to_unix_ns(),
     };
     let mut source = XdpSource(attachment);

@@ -10,13 +10,17 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use crate::{
     cli::Format,
     output::{self, Summary},
-    stats::{Flow, Rates, top_by_bytes},
+    stats::{FlowTracker, Rates, top_by_bytes},
 };
 
 /// Where the counters come from: the attached XDP program, or a fake in tests.
 pub trait Source {
     fn counters(&mut self) -> Result<Counters>;
     fn flows(&mut self) -> Result<Vec<(FlowKey, FlowValue)>>;
+    /// Removes a flow from the table, returning its final value.
+    fn remove_flow(&mut self, key: &FlowKey) -> Result<Option<FlowValue>>;
+    /// The clock of the flow timestamps (kernel monotonic), in ns.
+    fn now_ns(&self) -> u64;
     /// Stops counting (detach); later reads see final values.
     fn finish(&mut self);
     /// Forwards any kernel log records.
@@ -29,6 +33,9 @@ pub struct Config {
     pub duration: Option<Duration>,
     pub format: Format,
     pub top: usize,
+    /// Flows silent this long are removed from the kernel table (their
+    /// counts stay in the summary).
+    pub idle_timeout: Duration,
     pub link_bps: Option<u64>,
     /// Adds to a kernel monotonic timestamp to give Unix time in ns.
     pub mono_to_unix_ns: i128,
@@ -65,6 +72,8 @@ pub async fn run(
     let mut prev = source.counters()?;
     let mut prev_at = Instant::now();
     let mut first = true;
+    let mut tracker = FlowTracker::default();
+    let idle_ns = u64::try_from(cfg.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -74,8 +83,14 @@ pub async fn run(
                 let now = Instant::now();
                 let cur = source.counters()?;
                 let rates = Rates::between(&prev, &cur, now - prev_at, cfg.link_bps);
-                output::write_rates(out, cfg.format, &cfg.iface, unix_now(), first, &rates)?;
+                let flows = tracker.interval(source.flows()?, cfg.top);
+                output::write_rates(out, cfg.format, &cfg.iface, unix_now(), first, &rates, &flows)?;
                 out.flush()?;
+                for key in tracker.idle(source.now_ns(), idle_ns) {
+                    if let Some(last) = source.remove_flow(&key)? {
+                        tracker.retire(key, &last);
+                    }
+                }
                 first = false;
                 prev = cur;
                 prev_at = now;
@@ -86,11 +101,7 @@ pub async fn run(
     source.finish();
     source.drain_log();
     let counters = source.counters()?;
-    let mut flows: Vec<Flow> = source
-        .flows()?
-        .iter()
-        .map(|(k, v)| Flow::new(k, v))
-        .collect();
+    let mut flows = tracker.all(&source.flows()?);
     let flows_tracked = flows.len();
     top_by_bytes(&mut flows, cfg.top);
     output::write_summary(
@@ -149,6 +160,12 @@ mod tests {
             };
             Ok(vec![(key, value)])
         }
+        fn remove_flow(&mut self, _key: &FlowKey) -> Result<Option<FlowValue>> {
+            Ok(None)
+        }
+        fn now_ns(&self) -> u64 {
+            0
+        }
         fn finish(&mut self) {
             self.finished = true;
         }
@@ -162,6 +179,7 @@ mod tests {
             duration: Some(Duration::from_millis(3500)),
             format: Format::Json,
             top: 5,
+            idle_timeout: Duration::from_secs(60),
             link_bps: None,
             mono_to_unix_ns: 0,
         };
@@ -200,6 +218,7 @@ mod tests {
             duration: None,
             format: Format::Json,
             top: 5,
+            idle_timeout: Duration::from_secs(60),
             link_bps: None,
             mono_to_unix_ns: 0,
         };

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::{
     cli::Format,
-    stats::{Flow, Rates, proto_name},
+    stats::{Flow, IntervalFlows, Rates, proto_name},
     units,
 };
 
@@ -20,7 +20,8 @@ pub struct Summary<'a> {
     pub iface: &'a str,
     pub duration_s: f64,
     pub counters: &'a Counters,
-    /// Flows in the table at the end (before truncation to top N).
+    /// Distinct flows of the run: in the kernel table at the end, or
+    /// removed from it as idle before.
     pub flows_tracked: usize,
     /// The top flows, already sorted and truncated.
     pub top: &'a [Flow],
@@ -36,7 +37,7 @@ fn proto_text(proto: u8) -> String {
     proto_name(proto).map_or_else(|| proto.to_string(), str::to_owned)
 }
 
-/// One line per interval.
+/// One line per interval (text: plus the interval's top flows by bytes).
 pub fn write_rates(
     w: &mut impl Write,
     format: Format,
@@ -44,6 +45,7 @@ pub fn write_rates(
     unix_time: f64,
     first: bool,
     r: &Rates,
+    flows: &IntervalFlows,
 ) -> io::Result<()> {
     match format {
         Format::Json => {
@@ -56,6 +58,10 @@ pub fn write_rates(
                 "bytes": r.bytes,
                 "pps": r.pps,
                 "bps": r.bps,
+                "flows_in_table": flows.in_table,
+                "active_flows": flows.active,
+                "top_bytes": flows.top_bytes.iter().map(|f| flow_json(f, None)).collect::<Vec<_>>(),
+                "top_packets": flows.top_packets.iter().map(|f| flow_json(f, None)).collect::<Vec<_>>(),
             });
             if let Some(u) = r.util_pct {
                 v["util_pct"] = json!(u);
@@ -66,8 +72,8 @@ pub fn write_rates(
             if first {
                 writeln!(
                     w,
-                    "{:<10} {:>12} {:>12} {:>14} {:>16} {:>7}",
-                    "time(UTC)", "packets", "bytes", "rate(pps)", "rate(bit/s)", "util"
+                    "{:<10} {:>12} {:>12} {:>14} {:>16} {:>7} {:>8}",
+                    "time(UTC)", "packets", "bytes", "rate(pps)", "rate(bit/s)", "util", "flows"
                 )?;
             }
             let secs = unix_time as u64 % 86_400;
@@ -76,7 +82,7 @@ pub fn write_rates(
                 .map_or_else(|| "-".to_owned(), |u| format!("{u:.1}%"));
             writeln!(
                 w,
-                "{:02}:{:02}:{:02}   {:>12} {:>12} {:>14} {:>16} {:>7}",
+                "{:02}:{:02}:{:02}   {:>12} {:>12} {:>14} {:>16} {:>7} {:>8}",
                 secs / 3600,
                 secs / 60 % 60,
                 secs % 60,
@@ -84,14 +90,42 @@ pub fn write_rates(
                 units::bytes(r.bytes),
                 units::packets_per_second(r.pps),
                 units::bits_per_second(r.bps),
-                util
-            )
+                util,
+                flows.active,
+            )?;
+            for f in flows.top_bytes.iter().take(TEXT_TOP_PER_INTERVAL) {
+                let per_s = |n: u64| n as f64 / r.interval_s.max(f64::EPSILON);
+                writeln!(
+                    w,
+                    "    {:<7} {} -> {}  {}  {}",
+                    proto_text(f.proto),
+                    endpoint(f, f.src, f.sport),
+                    endpoint(f, f.dst, f.dport),
+                    units::packets_per_second(per_s(f.packets)),
+                    units::bits_per_second(per_s(f.bytes) * 8.0),
+                )?;
+            }
+            Ok(())
         }
     }
 }
 
-fn flow_json(f: &Flow, mono_to_unix_ns: i128) -> Value {
-    let unix = |ns: u64| (i128::from(ns) + mono_to_unix_ns) as f64 / 1e9;
+/// Flows listed under each text rate line.
+const TEXT_TOP_PER_INTERVAL: usize = 3;
+
+/// `addr:port`, `[v6]:port`, or the bare address for protocols without
+/// ports.
+fn endpoint(f: &Flow, addr: IpAddr, port: u16) -> String {
+    match (addr, f.has_ports()) {
+        (IpAddr::V6(a), true) => format!("[{a}]:{port}"),
+        (a, true) => format!("{a}:{port}"),
+        (a, false) => a.to_string(),
+    }
+}
+
+/// A flow as JSON; with `mono_to_unix_ns`, its first and last packet times
+/// as Unix seconds.
+fn flow_json(f: &Flow, mono_to_unix_ns: Option<i128>) -> Value {
     let mut v = json!({
         "src": f.src.to_string(),
         "dst": f.dst.to_string(),
@@ -100,9 +134,12 @@ fn flow_json(f: &Flow, mono_to_unix_ns: i128) -> Value {
         "proto": proto_json(f.proto),
         "packets": f.packets,
         "bytes": f.bytes,
-        "first_seen": unix(f.first_seen_ns),
-        "last_seen": unix(f.last_seen_ns),
     });
+    if let Some(offset) = mono_to_unix_ns {
+        let unix = |ns: u64| (i128::from(ns) + offset) as f64 / 1e9;
+        v["first_seen"] = json!(unix(f.first_seen_ns));
+        v["last_seen"] = json!(unix(f.last_seen_ns));
+    }
     if f.proto == netmon_common::PROTO_TCP {
         v["tcp_flags"] = json!(f.tcp_flags);
     }
@@ -138,7 +175,7 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
                 "bytes": c.bytes,
                 "flows_tracked": s.flows_tracked,
                 "counters": counters_json(c),
-                "flows": s.top.iter().map(|f| flow_json(f, s.mono_to_unix_ns)).collect::<Vec<_>>(),
+                "flows": s.top.iter().map(|f| flow_json(f, Some(s.mono_to_unix_ns))).collect::<Vec<_>>(),
             });
             writeln!(w, "{v}")
         }
@@ -182,11 +219,6 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
             if s.top.is_empty() {
                 return Ok(());
             }
-            let endpoint = |f: &Flow, addr: IpAddr, port: u16| match (addr, f.has_ports()) {
-                (IpAddr::V6(a), true) => format!("[{a}]:{port}"),
-                (a, true) => format!("{a}:{port}"),
-                (a, false) => a.to_string(),
-            };
             let rows: Vec<[String; 3]> = s
                 .top
                 .iter()
@@ -297,13 +329,31 @@ mod tests {
             util_pct: None,
         };
         let mut out = Vec::new();
-        write_rates(&mut out, Format::Json, "lo", 1.5, true, &r).unwrap();
+        write_rates(
+            &mut out,
+            Format::Json,
+            "lo",
+            1.5,
+            true,
+            &r,
+            &IntervalFlows::default(),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["type"], "rates");
         assert_eq!(v["pps"], 10.0);
         assert!(v.get("util_pct").is_none());
         let mut out = Vec::new();
-        write_rates(&mut out, Format::Text, "lo", 3661.0, true, &r).unwrap();
+        write_rates(
+            &mut out,
+            Format::Text,
+            "lo",
+            3661.0,
+            true,
+            &r,
+            &IntervalFlows::default(),
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("01:01:01"), "{text}");
         assert!(text.contains("8.00 kbit/s"), "{text}");

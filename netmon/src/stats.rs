@@ -2,6 +2,7 @@
 //! counter snapshots, top-N selection. No I/O, no clock.
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
@@ -119,16 +120,117 @@ impl Rates {
 /// Sorts flows by bytes, then packets, both descending (ties broken by the
 /// addresses so output is stable), and keeps the first `n`.
 pub fn top_by_bytes(flows: &mut Vec<Flow>, n: usize) {
+    top_by(flows, n, |f| (f.bytes, f.packets));
+}
+
+/// Like [`top_by_bytes`], packets first.
+pub fn top_by_packets(flows: &mut Vec<Flow>, n: usize) {
+    top_by(flows, n, |f| (f.packets, f.bytes));
+}
+
+fn top_by(flows: &mut Vec<Flow>, n: usize, rank: impl Fn(&Flow) -> (u64, u64)) {
     flows.sort_by(|a, b| {
-        b.bytes
-            .cmp(&a.bytes)
-            .then(b.packets.cmp(&a.packets))
-            .then_with(|| {
-                (a.src, a.sport, a.dst, a.dport, a.proto)
-                    .cmp(&(b.src, b.sport, b.dst, b.dport, b.proto))
-            })
+        rank(b).cmp(&rank(a)).then_with(|| {
+            (a.src, a.sport, a.dst, a.dport, a.proto)
+                .cmp(&(b.src, b.sport, b.dst, b.dport, b.proto))
+        })
     });
     flows.truncate(n);
+}
+
+/// Adds `more` (a later or parallel record of the same flow) into `into`.
+fn merge(into: &mut FlowValue, more: &FlowValue) {
+    into.packets += more.packets;
+    into.bytes += more.bytes;
+    into.first_seen_ns = into.first_seen_ns.min(more.first_seen_ns);
+    into.last_seen_ns = into.last_seen_ns.max(more.last_seen_ns);
+    into.tcp_flags |= more.tcp_flags;
+}
+
+/// The flows of one interval.
+#[derive(Debug, Default)]
+pub struct IntervalFlows {
+    /// Entries in the kernel table at the end of the interval.
+    pub in_table: usize,
+    /// Flows that carried packets during the interval.
+    pub active: usize,
+    /// Top flows by bytes and by packets, counting this interval's traffic
+    /// only.
+    pub top_bytes: Vec<Flow>,
+    pub top_packets: Vec<Flow>,
+}
+
+/// Flow bookkeeping across intervals: per-flow deltas between snapshots of
+/// the kernel table, and the final counts of flows userspace removed from
+/// it (idle), so the summary still includes them.
+#[derive(Debug, Default)]
+pub struct FlowTracker {
+    last: HashMap<FlowKey, FlowValue>,
+    retired: HashMap<FlowKey, FlowValue>,
+}
+
+impl FlowTracker {
+    /// Takes a new snapshot of the kernel table; returns what happened
+    /// since the previous one.
+    pub fn interval(&mut self, snapshot: Vec<(FlowKey, FlowValue)>, top: usize) -> IntervalFlows {
+        let mut deltas = Vec::new();
+        for (key, value) in &snapshot {
+            let (p0, b0) = self.last.get(key).map_or((0, 0), |v| (v.packets, v.bytes));
+            let packets = value.packets.saturating_sub(p0);
+            if packets > 0 {
+                let delta = FlowValue {
+                    packets,
+                    bytes: value.bytes.saturating_sub(b0),
+                    ..*value
+                };
+                deltas.push(Flow::new(key, &delta));
+            }
+        }
+        let in_table = snapshot.len();
+        self.last = snapshot.into_iter().collect();
+        let active = deltas.len();
+        let mut top_packets = deltas.clone();
+        top_by_bytes(&mut deltas, top);
+        top_by_packets(&mut top_packets, top);
+        IntervalFlows {
+            in_table,
+            active,
+            top_bytes: deltas,
+            top_packets,
+        }
+    }
+
+    /// Flows of the last snapshot whose last packet is at least `idle_ns`
+    /// older than `now_ns` (both kernel monotonic time).
+    pub fn idle(&self, now_ns: u64, idle_ns: u64) -> Vec<FlowKey> {
+        self.last
+            .iter()
+            .filter(|(_, v)| now_ns.saturating_sub(v.last_seen_ns) >= idle_ns)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Records the final value of a flow removed from the kernel table.
+    pub fn retire(&mut self, key: FlowKey, value: &FlowValue) {
+        self.last.remove(&key);
+        self.retired
+            .entry(key)
+            .and_modify(|v| merge(v, value))
+            .or_insert(*value);
+    }
+
+    /// Every flow of the run: the final kernel snapshot plus retired flows
+    /// (a flow retired and seen again is one flow with both counts).
+    pub fn all(&self, snapshot: &[(FlowKey, FlowValue)]) -> Vec<Flow> {
+        let mut merged = self.retired.clone();
+        for (key, value) in snapshot {
+            merged
+                .entry(*key)
+                .and_modify(|v| merge(v, value))
+                .or_insert(*value);
+        }
+        merged.iter().map(|(k, v)| Flow::new(k, v)).collect()
+    }
 }
 
 #[cfg(test)]
@@ -226,5 +328,79 @@ mod tests {
         top_by_bytes(&mut flows, 3);
         let ports: Vec<u16> = flows.iter().map(|f| f.sport).collect();
         assert_eq!(ports, [3, 2, 4]);
+    }
+
+    fn key(port: u16) -> FlowKey {
+        FlowKey {
+            ip_version: IP_V4,
+            proto: PROTO_UDP,
+            sport_be: port.to_be(),
+            ..FlowKey::default()
+        }
+    }
+
+    fn value(packets: u64, first: u64, last: u64) -> FlowValue {
+        FlowValue {
+            packets,
+            bytes: packets * 100,
+            first_seen_ns: first,
+            last_seen_ns: last,
+            ..FlowValue::default()
+        }
+    }
+
+    #[test]
+    fn tracker_reports_per_interval_deltas() {
+        let mut t = FlowTracker::default();
+        let i = t.interval(
+            vec![(key(1), value(10, 1, 5)), (key(2), value(3, 2, 6))],
+            10,
+        );
+        assert_eq!((i.in_table, i.active), (2, 2));
+        assert_eq!(i.top_bytes[0].sport, 1);
+        assert_eq!(i.top_bytes[0].packets, 10);
+        // Flow 1 grows by 1, flow 2 by 5: flow 2 leads this interval.
+        let i = t.interval(
+            vec![(key(1), value(11, 1, 7)), (key(2), value(8, 2, 8))],
+            10,
+        );
+        assert_eq!(i.active, 2);
+        assert_eq!(i.top_packets[0].sport, 2);
+        assert_eq!(i.top_packets[0].packets, 5);
+        assert_eq!(i.top_bytes[1].bytes, 100);
+        // Nothing new: no active flows.
+        let i = t.interval(
+            vec![(key(1), value(11, 1, 7)), (key(2), value(8, 2, 8))],
+            10,
+        );
+        assert_eq!((i.in_table, i.active), (2, 0));
+        assert!(i.top_bytes.is_empty());
+    }
+
+    #[test]
+    fn retired_flows_keep_their_counts() {
+        let mut t = FlowTracker::default();
+        t.interval(
+            vec![(key(1), value(10, 100, 200)), (key(2), value(3, 150, 900))],
+            10,
+        );
+        let idle = t.idle(1000, 500);
+        assert_eq!(idle, vec![key(1)], "only flow 1 is 800 ns idle");
+        t.retire(key(1), &value(10, 100, 200));
+        // Flow 1 comes back: a new kernel entry with 4 packets.
+        let i = t.interval(
+            vec![(key(1), value(4, 2000, 2100)), (key(2), value(3, 150, 900))],
+            10,
+        );
+        assert_eq!(i.active, 1);
+        assert_eq!(
+            i.top_bytes[0].packets, 4,
+            "a re-created flow's first interval counts all of it"
+        );
+        let mut all = t.all(&[(key(1), value(4, 2000, 2100)), (key(2), value(3, 150, 900))]);
+        top_by_packets(&mut all, 10);
+        assert_eq!(all[0].packets, 14);
+        assert_eq!((all[0].first_seen_ns, all[0].last_seen_ns), (100, 2100));
+        assert_eq!(all[1].packets, 3);
     }
 }

@@ -1,7 +1,11 @@
 //! The only module that touches aya: loads the XDP object, attaches it,
 //! reads and prunes its maps. Everything above it works on plain values.
 
-use std::{ffi::CString, io};
+use std::{
+    ffi::CString,
+    io,
+    os::fd::{AsFd, AsRawFd, RawFd},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -239,8 +243,32 @@ impl Attachment {
         Ok(total)
     }
 
-    /// Every entry of the flow table.
+    fn flows_fd(&self) -> Result<RawFd, SysError> {
+        match self.ebpf.map(FLOWS_MAP) {
+            Some(aya::maps::Map::HashMap(data)) => Ok(data.fd().as_fd().as_raw_fd()),
+            _ => Err(SysError::Map {
+                map: FLOWS_MAP,
+                reason: "missing from the object, or not a hash map".into(),
+            }),
+        }
+    }
+
+    /// Every entry of the flow table, read in batches of up to
+    /// [`BATCH`] entries per syscall (Linux 5.6+), or one entry at a time
+    /// on kernels without batch lookups.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, SysError> {
+        let fd = self.flows_fd()?;
+        match lookup_batch(fd) {
+            Ok(flows) => Ok(flows),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.flows_one_by_one(),
+            Err(e) => Err(SysError::Map {
+                map: FLOWS_MAP,
+                reason: format!("batch lookup: {e}"),
+            }),
+        }
+    }
+
+    fn flows_one_by_one(&self) -> Result<Vec<(FlowKey, FlowValue)>, SysError> {
         let map_err = |e: aya::maps::MapError| SysError::Map {
             map: FLOWS_MAP,
             reason: chain(&e),
@@ -253,6 +281,30 @@ impl Attachment {
             HashMap::try_from(map).map_err(map_err)?;
         // A flow removed while we iterate is skipped, never an error.
         Ok(table.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Removes a flow from the kernel table and returns its last value, in
+    /// one step (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`, Linux 5.14+ for hash
+    /// maps), so no packet counted before the removal is lost. `None` if the
+    /// flow was not there.
+    pub fn remove_flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, SysError> {
+        let fd = self.flows_fd()?;
+        let mut value = FlowValue::default();
+        let mut attr = ElemAttr {
+            map_fd: fd as u32,
+            pad: 0,
+            key: std::ptr::from_ref(key) as u64,
+            value: (&raw mut value) as u64,
+            flags: 0,
+        };
+        match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
+            Ok(()) => Ok(Some(value)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(SysError::Map {
+                map: FLOWS_MAP,
+                reason: format!("lookup and delete: {e}"),
+            }),
+        }
     }
 
     /// Forwards waiting kernel log records to the `log` crate.
@@ -275,5 +327,85 @@ fn raise_memlock_limit() {
             "could not raise RLIMIT_MEMLOCK: {}",
             io::Error::last_os_error()
         );
+    }
+}
+
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// Entries per batch lookup. A hash bucket never holds more, so the kernel
+/// never answers ENOSPC.
+const BATCH: usize = 4096;
+
+/// `union bpf_attr` for the element commands.
+#[repr(C)]
+struct ElemAttr {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// `union bpf_attr` for the batch commands.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// The bpf(2) system call with one of the attr structs above.
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
+    // SAFETY: attr is a live, properly laid out bpf_attr variant for cmd;
+    // the kernel reads and writes at most size_of::<T>() bytes of it, and
+    // every pointer inside it points at memory that outlives the call.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr), size_of::<T>()) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads a whole hash map with `BPF_MAP_LOOKUP_BATCH`.
+fn lookup_batch(fd: RawFd) -> io::Result<Vec<(FlowKey, FlowValue)>> {
+    let mut out = Vec::new();
+    let mut keys = vec![FlowKey::default(); BATCH];
+    let mut values = vec![FlowValue::default(); BATCH];
+    // For hash maps the batch token is a u32 bucket index.
+    let mut in_token = 0u32;
+    let mut out_token = 0u32;
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                (&raw const in_token) as u64
+            },
+            out_batch: (&raw mut out_token) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: BATCH as u32,
+            map_fd: fd as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let n = attr.count as usize;
+        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        match result {
+            Ok(()) => {}
+            // ENOENT: no more entries; what came with it is already in.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Err(e) => return Err(e),
+        }
+        in_token = out_token;
+        first = false;
     }
 }

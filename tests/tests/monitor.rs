@@ -331,6 +331,7 @@ fn text_output_has_rate_lines_and_a_summary() {
     let line = run
         .stdout
         .lines()
+        .rev()
         .find(|l| l.contains(&format!("{B4}:40002")))
         .unwrap_or_else(|| panic!("{}", run.stdout));
     assert!(
@@ -416,4 +417,98 @@ fn without_privileges_it_says_how_to_get_them() {
     };
     assert_one_line_error(&run, 1, "run as root");
     assert!(!pair.xdp_attached());
+}
+
+#[test]
+fn a_full_flow_table_keeps_totals_exact_and_says_what_it_missed() {
+    const FLOWS: u16 = 20;
+    const PER_FLOW: u64 = 5;
+    const TABLE: u64 = 8;
+    let pair = Pair::new();
+    let netmon = Netmon::start(
+        &pair.a,
+        &[
+            "--iface",
+            &pair.if_a,
+            "--max-flows",
+            &TABLE.to_string(),
+            "--top",
+            "100",
+            "--format",
+            "json",
+        ],
+    );
+    pair.b.enter(|| {
+        for port in 0..FLOWS {
+            let from: SocketAddr = format!("{B4}:{}", 41000 + port).parse().unwrap();
+            send_udp(from, format!("{A4}:9100").parse().unwrap(), PER_FLOW, 20);
+        }
+    });
+    let run = netmon.stop();
+    let summary = run.summary();
+    assert_eq!(u64_of(&summary["flows_tracked"]), TABLE, "{summary}");
+    let in_flows: u64 = summary["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| u64_of(&f["packets"]))
+        .sum();
+    assert_eq!(in_flows, TABLE * PER_FLOW);
+    assert_eq!(
+        u64_of(&summary["counters"]["flow_insert_failed"]),
+        (u64::from(FLOWS) - TABLE) * PER_FLOW,
+        "packets of the flows that did not fit"
+    );
+    assert_totals(&pair, &summary);
+}
+
+#[test]
+fn idle_flows_leave_the_table_but_keep_their_counts() {
+    let pair = Pair::new();
+    let netmon = Netmon::start(
+        &pair.a,
+        &[
+            "--iface",
+            &pair.if_a,
+            "--interval",
+            "100ms",
+            "--idle-timeout",
+            "300ms",
+            "--format",
+            "json",
+        ],
+    );
+    let from: SocketAddr = format!("{B4}:42000").parse().unwrap();
+    let to: SocketAddr = format!("{A4}:9200").parse().unwrap();
+    pair.b.enter(|| send_udp(from, to, 7, 30));
+    // Bounded wait until the flow has gone idle and been removed.
+    thread::sleep(Duration::from_millis(900));
+    pair.b.enter(|| send_udp(from, to, 4, 30));
+    thread::sleep(Duration::from_millis(300));
+    let run = netmon.stop();
+    let lines = run.json_lines();
+    let in_table: Vec<u64> = lines
+        .iter()
+        .filter(|v| v["type"] == "rates")
+        .map(|v| u64_of(&v["flows_in_table"]))
+        .collect();
+    assert!(
+        in_table.contains(&1) && in_table.contains(&0),
+        "the flow was in the table, then removed: {in_table:?}"
+    );
+    let active: u64 = lines
+        .iter()
+        .filter(|v| v["type"] == "rates")
+        .map(|v| u64_of(&v["active_flows"]))
+        .sum();
+    assert!(active >= 2, "active in two intervals at least: {active}");
+    let summary = run.summary();
+    let flow = find_flow(&summary, B4, A4, 9200, "udp").expect("flow");
+    assert_eq!(
+        u64_of(&flow["packets"]),
+        11,
+        "both bursts, across the removal"
+    );
+    assert_eq!(u64_of(&flow["bytes"]), 11 * 72);
+    assert_totals(&pair, &summary);
 }
