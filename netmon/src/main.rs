@@ -151,11 +151,6 @@ fn shutdown_signal() -> Result<impl Future<Output = ()>> {
 }
 
 async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
-    if !args.ping.is_empty() || !args.tcp.is_empty() {
-        return Err(
-            UsageError("--ping and --tcp in the monitor are not implemented yet".into()).into(),
-        );
-    }
     let iface = match args.iface {
         Some(i) => i,
         None => netif::default_interface().ok_or_else(|| {
@@ -165,6 +160,15 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         })?,
     };
     let shutdown = shutdown_signal()?;
+    // Probes first: a bad target ends the run before anything is attached.
+    let probes = if args.ping.is_empty() && args.tcp.is_empty() {
+        None
+    } else {
+        Some(
+            probe::continuous::ContinuousProbes::start(&args.ping, &args.tcp, args.interval)
+                .await?,
+        )
+    };
     let attachment = sys::Attachment::attach(&iface, args.xdp_mode, args.max_flows)?;
     eprintln!(
         "netmon: counting on {iface} (ifindex {}) in {} XDP mode, flow table {} entries; {}",
@@ -189,9 +193,13 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
     let mut source = XdpSource(attachment);
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    monitor::run(&cfg, &mut source, &mut out, shutdown)
+    let result = monitor::run(&cfg, &mut source, &mut out, shutdown, probes.as_ref())
         .await
-        .context("monitor stopped")?;
+        .context("monitor stopped");
+    if let Some(p) = probes {
+        p.stop().await;
+    }
+    result?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

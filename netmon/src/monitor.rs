@@ -10,6 +10,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use crate::{
     cli::Format,
     output::{self, Summary},
+    probe::continuous::ContinuousProbes,
     stats::{FlowTracker, Rates, top_by_bytes},
 };
 
@@ -49,12 +50,14 @@ fn unix_now() -> f64 {
 }
 
 /// Runs until `duration` passes or `shutdown` completes, then writes the
+/// summary. `probes` (from `--ping`/`--tcp`) report every interval and in the
 /// summary.
 pub async fn run(
     cfg: &Config,
     source: &mut impl Source,
     out: &mut impl Write,
     shutdown: impl Future<Output = ()>,
+    probes: Option<&ContinuousProbes>,
 ) -> Result<()> {
     let start = Instant::now();
     let mut ticks = interval_at(start + cfg.interval, cfg.interval);
@@ -84,7 +87,11 @@ pub async fn run(
                 let cur = source.counters()?;
                 let rates = Rates::between(&prev, &cur, now - prev_at, cfg.link_bps);
                 let flows = tracker.interval(source.flows()?, cfg.top);
-                output::write_rates(out, cfg.format, &cfg.iface, unix_now(), first, &rates, &flows)?;
+                let time = unix_now();
+                output::write_rates(out, cfg.format, &cfg.iface, time, first, &rates, &flows)?;
+                if let Some(p) = probes {
+                    output::write_probes(out, cfg.format, time, &p.take_interval())?;
+                }
                 out.flush()?;
                 for key in tracker.idle(source.now_ns(), idle_ns) {
                     if let Some(last) = source.remove_flow(&key)? {
@@ -114,6 +121,7 @@ pub async fn run(
             flows_tracked,
             top: &flows,
             mono_to_unix_ns: cfg.mono_to_unix_ns,
+            probes: &probes.map(ContinuousProbes::cumulative).unwrap_or_default(),
         },
     )?;
     out.flush()?;
@@ -189,7 +197,7 @@ mod tests {
             finished: false,
         };
         let mut out = Vec::new();
-        run(&cfg, &mut source, &mut out, std::future::pending())
+        run(&cfg, &mut source, &mut out, std::future::pending(), None)
             .await
             .unwrap();
         let lines: Vec<Value> = String::from_utf8(out)
@@ -233,6 +241,7 @@ mod tests {
             &mut source,
             &mut out,
             tokio::time::sleep(Duration::from_millis(1500)),
+            None,
         )
         .await
         .unwrap();

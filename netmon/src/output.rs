@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::{
     cli::Format,
+    probe::continuous::{self, ProbeStats},
     stats::{Flow, IntervalFlows, Rates, proto_name},
     units,
 };
@@ -27,6 +28,34 @@ pub struct Summary<'a> {
     pub top: &'a [Flow],
     /// Adds to a kernel monotonic timestamp to give Unix time in ns.
     pub mono_to_unix_ns: i128,
+    /// Statistics of the `--ping`/`--tcp` probes since the start.
+    pub probes: &'a [ProbeStats],
+}
+
+/// The `--ping`/`--tcp` probes of one interval: text lines under the rate
+/// line, or one `{"type":"probes"}` object.
+pub fn write_probes(
+    w: &mut impl Write,
+    format: Format,
+    unix_time: f64,
+    stats: &[ProbeStats],
+) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            let v = json!({
+                "type": "probes",
+                "time": unix_time,
+                "probes": continuous::stats_json_array(stats),
+            });
+            writeln!(w, "{v}")
+        }
+        Format::Text => {
+            for s in stats {
+                writeln!(w, "    {}", continuous::interval_line(s))?;
+            }
+            Ok(())
+        }
+    }
 }
 
 fn proto_json(proto: u8) -> Value {
@@ -167,7 +196,7 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
     let c = s.counters;
     match format {
         Format::Json => {
-            let v = json!({
+            let mut v = json!({
                 "type": "summary",
                 "iface": s.iface,
                 "duration_s": s.duration_s,
@@ -177,6 +206,9 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
                 "counters": counters_json(c),
                 "flows": s.top.iter().map(|f| flow_json(f, Some(s.mono_to_unix_ns))).collect::<Vec<_>>(),
             });
+            if !s.probes.is_empty() {
+                v["probes"] = continuous::stats_json_array(s.probes);
+            }
             writeln!(w, "{v}")
         }
         Format::Text => {
@@ -216,42 +248,56 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
                 )?;
             }
             writeln!(w)?;
-            if s.top.is_empty() {
-                return Ok(());
-            }
-            let rows: Vec<[String; 3]> = s
-                .top
-                .iter()
-                .map(|f| {
-                    [
-                        proto_text(f.proto),
-                        endpoint(f, f.src, f.sport),
-                        endpoint(f, f.dst, f.dport),
-                    ]
-                })
-                .collect();
-            let width = rows
-                .iter()
-                .map(|r| r[1].len().max(r[2].len()))
-                .max()
-                .unwrap_or(0)
-                .max(11);
-            writeln!(w, "  top {} flows by bytes:", s.top.len())?;
-            writeln!(
-                w,
-                "    {:<7} {:<width$}    {:<width$} {:>12} {:>12}",
-                "proto", "source", "destination", "packets", "bytes"
-            )?;
-            for (f, [proto, src, dst]) in s.top.iter().zip(rows) {
-                writeln!(
-                    w,
-                    "    {proto:<7} {src:<width$} -> {dst:<width$} {:>12} {:>12}",
-                    f.packets, f.bytes
-                )?;
+            write_top_text(w, s.top)?;
+            if !s.probes.is_empty() {
+                writeln!(w, "  probes:")?;
+                for p in s.probes {
+                    continuous::write_stats_text(w, p, PROBE_HISTOGRAM_BINS)?;
+                }
             }
             Ok(())
         }
     }
+}
+
+/// Latency histogram rows per probe target in the text summary.
+const PROBE_HISTOGRAM_BINS: usize = 10;
+
+/// The top-flows table of the text summary.
+fn write_top_text(w: &mut impl Write, top: &[Flow]) -> io::Result<()> {
+    if top.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<[String; 3]> = top
+        .iter()
+        .map(|f| {
+            [
+                proto_text(f.proto),
+                endpoint(f, f.src, f.sport),
+                endpoint(f, f.dst, f.dport),
+            ]
+        })
+        .collect();
+    let width = rows
+        .iter()
+        .map(|r| r[1].len().max(r[2].len()))
+        .max()
+        .unwrap_or(0)
+        .max(11);
+    writeln!(w, "  top {} flows by bytes:", top.len())?;
+    writeln!(
+        w,
+        "    {:<7} {:<width$}    {:<width$} {:>12} {:>12}",
+        "proto", "source", "destination", "packets", "bytes"
+    )?;
+    for (f, [proto, src, dst]) in top.iter().zip(rows) {
+        writeln!(
+            w,
+            "    {proto:<7} {src:<width$} -> {dst:<width$} {:>12} {:>12}",
+            f.packets, f.bytes
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -294,6 +340,7 @@ mod tests {
                 flows_tracked: 1,
                 top: &top,
                 mono_to_unix_ns: 1_700_000_000_000_000_000,
+                probes: &[],
             },
         )
         .unwrap();

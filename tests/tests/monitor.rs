@@ -512,3 +512,57 @@ fn idle_flows_leave_the_table_but_keep_their_counts() {
     assert_eq!(u64_of(&flow["bytes"]), 11 * 72);
     assert_totals(&pair, &summary);
 }
+
+#[test]
+fn monitor_probes_ping_and_tcp_beside_the_counters() {
+    let pair = Pair::new();
+    let listener = pair
+        .b
+        .enter(|| TcpListener::bind(format!("{B4}:9300")).expect("listen in b"));
+    // Accept the probes' connections for a bounded time.
+    let server = thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if listener.accept().is_err() {
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    let tcp_target = format!("{B4}:9300");
+    let netmon = Netmon::start(
+        &pair.a,
+        &[
+            "--iface",
+            &pair.if_a,
+            "--interval",
+            "200ms",
+            "--duration",
+            "1500ms",
+            "--ping",
+            B4,
+            "--tcp",
+            &tcp_target,
+            "--format",
+            "json",
+        ],
+    );
+    let run = netmon.wait(Duration::from_secs(20));
+    assert!(run.status.success(), "{}", run.stderr);
+    let lines = run.json_lines();
+    let intervals = lines.iter().filter(|v| v["type"] == "probes").count();
+    assert!(intervals >= 5, "a probes line per interval: {intervals}");
+    let summary = run.summary();
+    let probes = summary["probes"].as_array().expect("probes in the summary");
+    assert_eq!(probes.len(), 2);
+    for p in probes {
+        let sent = u64_of(&p["sent"]);
+        assert!(sent >= 5, "one probe per interval: {p}");
+        assert_eq!(u64_of(&p["received"]), sent, "no loss on a quiet veth: {p}");
+        assert!(p["rtt_ms"]["p50"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    // The echo replies crossed the watched interface: netmon counted them.
+    let replies = find_flow(&summary, B4, A4, 0, "icmp").expect("echo replies from b");
+    assert!(u64_of(&replies["packets"]) >= u64_of(&probes[0]["received"]) - 1);
+    server.join().unwrap();
+}
