@@ -169,7 +169,11 @@ fn tcp_exact(v6: bool) {
     let (packets, l3_bytes) = pair.sent("tcp_flow");
     let flow = find_flow(&summary, src, dst, port, "tcp")
         .unwrap_or_else(|| panic!("no TCP flow in {summary}"));
-    assert!(packets >= 50, "50 data segments at least, got {packets}");
+    // SYN, data (small writes may be coalesced: autocorking), FIN at least.
+    assert!(
+        packets >= 3,
+        "a whole connection was sent, got {packets} packets"
+    );
     assert_eq!(u64_of(&flow["packets"]), packets);
     assert_eq!(u64_of(&flow["bytes"]), l3_bytes + 14 * packets);
     // SYN and FIN both came from b on this flow.
