@@ -139,7 +139,8 @@ pub const B6: &str = "2001:db8::2";
 /// traffic comes from `b`. `b` says nothing on its own: static neighbours
 /// (no ARP, no neighbour discovery), no IPv6 link-local address, and
 /// nftables drops its MLD and router solicitations. Every IP packet `b`
-/// sends out is counted by nftables (`sent_total`), the ground truth.
+/// sends out is counted by nftables (`sent_total`), the ground truth; GSO
+/// is limited to one segment so a counted skb is one frame on the wire.
 pub struct Pair {
     // Field order: namespaces go last, after everything inside them.
     pub if_a: String,
@@ -181,6 +182,10 @@ impl Pair {
         ));
         for (ns, iface, v4, v6) in [(&a, &if_a, A4, A6), (&b, &if_b, B4, B6)] {
             ns.ip(&format!("link set dev {iface} addrgenmode none"));
+            // One wire packet per skb: nftables counts skbs at the output
+            // hook, XDP sees frames; a GSO super-packet would be one to the
+            // first and several to the second.
+            ns.ip(&format!("link set dev {iface} gso_max_segs 1"));
             ns.sh(&format!("sysctl -qw net.ipv6.conf.{iface}.accept_ra=0 net.ipv6.conf.{iface}.router_solicitations=0"));
             ns.ip(&format!("addr add {v4}/24 dev {iface}"));
             ns.ip(&format!("addr add {v6}/64 dev {iface} nodad"));
