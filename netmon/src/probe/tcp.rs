@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::net::TcpSocket;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// What one connect attempt found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,32 +48,55 @@ pub fn classify(e: &io::Error) -> Option<Attempt> {
 }
 
 /// One connect to `addr`, waiting at most `timeout`.
+///
+/// On loopback and other local paths the kernel often has the answer (a
+/// RST) before `connect` returns: that is read with `SO_ERROR` at once,
+/// without a trip through the reactor. Only connects still in progress are
+/// registered with tokio.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Attempt> {
-    let sock = match if addr.is_ipv4() {
-        TcpSocket::new_v4()
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
     } else {
-        TcpSocket::new_v6()
-    } {
+        Domain::IPV6
+    };
+    let sock = match Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP)) {
         Ok(s) => s,
         Err(e) => return classify(&e).filter(|a| *a == Attempt::Again).ok_or(e),
     };
-    // Close with RST: an open port then leaves no TIME_WAIT behind on our side.
-    // SO_LINGER 0 never blocks on close.
-    socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO))?;
     let start = Instant::now();
-    match tokio::time::timeout(timeout, sock.connect(addr)).await {
-        Err(_elapsed) => Ok(Attempt::Timeout),
-        Ok(Ok(stream)) => {
-            let rtt = start.elapsed();
-            // Connecting from the very port we probe (loopback, ports in the
-            // ephemeral range) makes a TCP simultaneous open with ourselves.
-            if stream.local_addr().ok() == Some(addr) {
-                return Ok(Attempt::Again);
-            }
-            Ok(Attempt::Open(rtt))
-        }
-        Ok(Err(e)) => classify(&e).ok_or(e),
+    match sock.connect(&addr.into()) {
+        Ok(()) => return Ok(opened(&sock, addr, start.elapsed())),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return classify(&e).ok_or(e),
     }
+    if let Some(e) = sock.take_error()? {
+        return classify(&e).ok_or(e);
+    }
+    let stream = tokio::net::TcpStream::from_std(std::net::TcpStream::from(sock))?;
+    if tokio::time::timeout(timeout, stream.writable())
+        .await
+        .is_err()
+    {
+        return Ok(Attempt::Timeout);
+    }
+    let rtt = start.elapsed();
+    if let Some(e) = stream.take_error()? {
+        return classify(&e).ok_or(e);
+    }
+    Ok(opened(&SockRef::from(&stream), addr, rtt))
+}
+
+/// The verdict on a connected socket.
+fn opened(sock: &Socket, addr: SocketAddr, rtt: Duration) -> Attempt {
+    // Connecting from the very port we probe (loopback, ports in the
+    // ephemeral range) makes a TCP simultaneous open with ourselves.
+    if sock.local_addr().ok().and_then(|a| a.as_socket()) == Some(addr) {
+        return Attempt::Again;
+    }
+    // Close with RST (SO_LINGER 0, which never blocks): an open port then
+    // leaves no TIME_WAIT behind on our side.
+    let _ = sock.set_linger(Some(Duration::ZERO));
+    Attempt::Open(rtt)
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
