@@ -1,0 +1,537 @@
+//! Fail-open and differential check of the XDP program, without attaching
+//! it: every frame of a seeded corpus (valid templates truncated at every
+//! offset, flipped bytes, lying length fields, long and looping IPv6
+//! extension chains, VLAN stacks, random bytes) goes through
+//! BPF_PROG_TEST_RUN once.
+//!
+//! - Fail-open: each run returns `XDP_PASS` and hands back the frame
+//!   unchanged (same length, same bytes).
+//! - Differential: a userspace reference parser (`reference.rs`, on top of
+//!   etherparse) says what each frame should count and which flow it belongs
+//!   to. Checked per frame (the change in the summed `COUNTERS`, and the
+//!   expected flow's packet count in `FLOWS`) and at the end (every `FLOWS`
+//!   entry against the reference's multiset of flows, every counter).
+//!
+//! The rules both sides follow: Ethernet (< 14 bytes malformed), up to two
+//! VLAN tags (0x8100/0x88A8, a tag cut off is malformed, a third tag leaves
+//! "other L2"); IPv4 (version 4, IHL >= 20 bytes, IHL <= total length <=
+//! frame; padding after total length ignored; ports only when the fragment
+//! offset is 0); IPv6 (version 6, 40-byte header in the frame, payload length
+//! within the frame, 0 meaning "to the end of the frame"; up to 8 extension
+//! headers 0/43/60/44 walked, each wholly inside the packet; the last
+//! fragment header decides whether ports are read; a ninth extension header
+//! is "chain too long": other IP, keyed by that next header, ports 0); L4
+//! needs 20 (TCP), 8 (UDP) or 4 (ICMP, ICMPv6, by protocol number alone)
+//! bytes inside the packet.
+//!
+//! BPF_PROG_TEST_RUN refuses XDP input shorter than ETH_HLEN (14 bytes) with
+//! EINVAL, so frames truncated below 14 bytes cannot be fed this way.
+//!
+//! Needs root and the built object: `cargo xtask test` sets
+//! `NETMON_EBPF_OBJ`. The seed is printed first and with every failure;
+//! `NETMON_CORPUS_SEED=<seed>` replays a corpus.
+
+#[path = "xdp_corpus/corpus.rs"]
+mod corpus;
+#[path = "xdp_corpus/reference.rs"]
+mod reference;
+
+use std::{
+    collections::HashMap as StdHashMap,
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use corpus::Frame;
+use netmon_common::{COUNTERS_MAP, Counters, FLOWS_MAP, FlowKey, FlowValue, XDP_PROGRAM};
+use reference::Outcome;
+
+const XDP_PASS: u32 = 2;
+/// The corpus used unless `NETMON_CORPUS_SEED` names another.
+const DEFAULT_SEED: u64 = 0x6e65_746d_6f6e_0005;
+/// Failures listed in full per kind; the rest are only counted. The
+/// per-frame counter disagreements come first and say the most.
+const SHOWN: usize = 10;
+const SHOWN_SECONDARY: usize = 4;
+/// Bytes of a frame printed in a failure (the headers are in front).
+const HEX_BYTES: usize = 160;
+/// Frames kept per expected flow, to print next to a mismatching entry.
+const FRAMES_PER_FLOW: usize = 2;
+
+fn seed() -> u64 {
+    match std::env::var("NETMON_CORPUS_SEED") {
+        Ok(s) => {
+            let s = s.trim();
+            let parsed = match s.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16),
+                None => s.parse(),
+            };
+            parsed.unwrap_or_else(|e| panic!("NETMON_CORPUS_SEED={s}: {e}"))
+        }
+        Err(_) => DEFAULT_SEED,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(2 * HEX_BYTES + 32);
+    for b in bytes.iter().take(HEX_BYTES) {
+        write!(s, "{b:02x}").expect("write to String");
+    }
+    if bytes.len() > HEX_BYTES {
+        write!(s, "... ({} bytes)", bytes.len()).expect("write to String");
+    }
+    s
+}
+
+fn describe(frames: &[Frame], i: usize) -> String {
+    let f = &frames[i];
+    format!(
+        "frame #{i} ({}, {} bytes): {}",
+        f.origin,
+        f.bytes.len(),
+        hex(&f.bytes)
+    )
+}
+
+/// The counters as named numbers, for comparing and printing field by field.
+fn fields(c: &Counters) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = [
+        ("packets", c.packets),
+        ("bytes", c.bytes),
+        ("tcp", c.tcp),
+        ("udp", c.udp),
+        ("icmp", c.icmp),
+        ("icmpv6", c.icmpv6),
+        ("other_ip", c.other_ip),
+        ("arp", c.arp),
+        ("other_l2", c.other_l2),
+        ("tcp_syn", c.tcp_syn),
+        ("tcp_fin", c.tcp_fin),
+        ("tcp_rst", c.tcp_rst),
+        ("malformed", c.malformed),
+        ("flow_insert_failed", c.flow_insert_failed),
+    ]
+    .into_iter()
+    .map(|(name, n)| (name.to_owned(), n))
+    .collect();
+    for (i, n) in c.size_classes.iter().enumerate() {
+        v.push((format!("size_classes[{i}]"), *n));
+    }
+    v
+}
+
+/// `name: want -> got` for every field that differs.
+fn counter_diff(want: &Counters, got: &Counters) -> String {
+    fields(want)
+        .into_iter()
+        .zip(fields(got))
+        .filter(|((_, w), (_, g))| w != g)
+        .map(|((name, w), (_, g))| format!("{name}: want {w} got {g}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `got - before`, field by field: what one frame added.
+fn delta(got: &Counters, before: &Counters) -> Counters {
+    let mut d = *got;
+    d.packets -= before.packets;
+    d.bytes -= before.bytes;
+    d.tcp -= before.tcp;
+    d.udp -= before.udp;
+    d.icmp -= before.icmp;
+    d.icmpv6 -= before.icmpv6;
+    d.other_ip -= before.other_ip;
+    d.arp -= before.arp;
+    d.other_l2 -= before.other_l2;
+    for (a, b) in d.size_classes.iter_mut().zip(before.size_classes) {
+        *a -= b;
+    }
+    d.tcp_syn -= before.tcp_syn;
+    d.tcp_fin -= before.tcp_fin;
+    d.tcp_rst -= before.tcp_rst;
+    d.malformed -= before.malformed;
+    d.flow_insert_failed -= before.flow_insert_failed;
+    d
+}
+
+fn outcome_str(o: &Outcome) -> String {
+    match o {
+        Outcome::Malformed => "malformed".to_owned(),
+        Outcome::Arp => "arp".to_owned(),
+        Outcome::OtherL2 => "other L2".to_owned(),
+        Outcome::Ip(p) => format!(
+            "{}, tcp flags {:#04x}{}",
+            key_str(&p.key),
+            p.tcp_flags,
+            if p.chain_too_long {
+                ", chain too long"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
+fn key_str(k: &FlowKey) -> String {
+    let (src, dst) = if k.ip_version == 4 {
+        (hex(&k.src[..4]), hex(&k.dst[..4]))
+    } else {
+        (hex(&k.src), hex(&k.dst))
+    };
+    format!(
+        "v{} proto {} {src}:{} -> {dst}:{}",
+        k.ip_version,
+        k.proto,
+        u16::from_be(k.sport_be),
+        u16::from_be(k.dport_be)
+    )
+}
+
+/// Failures of one kind: the first few in full, then a count.
+struct Failures {
+    what: &'static str,
+    limit: usize,
+    shown: Vec<String>,
+    total: usize,
+}
+
+impl Failures {
+    fn new(what: &'static str, limit: usize) -> Self {
+        Self {
+            what,
+            limit,
+            shown: Vec::new(),
+            total: 0,
+        }
+    }
+
+    fn add(&mut self, detail: impl FnOnce() -> String) {
+        self.total += 1;
+        if self.shown.len() < self.limit {
+            self.shown.push(detail());
+        }
+    }
+
+    fn report(&self, out: &mut String) {
+        if self.total > 0 {
+            writeln!(out, "\n{} ({} in all):", self.what, self.total).expect("write to String");
+            for s in &self.shown {
+                writeln!(out, "  {s}").expect("write to String");
+            }
+        }
+    }
+}
+
+/// What the reference expects of one flow.
+#[derive(Default)]
+struct ExpectedFlow {
+    packets: u64,
+    bytes: u64,
+    tcp_flags: u32,
+    /// The first frames that made it (indices into the corpus).
+    frames: Vec<usize>,
+}
+
+struct Kernel {
+    // Owns the program; the maps below were taken out of it.
+    ebpf: Ebpf,
+    counters: PerCpuArray<MapData, Counters>,
+    flows: HashMap<MapData, FlowKey, FlowValue>,
+}
+
+impl Kernel {
+    /// Loads the object with room for `max_flows` flows and the program
+    /// into the kernel, without attaching it anywhere.
+    fn load(max_flows: u32) -> Self {
+        let path = std::env::var("NETMON_EBPF_OBJ").unwrap_or_else(|_| {
+            panic!(
+                "NETMON_EBPF_OBJ is not set: run `cargo xtask test`, or point it at the object \
+                 that `cargo xtask build` writes (target/bpf/bpfel-unknown-none/release/netmon)"
+            )
+        });
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(FLOWS_MAP, max_flows)
+            .load_file(&path)
+            .unwrap_or_else(|e| panic!("loading {path} (needs root): {e:?}"));
+        let program: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .unwrap_or_else(|| panic!("no program {XDP_PROGRAM} in {path}"))
+            .try_into()
+            .expect("netmon_xdp is an XDP program");
+        program
+            .load()
+            .unwrap_or_else(|e| panic!("the verifier rejected {XDP_PROGRAM}: {e:?}"));
+        let counters = ebpf.take_map(COUNTERS_MAP).expect("COUNTERS map");
+        let flows = ebpf.take_map(FLOWS_MAP).expect("FLOWS map");
+        Self {
+            counters: PerCpuArray::try_from(counters).expect("COUNTERS is a per-CPU array"),
+            flows: HashMap::try_from(flows).expect("FLOWS is a hash map"),
+            ebpf,
+        }
+    }
+
+    /// Runs the program once on `frame`: the verdict, the frame it hands
+    /// back, and the kernel's measured run time.
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>, Duration) {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(XDP_PROGRAM)
+            .expect("program")
+            .try_into()
+            .expect("XDP");
+        // Room beyond the frame, so a program that grew it would show.
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {}: {e:?}", hex(frame)));
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out, result.duration)
+    }
+
+    /// `COUNTERS` summed over the CPUs.
+    fn counters(&self) -> Counters {
+        let per_cpu = self.counters.get(&0, 0).expect("read COUNTERS");
+        let mut sum = Counters::default();
+        for c in per_cpu.iter() {
+            sum.accumulate(c);
+        }
+        sum
+    }
+
+    fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
+        self.flows.get(key, 0).ok()
+    }
+
+    fn all_flows(&self) -> StdHashMap<FlowKey, FlowValue> {
+        self.flows
+            .iter()
+            .map(|kv| kv.expect("read FLOWS"))
+            .collect()
+    }
+}
+
+/// The reference's view of the whole corpus, and what the per-frame checks
+/// found while feeding it.
+struct Fed {
+    verdicts: Failures,
+    per_frame: Failures,
+    per_flow: Failures,
+    counters: Counters,
+    flows: StdHashMap<FlowKey, ExpectedFlow>,
+    /// Time the kernel measured inside the program, summed.
+    kernel_time: Duration,
+}
+
+/// Feeds every frame once; after each, checks the verdict and the frame
+/// handed back, what the summed counters gained, and that the flow the
+/// reference names holds as many packets as the reference has seen for it.
+fn feed(kernel: &mut Kernel, frames: &[Frame]) -> Fed {
+    let mut fed = Fed {
+        verdicts: Failures::new("not XDP_PASS, or the frame changed", SHOWN),
+        per_frame: Failures::new("counters: kernel and reference disagree on a frame", SHOWN),
+        per_flow: Failures::new(
+            "flow: the kernel did not count the frame to the reference's key",
+            SHOWN_SECONDARY,
+        ),
+        counters: Counters::default(),
+        flows: StdHashMap::new(),
+        kernel_time: Duration::ZERO,
+    };
+    let mut before = kernel.counters();
+    assert_eq!(
+        before,
+        Counters::default(),
+        "a fresh object has zero counters"
+    );
+    for (i, frame) in frames.iter().enumerate() {
+        let bytes = &frame.bytes;
+        let (verdict, out, took) = kernel.run(bytes);
+        fed.kernel_time += took;
+        if verdict != XDP_PASS || out != *bytes {
+            fed.verdicts.add(|| {
+                format!(
+                    "verdict {verdict}, {} bytes back: {}",
+                    out.len(),
+                    describe(frames, i)
+                )
+            });
+        }
+
+        let outcome = reference::parse(bytes);
+        let mut want = Counters::default();
+        reference::count(&mut want, bytes.len(), &outcome);
+        fed.counters.accumulate(&want);
+        let after = kernel.counters();
+        let got = delta(&after, &before);
+        before = after;
+        if got != want {
+            fed.per_frame.add(|| {
+                format!(
+                    "{}; reference: {}\n      {}",
+                    counter_diff(&want, &got),
+                    outcome_str(&outcome),
+                    describe(frames, i)
+                )
+            });
+        }
+
+        if let Outcome::Ip(p) = outcome {
+            let e = fed.flows.entry(p.key).or_default();
+            e.packets += 1;
+            e.bytes += bytes.len() as u64;
+            e.tcp_flags |= u32::from(p.tcp_flags);
+            if e.frames.len() < FRAMES_PER_FLOW {
+                e.frames.push(i);
+            }
+            let got = kernel.flow(&p.key).map(|v| v.packets);
+            if got != Some(e.packets) {
+                let want = e.packets;
+                fed.per_flow.add(|| {
+                    format!(
+                        "reference: {} (packet {want} of the flow), kernel has {got:?} packets \
+                         for it\n      {}",
+                        key_str(&p.key),
+                        describe(frames, i)
+                    )
+                });
+            }
+        }
+    }
+    fed
+}
+
+/// Every `FLOWS` entry against the reference's multiset of flows: packets,
+/// bytes, OR of TCP flags, and sane timestamps.
+fn compare_flows(
+    want: &StdHashMap<FlowKey, ExpectedFlow>,
+    got: &StdHashMap<FlowKey, FlowValue>,
+    frames: &[Frame],
+) -> Failures {
+    let mut flows = Failures::new("FLOWS entries that differ from the reference", SHOWN);
+    let mut keys: Vec<&FlowKey> = want.keys().chain(got.keys()).collect();
+    keys.sort_by_key(|k| (k.ip_version, k.proto, k.src, k.dst, k.sport_be, k.dport_be));
+    keys.dedup();
+    for key in keys {
+        let w = want.get(key);
+        let g = got.get(key);
+        let want_t = w.map(|w| (w.packets, w.bytes, w.tcp_flags));
+        let got_t = g.map(|g| (g.packets, g.bytes, g.tcp_flags));
+        let times_ok = g.is_none_or(|g| g.first_seen_ns != 0 && g.first_seen_ns <= g.last_seen_ns);
+        if want_t != got_t || !times_ok {
+            flows.add(|| {
+                let mut s = format!(
+                    "{}: want (packets, bytes, flags) {want_t:?}, got {got_t:?}",
+                    key_str(key)
+                );
+                if let Some(g) = g.filter(|_| !times_ok) {
+                    write!(s, ", bad times {}..{}", g.first_seen_ns, g.last_seen_ns)
+                        .expect("write to String");
+                }
+                for &i in w.map(|w| w.frames.as_slice()).unwrap_or_default() {
+                    write!(s, "\n      from {}", describe(frames, i)).expect("write to String");
+                }
+                s
+            });
+        }
+    }
+    flows
+}
+
+#[test]
+fn xdp_passes_every_frame_unchanged_and_counts_like_the_reference() {
+    let seed = seed();
+    println!("xdp_corpus: seed {seed:#x} (replay with NETMON_CORPUS_SEED={seed:#x})");
+    let started = Instant::now();
+    let frames = corpus::generate(seed);
+    assert!(
+        frames.len() >= 100_000,
+        "corpus too small: {}",
+        frames.len()
+    );
+    // Never full: at most one new flow per frame.
+    let mut kernel = Kernel::load(u32::try_from(frames.len()).expect("corpus fits u32"));
+
+    let fed = feed(&mut kernel, &frames);
+    let got_flows = kernel.all_flows();
+    let flows = compare_flows(&fed.flows, &got_flows, &frames);
+    let got_counters = kernel.counters();
+    let mut totals = Failures::new("COUNTERS totals that differ from the reference", 1);
+    if got_counters != fed.counters {
+        totals.add(|| counter_diff(&fed.counters, &got_counters));
+    }
+
+    println!(
+        "xdp_corpus: {} frames fed, {} distinct flows (reference {}), {} malformed \
+         (reference {}); {:.1?} in the program ({:.0} ns/frame), {:.1?} in all",
+        frames.len(),
+        got_flows.len(),
+        fed.flows.len(),
+        got_counters.malformed,
+        fed.counters.malformed,
+        fed.kernel_time,
+        fed.kernel_time.as_nanos() as f64 / frames.len() as f64,
+        started.elapsed()
+    );
+    let coverage: Vec<String> = fields(&got_counters)
+        .into_iter()
+        .skip(2)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    println!("xdp_corpus: kernel counters: {}", coverage.join(", "));
+    let mut report = String::new();
+    for f in [
+        &fed.verdicts,
+        &fed.per_frame,
+        &fed.per_flow,
+        &flows,
+        &totals,
+    ] {
+        f.report(&mut report);
+    }
+    assert!(
+        report.is_empty(),
+        "seed {seed:#x} (replay with NETMON_CORPUS_SEED={seed:#x}):{report}"
+    );
+}
+
+/// The walk's limit, frame by frame: eight extension headers are walked to
+/// the UDP header behind them, a ninth is "chain too long". Small and
+/// fixed, so a failure of the corpus at this boundary is easy to read.
+#[test]
+fn xdp_walks_eight_ipv6_extension_headers_to_l4() {
+    for exts in [7, 8, 9] {
+        let frame = corpus::ipv6_udp_behind_hop_by_hop(exts);
+        let Outcome::Ip(want) = reference::parse(&frame) else {
+            panic!("the fixture is IPv6")
+        };
+        let mut kernel = Kernel::load(16);
+        let (verdict, out, _) = kernel.run(&frame);
+        assert_eq!((verdict, &out), (XDP_PASS, &frame));
+        let mut want_counters = Counters::default();
+        reference::count(&mut want_counters, frame.len(), &Outcome::Ip(want));
+        let got_counters = kernel.counters();
+        let flows: Vec<String> = kernel.all_flows().keys().map(key_str).collect();
+        assert!(
+            got_counters == want_counters && kernel.flow(&want.key).is_some(),
+            "{exts} hop-by-hop headers, frame {}:\n  want {} ({})\n  got flows {flows:?} ({})",
+            hex(&frame),
+            key_str(&want.key),
+            if want.chain_too_long {
+                "other_ip"
+            } else {
+                "udp"
+            },
+            counter_diff(&want_counters, &got_counters),
+        );
+    }
+}
