@@ -75,7 +75,10 @@ pub fn netmon_xdp(ctx: XdpContext) -> u32 {
 /// xdp` subtracts from netmon's cost (BPF_PROG_TEST_RUN's own overhead).
 /// Never attached.
 #[xdp]
-#[expect(clippy::needless_pass_by_value, reason = "the #[xdp] macro fixes the signature")]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] macro fixes the signature"
+)]
 pub fn netmon_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
@@ -277,6 +280,14 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Stop> {
             return Err(Stop::Malformed);
         }
     }
+    // Eight extension headers followed by an upper-layer header is a chain
+    // walked to its end: only an extension header after the eighth is too
+    // long.
+    let done = done
+        || !matches!(
+            next,
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT
+        );
     key.proto = next;
     let tcp_flags = if done && first_fragment {
         parse_l4(ctx, offset, end, &mut key)?

@@ -463,6 +463,8 @@ fn a_full_flow_table_keeps_totals_exact_and_says_what_it_missed() {
         (u64::from(FLOWS) - TABLE) * PER_FLOW,
         "packets of the flows that did not fit"
     );
+    // The kernel said so through aya-log, and netmon passed it on.
+    assert!(run.stderr.contains("flow table full"), "{}", run.stderr);
     assert_totals(&pair, &summary);
 }
 

@@ -213,6 +213,12 @@ pub fn ensure() -> Result<Toolchain> {
             "cargo install bpf-linker",
         )?;
     }
+    step(match kind {
+        Kind::Debian { .. } => {
+            "BPF toolchain ready: Debian's rustc with a prebuilt core for BPF, bpf-linker"
+        }
+        Kind::Nightly => "BPF toolchain ready: rustup nightly with rust-src, bpf-linker",
+    });
     let cargo = match kind {
         // rustup's cargo drives Debian's rustc (RUSTC=...), as verified.
         Kind::Debian { .. } => {
