@@ -134,6 +134,13 @@ impl IcmpSocket {
         }
         let on: libc::c_int = 1;
         setsockopt_raw(&sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on).map_err(err)?;
+        if !v6 {
+            // Don't fragment: echo requests are small, and with DF set the
+            // kernel skips picking an IP ID per packet (a hashed, shared
+            // counter that costs more than the rest of the send at high rates).
+            let df: libc::c_int = libc::IP_PMTUDISC_DO;
+            setsockopt_raw(&sock, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &df).map_err(err)?;
+        }
         let ident = match kind {
             SocketKind::Datagram => {
                 let any: SocketAddr = if v6 {
@@ -216,6 +223,25 @@ impl IcmpSocket {
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what is queued now, without waiting (at most `max` packets).
+    /// Any task may call it beside the receiver: each packet is read once.
+    pub fn try_recv_batch(&self, out: &mut Vec<Reply>, max: usize) -> io::Result<()> {
+        let mut data = [0u8; 2048];
+        for _ in 0..max {
+            match recv_one(self.fd.get_ref(), self.v6, &mut data) {
+                Ok(Some((from, len, ts))) => {
+                    if let Some(r) = self.parse(from, &data[..len], ts) {
+                        out.push(r);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
             }
         }
         Ok(())

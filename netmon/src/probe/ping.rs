@@ -99,8 +99,7 @@ pub async fn run(args: PingArgs) -> anyhow::Result<ExitCode> {
     for t in tasks {
         all.push(t.await.context("a ping task failed")?);
     }
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
+    let mut out = io::BufWriter::new(io::stdout().lock());
     for s in &mut all {
         if let Some(a) = s.addr {
             let extra = pinger.extra(a);

@@ -7,7 +7,7 @@ use std::{
     collections::{HashMap, VecDeque},
     net::IpAddr,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -113,14 +113,31 @@ impl Table {
 struct Shared {
     cookie: u64,
     next_probe: AtomicU64,
-    // A std Mutex: every critical section is a few map operations and none
-    // is held across an .await.
-    table: Mutex<Table>,
+    // Std Mutexes: every critical section is a few map operations and none
+    // is held across an .await. Striped by probe number, so that senders on
+    // several threads and the receivers rarely wait for one another.
+    tables: Vec<Mutex<Table>>,
 }
 
+/// Stripes of the probe table.
+const STRIPES: u64 = 16;
+
 impl Shared {
+    fn table(&self, id: u64) -> MutexGuard<'_, Table> {
+        self.tables[(id % STRIPES) as usize]
+            .lock()
+            .expect("probe table poisoned")
+    }
+
+    fn on_replies(&self, batch: &[Reply]) {
+        let now = Instant::now();
+        for r in batch {
+            self.table(r.echo.probe).on_reply(r, now, self.cookie);
+        }
+    }
+
     fn expire(&self, id: u64) -> bool {
-        let mut t = self.table.lock().expect("probe table poisoned");
+        let mut t = self.table(id);
         if let Some(e) = t.probes.get_mut(&id) {
             if matches!(e.state, State::Waiting(_)) {
                 e.state = State::Expired;
@@ -167,7 +184,7 @@ impl Pinger {
         let shared = Arc::new(Shared {
             cookie,
             next_probe: AtomicU64::new(cookie >> 40),
-            table: Mutex::new(Table::default()),
+            tables: (0..STRIPES).map(|_| Mutex::default()).collect(),
         });
         let ident = (cookie >> 16) as u16;
         let v4 = if v4 {
@@ -194,11 +211,7 @@ impl Pinger {
                             tokio::time::sleep(Duration::from_millis(10)).await;
                             continue;
                         }
-                        let now = Instant::now();
-                        let mut t = shared.table.lock().expect("probe table poisoned");
-                        for r in &batch {
-                            t.on_reply(r, now, shared.cookie);
-                        }
+                        shared.on_replies(&batch);
                     }
                 })
             })
@@ -257,7 +270,7 @@ impl Pinger {
         let seq = id as u16;
         {
             let now = Instant::now();
-            let mut t = self.shared.table.lock().expect("probe table poisoned");
+            let mut t = self.shared.table(id);
             t.forget_old(now);
             let entry = Entry {
                 addr,
@@ -294,16 +307,27 @@ impl Pinger {
         }
     }
 
+    /// Reads the replies queued right now on the sender's own thread, so
+    /// that fast senders share the receiving work (the receiver tasks read
+    /// the rest).
+    pub fn drain_now(&self) {
+        let mut batch = Vec::new();
+        for sock in self.v4.iter().chain(self.v6.iter()) {
+            let _ = sock.try_recv_batch(&mut batch, 64);
+        }
+        self.shared.on_replies(&batch);
+    }
+
     /// Duplicates and late replies seen from `addr` so far.
     pub fn extra(&self, addr: IpAddr) -> Extra {
-        self.shared
-            .table
-            .lock()
-            .expect("probe table poisoned")
-            .extra
-            .get(&addr)
-            .copied()
-            .unwrap_or_default()
+        let mut sum = Extra::default();
+        for t in &self.shared.tables {
+            if let Some(e) = t.lock().expect("probe table poisoned").extra.get(&addr) {
+                sum.duplicates += e.duplicates;
+                sum.late += e.late;
+            }
+        }
+        sum
     }
 }
 

@@ -100,7 +100,7 @@ async fn scan_host(
                     done.fetch_add(1, Ordering::Relaxed);
                     // Refused connects on local paths finish without
                     // awaiting: let the other tasks run now and then.
-                    if found.len() % 64 == 0 {
+                    if found.len().is_multiple_of(64) {
                         tokio::task::yield_now().await;
                     }
                 }
@@ -158,7 +158,7 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
         .await?;
         let elapsed = started.elapsed().as_secs_f64();
         write_host(
-            &mut stdout.lock(),
+            &mut io::BufWriter::new(stdout.lock()),
             args.format,
             host,
             ip,

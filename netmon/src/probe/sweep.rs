@@ -6,6 +6,10 @@ use std::{
     io::{self, Write},
     net::IpAddr,
     process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -121,7 +125,7 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         log::debug!("{family}: {}", kind.as_str());
     }
     let started = Instant::now();
-    let results = sweep_loop(&pinger, &targets, &args, started).await;
+    let results = sweep_sharded(Arc::new(pinger), &targets, &args, started).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let mut found: Vec<(IpAddr, Duration)> = targets
         .iter()
@@ -130,7 +134,7 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         .collect();
     found.sort();
     write_results(
-        &mut io::stdout().lock(),
+        &mut io::BufWriter::new(io::stdout().lock()),
         args.format,
         &found,
         targets.len(),
@@ -143,77 +147,145 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Sends, retries and collects until every target has answered or used
-/// up its attempts. One task: replies come over a channel, timeouts from a
-/// queue in send order (one timeout for all, so deadlines come in order).
-async fn sweep_loop(
-    pinger: &Pinger,
+/// Splits the targets over one sender task per CPU (each at its share of
+/// the rate), all on the same sockets: on fast paths (loopback, a LAN) the
+/// kernel's work per echo request, done on the sending CPU, is the limit.
+async fn sweep_sharded(
+    pinger: Arc<Pinger>,
     targets: &[IpAddr],
     args: &SweepArgs,
     started: Instant,
-) -> Vec<Option<Duration>> {
-    /// Marks a probe that never left: it times out without asking the pinger.
-    const NOT_SENT: u64 = u64::MAX;
-    let tag = |i: usize, attempt: u32| ((i as u64) << 32) | u64::from(attempt);
-    let untag = |t: u64| ((t >> 32) as usize, t as u32);
-    let mut plan = Plan::new(targets.len(), args.retries);
-    let mut pacer = Pacer::new(args.rate, started);
+) -> anyhow::Result<Vec<Option<Duration>>> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    // Below ~1000/s per shard one sender keeps up easily.
+    let shards = cpus
+        .min(targets.len())
+        .min((args.rate / 1000).max(1) as usize)
+        .max(1);
+    let rate = (args.rate / shards as u32).max(1);
+    let finished = Arc::new(AtomicU64::new(0));
+    let alive = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..shards)
+        .map(|s| {
+            let mine: Vec<IpAddr> = targets.iter().skip(s).step_by(shards).copied().collect();
+            let shard = Shard {
+                pinger: Arc::clone(&pinger),
+                rate,
+                timeout: args.timeout,
+                retries: args.retries,
+                finished: Arc::clone(&finished),
+                alive: Arc::clone(&alive),
+            };
+            tokio::spawn(async move { shard.run(&mine, started).await })
+        })
+        .collect();
     let mut progress = Progress::new("sweep", targets.len() as u64);
-    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Duration)>();
-    let mut deadlines: VecDeque<(Instant, u64, u64)> = VecDeque::new();
-    let mut alive = 0u64;
-    while !plan.done() {
-        while let Ok((t, rtt)) = rx.try_recv() {
-            let (i, attempt) = untag(t);
-            alive += 1;
-            plan.outcome(i, attempt, Some(rtt));
-        }
-        let now = Instant::now();
-        while let Some(&(at, id, t)) = deadlines.front() {
-            if at > now {
-                break;
-            }
-            deadlines.pop_front();
-            if id == NOT_SENT || pinger.expire(id) {
-                let (i, attempt) = untag(t);
-                plan.outcome(i, attempt, None);
-            }
-        }
-        progress.update(plan.finished() as u64, || format!("{alive} alive"));
-        if plan.done() {
-            break;
-        }
-        let mut wake = deadlines.front().map(|d| d.0);
-        if plan.has_next() {
-            match pacer.poll(now) {
-                None => {
-                    let (i, attempt) = plan.next().expect("has_next said so");
-                    let addr = targets[i];
-                    let id = match pinger.send_tagged(addr, tx.clone(), tag(i, attempt)).await {
-                        Ok(id) => id,
-                        Err(e) => {
-                            log::debug!("echo request to {addr} not sent: {e}");
-                            NOT_SENT
-                        }
-                    };
-                    deadlines.push_back((Instant::now() + args.timeout, id, tag(i, attempt)));
-                    continue;
+    let mut results = vec![None; targets.len()];
+    for (s, mut h) in handles.into_iter().enumerate() {
+        let part = loop {
+            tokio::select! {
+                r = &mut h => break r.map_err(|e| anyhow::anyhow!("a sweep task failed: {e}"))?,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    let a = alive.load(Ordering::Relaxed);
+                    progress.update(finished.load(Ordering::Relaxed), || format!("{a} alive"));
                 }
-                Some(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
             }
-        }
-        let wake = wake.unwrap_or_else(|| now + args.timeout);
-        tokio::select! {
-            () = tokio::time::sleep_until(wake.into()) => {}
-            Some((t, rtt)) = rx.recv() => {
-                let (i, attempt) = untag(t);
-                alive += 1;
-                plan.outcome(i, attempt, Some(rtt));
-            }
+        };
+        for (k, r) in part.into_iter().enumerate() {
+            results[s + k * shards] = r;
         }
     }
     progress.finish();
-    plan.into_results()
+    Ok(results)
+}
+
+/// One sender's share of a sweep.
+struct Shard {
+    pinger: Arc<Pinger>,
+    rate: u32,
+    timeout: Duration,
+    retries: u32,
+    /// Targets finished and found alive, over all shards (for progress).
+    finished: Arc<AtomicU64>,
+    alive: Arc<AtomicU64>,
+}
+
+impl Shard {
+    /// Sends, retries and collects until every target has answered or used
+    /// up its attempts. One task: replies come over a channel, timeouts from a
+    /// queue in send order (one timeout for all, so deadlines come in order).
+    async fn run(&self, targets: &[IpAddr], started: Instant) -> Vec<Option<Duration>> {
+        /// Marks a probe that never left: it times out without asking the pinger.
+        const NOT_SENT: u64 = u64::MAX;
+        let tag = |i: usize, attempt: u32| ((i as u64) << 32) | u64::from(attempt);
+        let untag = |t: u64| ((t >> 32) as usize, t as u32);
+        let pinger = &self.pinger;
+        let mut plan = Plan::new(targets.len(), self.retries);
+        let mut pacer = Pacer::new(self.rate, started);
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Duration)>();
+        let mut deadlines: VecDeque<(Instant, u64, u64)> = VecDeque::new();
+        let mut reported = 0;
+        let mut sent = 0u64;
+        while !plan.done() {
+            while let Ok((t, rtt)) = rx.try_recv() {
+                let (i, attempt) = untag(t);
+                self.alive.fetch_add(1, Ordering::Relaxed);
+                plan.outcome(i, attempt, Some(rtt));
+            }
+            let now = Instant::now();
+            while let Some(&(at, id, t)) = deadlines.front() {
+                if at > now {
+                    break;
+                }
+                deadlines.pop_front();
+                if id == NOT_SENT || pinger.expire(id) {
+                    let (i, attempt) = untag(t);
+                    plan.outcome(i, attempt, None);
+                }
+            }
+            self.finished
+                .fetch_add((plan.finished() - reported) as u64, Ordering::Relaxed);
+            reported = plan.finished();
+            if plan.done() {
+                break;
+            }
+            let mut wake = deadlines.front().map(|d| d.0);
+            if plan.has_next() {
+                match pacer.poll(now) {
+                    None => {
+                        let (i, attempt) = plan.next().expect("has_next said so");
+                        let addr = targets[i];
+                        let id = match pinger.send_tagged(addr, tx.clone(), tag(i, attempt)).await {
+                            Ok(id) => id,
+                            Err(e) => {
+                                log::debug!("echo request to {addr} not sent: {e}");
+                                NOT_SENT
+                            }
+                        };
+                        deadlines.push_back((Instant::now() + self.timeout, id, tag(i, attempt)));
+                        sent += 1;
+                        if sent.is_multiple_of(16) {
+                            pinger.drain_now();
+                        }
+                        continue;
+                    }
+                    Some(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
+                }
+            }
+            let wake = wake.unwrap_or_else(|| now + self.timeout);
+            tokio::select! {
+                () = tokio::time::sleep_until(wake.into()) => {}
+                Some((t, rtt)) = rx.recv() => {
+                    let (i, attempt) = untag(t);
+                    self.alive.fetch_add(1, Ordering::Relaxed);
+                    plan.outcome(i, attempt, Some(rtt));
+                }
+            }
+        }
+        self.finished
+            .fetch_add((plan.finished() - reported) as u64, Ordering::Relaxed);
+        plan.into_results()
+    }
 }
 
 /// Alive hosts, sorted, then the summary.
