@@ -17,7 +17,7 @@ use super::{
     ScanArgs,
     render::{Progress, ms},
     targets::{parse_ports, resolve},
-    tcp::{Attempt, connect, raise_nofile_limit},
+    tcp::{Attempt, Spare, connect_with, raise_nofile_limit},
 };
 use crate::{UsageError, cli::Format};
 
@@ -51,10 +51,11 @@ pub async fn probe_port(
     addr: SocketAddr,
     timeout: Duration,
     retries: u32,
+    spare: &mut Option<Spare>,
 ) -> io::Result<PortState> {
     let (mut timeouts, mut again) = (0u32, 0u32);
     loop {
-        match connect(addr, timeout).await? {
+        match connect_with(addr, timeout, spare).await? {
             Attempt::Open(rtt) => return Ok(PortState::Open(rtt)),
             Attempt::Closed => return Ok(PortState::Closed),
             Attempt::Unreachable => return Ok(PortState::Filtered),
@@ -92,10 +93,12 @@ async fn scan_host(
             let (next, done, ports) = (Arc::clone(&next), Arc::clone(&done), Arc::clone(&ports));
             tokio::spawn(async move {
                 let mut found = Vec::new();
+                let mut spare = None;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&port) = ports.get(i) else { break };
-                    let state = probe_port(SocketAddr::new(ip, port), timeout, retries).await?;
+                    let state =
+                        probe_port(SocketAddr::new(ip, port), timeout, retries, &mut spare).await?;
                     found.push((i, state));
                     done.fetch_add(1, Ordering::Relaxed);
                     // Refused connects on local paths finish without

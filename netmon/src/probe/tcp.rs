@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 /// What one connect attempt found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,29 +48,56 @@ pub fn classify(e: &io::Error) -> Option<Attempt> {
 }
 
 /// One connect to `addr`, waiting at most `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Attempt> {
+    connect_with(addr, timeout, &mut None).await
+}
+
+/// A TCP socket that was refused and reset, ready for the next connect.
+pub struct Spare {
+    v4: bool,
+    sock: Socket,
+}
+
+/// Like [`connect`], reusing `spare` if it holds a socket, and leaving a
+/// refused socket in it for the next call.
 ///
 /// On loopback and other local paths the kernel often has the answer (a
-/// RST) before `connect` returns: that is read with `SO_ERROR` at once,
-/// without a trip through the reactor. Only connects still in progress are
-/// registered with tokio.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Attempt> {
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
+/// RST) before `connect` returns. Asking again with a second `connect`
+/// reads it at once, without a trip through the reactor; for a refused
+/// connect that second call also resets the socket (Linux disconnects it),
+/// so the next port needs no new socket. Only connects still in progress
+/// are registered with tokio.
+pub async fn connect_with(
+    addr: SocketAddr,
+    timeout: Duration,
+    spare: &mut Option<Spare>,
+) -> io::Result<Attempt> {
+    let v4 = addr.is_ipv4();
+    let sock = if let Some(s) = spare.take().filter(|s| s.v4 == v4) {
+        s.sock
     } else {
-        Domain::IPV6
+        let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
+        match Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP)) {
+            Ok(s) => s,
+            Err(e) => return classify(&e).filter(|a| *a == Attempt::Again).ok_or(e),
+        }
     };
-    let sock = match Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP)) {
-        Ok(s) => s,
-        Err(e) => return classify(&e).filter(|a| *a == Attempt::Again).ok_or(e),
-    };
+    let target = SockAddr::from(addr);
     let start = Instant::now();
-    match sock.connect(&addr.into()) {
+    match sock.connect(&target) {
         Ok(()) => return Ok(opened(&sock, addr, start.elapsed())),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return classify(&e).ok_or(e),
     }
-    if let Some(e) = sock.take_error()? {
-        return classify(&e).ok_or(e);
+    match sock.connect(&target) {
+        // Connected in the meantime.
+        Ok(()) => return Ok(opened(&sock, addr, start.elapsed())),
+        Err(e) if e.raw_os_error() == Some(libc::EALREADY) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            *spare = Some(Spare { v4, sock });
+            return Ok(Attempt::Closed);
+        }
+        Err(e) => return classify(&e).ok_or(e),
     }
     let stream = tokio::net::TcpStream::from_std(std::net::TcpStream::from(sock))?;
     if tokio::time::timeout(timeout, stream.writable())
