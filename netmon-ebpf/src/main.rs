@@ -75,10 +75,6 @@ pub fn netmon_xdp(ctx: XdpContext) -> u32 {
 /// xdp` subtracts from netmon's cost (BPF_PROG_TEST_RUN's own overhead).
 /// Never attached.
 #[xdp]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the #[xdp] macro fixes the signature"
-)]
 pub fn netmon_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
