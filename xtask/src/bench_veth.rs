@@ -491,6 +491,7 @@ impl Generator {
         let start = Instant::now();
         let mut pos = 0usize; // next message of the batch to send
         while sent.accepted < n {
+            check_interrupted()?;
             let want = ((n - sent.accepted) as usize).min(BATCH - pos);
             // SAFETY: msgs[pos..pos + want] are initialised headers whose
             // iovecs point at frames that outlive the call.
