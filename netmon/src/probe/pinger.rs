@@ -318,6 +318,17 @@ impl Pinger {
         self.shared.on_replies(&batch);
     }
 
+    /// Makes room for `probes` probes in flight, so that a sweep does not
+    /// grow the table while it sends.
+    pub fn reserve(&self, probes: usize) {
+        for t in &self.shared.tables {
+            t.lock()
+                .expect("probe table poisoned")
+                .probes
+                .reserve(probes / STRIPES as usize + 16);
+        }
+    }
+
     /// Duplicates and late replies seen from `addr` so far.
     pub fn extra(&self, addr: IpAddr) -> Extra {
         let mut sum = Extra::default();

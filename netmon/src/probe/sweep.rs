@@ -121,6 +121,7 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         targets.iter().any(IpAddr::is_ipv4),
         targets.iter().any(IpAddr::is_ipv6),
     )?;
+    pinger.reserve(targets.len());
     for (family, kind) in pinger.kinds() {
         log::debug!("{family}: {}", kind.as_str());
     }
@@ -299,10 +300,12 @@ fn write_results(
     for (addr, rtt) in found {
         let rtt_ms = rtt.as_secs_f64() * 1e3;
         match format {
-            Format::Json => {
-                let v = json!({"type": "host", "addr": addr.to_string(), "rtt_ms": rtt_ms});
-                writeln!(out, "{v}")?;
-            }
+            // An address and a finite float need no JSON escaping: written
+            // directly, a /16 is printed without a map per line.
+            Format::Json => writeln!(
+                out,
+                r#"{{"type":"host","addr":"{addr}","rtt_ms":{rtt_ms}}}"#
+            )?,
             Format::Text => writeln!(out, "{addr:<39} alive  {} ms", super::render::ms(rtt_ms))?,
         }
     }
