@@ -7,8 +7,12 @@
 //! veth end in the *rx* namespace (`ip netns exec RX netmon --iface R
 //! --format json`, stopped with SIGINT).
 //!
-//! Runs without and with netmon alternate, [`ROUNDS`] rounds, the order
-//! flipping every round; rates are medians. Every run with netmon checks
+//! Four configurations ([`CONFIGS`]: nothing attached, netmon as users run
+//! it, the object's XDP_PASS-only program, netmon in generic mode) run once
+//! per round, [`ROUNDS`] rounds, the order rotating every round; rates are
+//! medians, and the target compares netmon with nothing attached. The
+//! XDP_PASS-only run shows what attaching any XDP program to a veth costs,
+//! so that netmon's own share can be told apart. Every run with netmon checks
 //! that netmon's totals equal what arrived. Ground truth is the receiving
 //! veth's own rx counter (`ip -s link`), read right after netmon attached
 //! and after the traffic stopped: a kernel count outside netmon of the
