@@ -33,7 +33,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
-const REPEATS: usize = 5;
+const REPEATS: usize = 9;
 const SWEEP_RANGE: &str = "127.0.0.0/20";
 const SCAN_HOST: &str = "127.0.0.1";
 /// Ports the bench listens on during the scan: well-known, registered and
@@ -316,16 +316,10 @@ fn version(program: &Path, arg: &str) -> String {
     )
 }
 
-pub fn run(root: &Path, netmon: &Path) -> Result<()> {
-    let (fping, nmap) = ensure_tools()?;
-    let ns = Netns::new()?;
-    eprintln!(
-        "xtask: bench probes in namespace {}, {REPEATS} runs each, alternating",
-        ns.name
-    );
-
+/// Alternating sweeps of [`SWEEP_RANGE`]: (netmon, fping, hosts).
+fn bench_sweep(ns: &Netns, netmon: &Path, fping: &Path) -> Result<(Side, Side, usize)> {
     // Sweep: every address of the /20 answers on loopback.
-    let expected_alive: BTreeSet<Ipv4Addr> = (u32::from(Ipv4Addr::new(127, 0, 0, 1))
+    let expected_alive: BTreeSet<Ipv4Addr> = (u32::from(Ipv4Addr::LOCALHOST)
         ..=u32::from(Ipv4Addr::new(127, 0, 15, 254)))
         .map(Ipv4Addr::from)
         .collect();
@@ -334,7 +328,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
         let (out, t) = ns.time(netmon, NETMON_SWEEP)?;
         nm_sweep.times.push(t.as_secs_f64());
         nm_sweep.mismatches += usize::from(netmon_alive(&out)? != expected_alive);
-        let (out, t) = ns.time(&fping, FPING_SWEEP)?;
+        let (out, t) = ns.time(fping, FPING_SWEEP)?;
         fp_sweep.times.push(t.as_secs_f64());
         let alive = fping_alive(&out)?;
         fp_sweep.mismatches += usize::from(alive != expected_alive);
@@ -347,6 +341,11 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
         );
     }
 
+    Ok((nm_sweep, fp_sweep, expected_alive.len()))
+}
+
+/// Alternating scans of all ports of [`SCAN_HOST`] with 20 listeners: (netmon, nmap).
+fn bench_scan(ns: &Netns, netmon: &Path, nmap: &Path) -> Result<(Side, Side)> {
     // Scan: exactly the bench's listeners are open.
     let listeners: Vec<TcpListener> = ns
         .enter(|| {
@@ -362,7 +361,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
         let (out, t) = ns.time(netmon, NETMON_SCAN)?;
         nm_scan.times.push(t.as_secs_f64());
         nm_scan.mismatches += usize::from(netmon_open(&out)? != expected_open);
-        let (out, t) = ns.time(&nmap, NMAP_SCAN)?;
+        let (out, t) = ns.time(nmap, NMAP_SCAN)?;
         nmap_scan.times.push(t.as_secs_f64());
         nmap_scan.mismatches += usize::from(nmap_open(&out)? != expected_open);
         eprintln!(
@@ -373,6 +372,19 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
         );
     }
     drop(listeners);
+    Ok((nm_scan, nmap_scan))
+}
+
+pub fn run(root: &Path, netmon: &Path) -> Result<()> {
+    let (fping, nmap) = ensure_tools()?;
+    let ns = Netns::new()?;
+    eprintln!(
+        "xtask: bench probes in namespace {}, {REPEATS} runs each, alternating",
+        ns.name
+    );
+
+    let (nm_sweep, fp_sweep, hosts) = bench_sweep(&ns, netmon, &fping)?;
+    let (nm_scan, nmap_scan) = bench_scan(&ns, netmon, &nmap)?;
     drop(ns);
 
     let ratio = |a: &Side, b: &Side| median(a.times.clone()) / median(b.times.clone());
@@ -383,7 +395,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
         "cpus": thread::available_parallelism().map_or(0, std::num::NonZero::get),
         "sweep": {
             "range": SWEEP_RANGE,
-            "hosts": expected_alive.len(),
+            "hosts": hosts,
             "netmon": nm_sweep.json(),
             "fping": fp_sweep.json(),
             "ratio": sweep_ratio,
@@ -413,7 +425,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
     println!("|---|---|---|---|---|");
     println!(
         "| sweep {SWEEP_RANGE} ({} hosts) | {:.1} ms | fping {:.1} ms | {sweep_ratio:.2} | {} |",
-        expected_alive.len(),
+        hosts,
         median(nm_sweep.times.clone()) * 1e3,
         median(fp_sweep.times.clone()) * 1e3,
         if nm_sweep.mismatches + fp_sweep.mismatches == 0 {
