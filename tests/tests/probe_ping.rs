@@ -58,7 +58,10 @@ fn loss_matches_the_configured_drop_share(icmp: &str, target: &str) {
     let pings = of_type(&out, "ping");
     assert_eq!(pings.len(), 1, "{}", out.stdout);
     let p = &pings[0];
-    let (seen, dropped) = (counter(&pair.b, "seen"), counter(&pair.b, "dropped"));
+    let (seen, dropped) = (
+        counter(&pair.b, "inet probe", "seen"),
+        counter(&pair.b, "inet probe", "dropped"),
+    );
     eprintln!("{target}: nft saw {seen}, dropped {dropped}; netmon: {p}");
     assert_eq!(p["sent"], COUNT);
     assert_eq!(seen, COUNT, "every request reached the far namespace");
@@ -102,6 +105,49 @@ fn ipv4_loss_is_what_nftables_dropped() {
 #[test]
 fn ipv6_loss_is_what_nftables_dropped() {
     loss_matches_the_configured_drop_share("icmpv6 type echo-request", B6);
+}
+
+#[test]
+fn duplicates_are_counted_not_timed() {
+    let pair = Pair::new();
+    // Every echo reply leaving the far end is duplicated on the wire
+    // (nftables repeats the dup up to its recursion limit); the rule's
+    // counter says how many copies left in all.
+    nft(
+        &pair.b,
+        &format!(
+            "table netdev probedup {{
+               counter copies {{ }}
+               chain egress {{
+                 type filter hook egress device \"{}\" priority 0;
+                 icmp type echo-reply counter name copies dup to \"{}\"
+               }}
+             }}",
+            pair.if_b, pair.if_b
+        ),
+    );
+    let out = netmon(
+        &pair.a,
+        &[
+            "ping",
+            B4,
+            "-c",
+            "50",
+            "--interval",
+            "5ms",
+            "--format",
+            "json",
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let p = &of_type(&out, "ping")[0];
+    let copies = counter(&pair.b, "netdev probedup", "copies");
+    eprintln!("{copies} reply copies sent; netmon: {p}");
+    assert_eq!(p["received"], 50);
+    assert_eq!(p["late"], 0);
+    assert!(copies > 50, "the dup rule duplicated nothing");
+    assert_eq!(p["duplicates"].as_u64().unwrap(), copies - 50);
 }
 
 #[test]

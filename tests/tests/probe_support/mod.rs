@@ -62,10 +62,10 @@ pub fn nft(ns: &Netns, ruleset: &str) {
     ns.sh(&format!("nft -f - <<'EOF'\n{ruleset}\nEOF"));
 }
 
-/// Packets of the named counter in table `inet probe` of `ns`.
+/// Packets of the named counter in `table` (`inet probe`) of `ns`.
 #[must_use]
-pub fn counter(ns: &Netns, name: &str) -> u64 {
-    let text = ns.sh(&format!("nft -j list counter inet probe {name}"));
+pub fn counter(ns: &Netns, table: &str, name: &str) -> u64 {
+    let text = ns.sh(&format!("nft -j list counter {table} {name}"));
     let v: Value = serde_json::from_str(&text).expect("nft -j prints JSON");
     v["nftables"]
         .as_array()
