@@ -61,7 +61,8 @@ pub struct FlowValue {
     pub packets: u64,
     /// Sum of L2 frame lengths (Ethernet header included, FCS excluded).
     pub bytes: u64,
-    /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) of the first and last packet.
+    /// `bpf_ktime_get_coarse_ns()` (`CLOCK_MONOTONIC_COARSE`, resolution one
+    /// kernel tick) of the first and last packet.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     /// OR of the TCP flags seen (0 for other protocols). A u32 so the

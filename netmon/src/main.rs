@@ -108,7 +108,7 @@ impl monitor::Source for XdpSource {
         Ok(self.0.remove_flow(key)?)
     }
     fn now_ns(&self) -> u64 {
-        clock_ns(libc::CLOCK_MONOTONIC) as u64
+        clock_ns(libc::CLOCK_MONOTONIC_COARSE) as u64
     }
     fn finish(&mut self) {
         self.0.detach();
@@ -129,7 +129,8 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
-/// Offset from CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) to Unix time.
+/// Offset from CLOCK_MONOTONIC to Unix time. The kernel stamps flows with
+/// the coarse monotonic clock, the same clock at tick resolution.
 fn mono_to_unix_ns() -> i128 {
     let mono = clock_ns(libc::CLOCK_MONOTONIC);
     clock_ns(libc::CLOCK_REALTIME) - mono
