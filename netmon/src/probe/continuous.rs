@@ -4,7 +4,6 @@
 
 use std::{
     fmt::Write as _,
-    io::{self, Write},
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::Duration,
@@ -263,14 +262,6 @@ pub fn interval_line(s: &ProbeStats) -> String {
         );
     }
     line
-}
-
-/// Writes [`interval_line`] for each target.
-pub fn write_interval_text(w: &mut impl Write, stats: &[ProbeStats]) -> io::Result<()> {
-    for s in stats {
-        writeln!(w, "{}", interval_line(s))?;
-    }
-    Ok(())
 }
 
 /// The `ping` objects of all targets, for the NDJSON summary (`"probes": [...]`).

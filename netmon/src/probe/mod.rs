@@ -4,12 +4,6 @@
 //! Only `icmp` and `tcp` touch sockets; `targets`, `latency`, `wire`,
 //! `render` and the schedulers in `ping`/`sweep` are pure.
 
-// Until the monitor calls it (`--ping`, `--tcp`), parts of it are unused.
-#[allow(
-    dead_code,
-    unused_imports,
-    reason = "API for the monitor's --ping/--tcp, wired in by main.rs"
-)]
 pub mod continuous;
 mod icmp;
 mod latency;
