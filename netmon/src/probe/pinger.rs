@@ -356,16 +356,13 @@ impl InFlight {
         if let Ok(Ok(rtt)) = tokio::time::timeout(timeout, &mut self.rx).await {
             return Some(rtt);
         }
-        // A reply may have raced the timer: take it if it did.
-        if let Ok(rtt) = self.rx.try_recv() {
-            return Some(rtt);
+        // Expiry and a reply are decided under the table lock: if the reply
+        // won the race, its RTT is already in the channel.
+        if self.shared.expire(self.id) {
+            None
+        } else {
+            self.rx.try_recv().ok()
         }
-        self.expire();
-        None
-    }
-
-    fn expire(&self) {
-        self.shared.expire(self.id);
     }
 }
 
