@@ -13,9 +13,10 @@ const COUNT: u64 = 1000;
 const DROP_PCT: u64 = 20;
 
 /// Pings `target` from `a` COUNT times while `b` drops DROP_PCT % of the
-/// echo requests at random; checks loss against nftables' own counts and
-/// against the binomial 99 % interval.
-fn loss_matches_the_configured_drop_share(icmp: &str, target: &str) {
+/// echo requests at random; checks loss against nftables' own counts
+/// (exactly) and returns whether the loss falls inside the binomial 99 %
+/// interval.
+fn loss_matches_the_configured_drop_share(icmp: &str, target: &str) -> bool {
     let pair = Pair::new();
     let names = [
         pair.a.name.clone(),
@@ -76,10 +77,10 @@ fn loss_matches_the_configured_drop_share(icmp: &str, target: &str) {
     );
     let (lo, hi) = binomial_99(COUNT, DROP_PCT as f64 / 100.0);
     let lost_count = loss * COUNT as f64 / 100.0;
-    assert!(
-        lo <= lost_count && lost_count <= hi,
-        "{lost_count} lost, outside the 99% interval [{lo:.1}, {hi:.1}]"
-    );
+    let inside = lo <= lost_count && lost_count <= hi;
+    if !inside {
+        eprintln!("{lost_count} lost, outside the 99% interval [{lo:.1}, {hi:.1}]");
+    }
     let rtt = &p["rtt_ms"];
     for k in ["min", "p50", "p90", "p99", "max"] {
         assert!(rtt[k].as_f64().unwrap() > 0.0, "{k}: {rtt}");
@@ -95,16 +96,29 @@ fn loss_matches_the_configured_drop_share(icmp: &str, target: &str) {
     );
     drop(pair);
     assert_gone(&names);
+    inside
+}
+
+/// A correct prober lands outside the 99 % interval in 1 % of runs, since
+/// nftables drops at random; a second run makes a false failure a 1 in
+/// 10,000 event. The exact checks against nftables hold in every run.
+fn loss_within_the_binomial_interval(icmp: &str, target: &str) {
+    let inside = loss_matches_the_configured_drop_share(icmp, target)
+        || loss_matches_the_configured_drop_share(icmp, target);
+    assert!(
+        inside,
+        "loss outside the binomial 99% interval in two runs in a row"
+    );
 }
 
 #[test]
 fn ipv4_loss_is_what_nftables_dropped() {
-    loss_matches_the_configured_drop_share("icmp type echo-request", B4);
+    loss_within_the_binomial_interval("icmp type echo-request", B4);
 }
 
 #[test]
 fn ipv6_loss_is_what_nftables_dropped() {
-    loss_matches_the_configured_drop_share("icmpv6 type echo-request", B6);
+    loss_within_the_binomial_interval("icmpv6 type echo-request", B6);
 }
 
 #[test]
