@@ -50,10 +50,15 @@ fn main() -> ExitCode {
     };
     StderrLog::install(verbose);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // ping and sweep drive one ICMP socket per address family: on one
+    // thread they avoid cross-thread wake-ups that cost more than the work
+    // on fast paths (a sweep of 127.0.0.0/20: 13 ms against 20 ms median).
+    // The monitor and the scan (connects in flight on every core) use all.
+    let mut builder = match &cli.command {
+        Some(Command::Ping(_) | Command::Sweep(_)) => tokio::runtime::Builder::new_current_thread(),
+        None | Some(Command::Scan(_)) => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("netmon: cannot start the async runtime: {e}");

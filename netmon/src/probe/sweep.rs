@@ -157,7 +157,12 @@ async fn sweep_sharded(
     args: &SweepArgs,
     started: Instant,
 ) -> anyhow::Result<Vec<Option<Duration>>> {
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    // One shard per thread the runtime has (one for the current-thread
+    // runtime that `netmon sweep` uses).
+    let cpus = match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => 1,
+        _ => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+    };
     // Below ~1000/s per shard one sender keeps up easily.
     let shards = cpus
         .min(targets.len())
