@@ -36,7 +36,11 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "libzstd-dev",
 ];
-const TEST_TOOLS: &[(&str, &str)] = &[("ip", "iproute2"), ("nft", "nftables")];
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("sysctl", "procps"),
+];
 
 pub enum Kind {
     /// Debian's rustc with a prebuilt `core` for BPF.
@@ -229,7 +233,8 @@ pub fn ensure() -> Result<Toolchain> {
     Ok(Toolchain { kind, cargo })
 }
 
-/// Tools the integration tests call: ip (iproute2) and nft (nftables).
+/// Tools the integration tests call: ip (iproute2), nft (nftables) and
+/// sysctl (procps).
 pub fn ensure_test_tools() -> Result<()> {
     let missing: Vec<&str> = TEST_TOOLS
         .iter()
