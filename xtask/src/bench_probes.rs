@@ -19,6 +19,7 @@
 //! figure is the median of [`REPEATS`] runs. Results go to
 //! `target/bench/probes.json`.
 
+use crate::bench_util::{median, write_report};
 use std::{
     collections::BTreeSet,
     fs,
@@ -209,16 +210,6 @@ fn ensure_tools() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     ))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        f64::midpoint(v[n / 2 - 1], v[n / 2])
-    }
-}
-
 fn netmon_alive(stdout: &str) -> Result<BTreeSet<Ipv4Addr>> {
     let mut set = BTreeSet::new();
     for line in stdout.lines() {
@@ -298,7 +289,7 @@ impl Side {
     }
 
     fn json(&self) -> Value {
-        json!({"median_s": median(self.times.clone()), "runs_s": self.times, "runs_with_wrong_set": self.mismatches})
+        json!({"median_s": median(&self.times), "runs_s": self.times, "runs_with_wrong_set": self.mismatches})
     }
 }
 
@@ -387,7 +378,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
     let (nm_scan, nmap_scan) = bench_scan(&ns, netmon, &nmap)?;
     drop(ns);
 
-    let ratio = |a: &Side, b: &Side| median(a.times.clone()) / median(b.times.clone());
+    let ratio = |a: &Side, b: &Side| median(&a.times) / median(&b.times);
     let (sweep_ratio, scan_ratio) = (ratio(&nm_sweep, &fp_sweep), ratio(&nm_scan, &nmap_scan));
     let report = json!({
         "repeats": REPEATS,
@@ -415,10 +406,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
             "nmap_version": version(&nmap, "--version"),
         },
     });
-    let dir = root.join("target/bench");
-    fs::create_dir_all(&dir)?;
-    let path = dir.join("probes.json");
-    fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+    let path = write_report(root, "probes.json", &report)?;
     println!(
         "| job | netmon (median) | reference (median) | netmon / reference | same result set |"
     );
@@ -426,8 +414,8 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
     println!(
         "| sweep {SWEEP_RANGE} ({} hosts) | {:.1} ms | fping {:.1} ms | {sweep_ratio:.2} | {} |",
         hosts,
-        median(nm_sweep.times.clone()) * 1e3,
-        median(fp_sweep.times.clone()) * 1e3,
+        median(&nm_sweep.times) * 1e3,
+        median(&fp_sweep.times) * 1e3,
         if nm_sweep.mismatches + fp_sweep.mismatches == 0 {
             "yes, every run"
         } else {
@@ -436,8 +424,8 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
     );
     println!(
         "| scan {SCAN_HOST} all 65,535 ports, 20 open | {:.0} ms | nmap -sT {:.0} ms | {scan_ratio:.2} | {} |",
-        median(nm_scan.times.clone()) * 1e3,
-        median(nmap_scan.times.clone()) * 1e3,
+        median(&nm_scan.times) * 1e3,
+        median(&nmap_scan.times) * 1e3,
         if nm_scan.mismatches + nmap_scan.mismatches == 0 {
             "yes, every run"
         } else {
@@ -479,7 +467,5 @@ mod tests {
         let scan =
             "{\"type\":\"port\",\"port\":22}\n{\"type\":\"scan_summary\",\"open\":[22,443]}\n";
         assert_eq!(netmon_open(scan).unwrap(), [22, 443].into());
-        assert!((median(vec![3.0, 1.0, 2.0]) - 2.0).abs() < 1e-12);
-        assert!((median(vec![4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < 1e-12);
     }
 }

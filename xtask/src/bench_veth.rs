@@ -22,6 +22,7 @@
 //! ENOBUFS and is sent again, so accepted = arrived when nothing else is on
 //! the link; the namespaces are kept silent: no IPv6, static neighbours).
 
+use crate::bench_util::{median, write_report};
 use std::{
     fmt::Write as _,
     fs,
@@ -96,7 +97,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
     );
     // The object `cargo xtask bench` built (main.rs's EBPF_OBJECT), for the
     // empty-XDP comparison run.
-    let object = root.join("target/bpf/bpfel-unknown-none/release/netmon");
+    let object = root.join(crate::EBPF_OBJECT);
     let object_bytes = fs::read(&object)
         .with_context(|| format!("cannot read the XDP object {}", object.display()))?;
     let topo = Topology::create()?;
@@ -142,11 +143,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
     let report = Report { results };
     print!("{}", report.table());
     let json = report.json(started.elapsed());
-    let dir = root.join("target/bench");
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("veth.json");
-    fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let path = write_report(root, "veth.json", &json)?;
     println!("written: {}", path.display());
     if report.ratio(Config::Netmon) < TARGET_RATIO {
         println!(
@@ -796,17 +793,6 @@ fn run_once(
         tx_dropped: t1 - t0,
         netmon: totals,
     })
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        f64::midpoint(v[n / 2 - 1], v[n / 2])
-    }
 }
 
 struct Report {

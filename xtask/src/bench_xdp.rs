@@ -22,6 +22,7 @@
 //! After every case the program's own counters are read back, so the bench
 //! fails if a case does not take the path it is named after.
 
+use crate::bench_util::{median, write_report};
 use std::{
     fmt::Write as _,
     fs,
@@ -146,11 +147,7 @@ pub fn run(root: &Path, object: &Path) -> Result<()> {
     let report = Report::new(&floor_rounds, &repeat_cases, &case_rounds, &nf_rounds);
     print!("{}", report.table());
     let json = report.json(started.elapsed());
-    let dir = root.join("target/bench");
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("xdp.json");
-    fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let path = write_report(root, "xdp.json", &json)?;
     println!("written: {}", path.display());
     for missed in report.missed() {
         println!("TARGET MISSED: {missed}");
@@ -446,23 +443,13 @@ struct NewFlowSummary {
 }
 
 impl NewFlowRound {
-    fn summarise(mut self) -> NewFlowSummary {
-        let stat = |v: &mut Vec<f64>| (median(v), v.iter().sum::<f64>() / v.len() as f64);
+    fn summarise(self) -> NewFlowSummary {
+        let stat = |v: &[f64]| (median(v), v.iter().sum::<f64>() / v.len() as f64);
         NewFlowSummary {
-            floor: stat(&mut self.floor),
-            new_flow: stat(&mut self.new_flow),
-            established: stat(&mut self.established),
+            floor: stat(&self.floor),
+            new_flow: stat(&self.new_flow),
+            established: stat(&self.established),
         }
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        f64::midpoint(v[n / 2 - 1], v[n / 2])
     }
 }
 
@@ -511,7 +498,7 @@ impl Report {
             "repeat=1, {NEW_FLOWS} calls/round into a {TABLE_SIZE}-entry table, median per \
              round, median of {ROUNDS} rounds"
         );
-        let floor_ns = median(&mut floor_rounds.to_vec());
+        let floor_ns = median(floor_rounds);
         let floor = Row {
             name: "floor",
             what: format!("{XDP_FLOOR_PROGRAM}: returns XDP_PASS only"),
@@ -528,7 +515,7 @@ impl Report {
                 name: case.name,
                 what: case.what.to_owned(),
                 method: repeat_method.clone(),
-                ns: median(&mut rounds.clone()),
+                ns: median(rounds),
                 floor_ns,
                 rounds: rounds.clone(),
                 mean_ns: None,
@@ -537,8 +524,8 @@ impl Report {
         }
         let pick = |f: fn(&NewFlowSummary) -> (f64, f64)| -> (f64, f64, Vec<f64>) {
             let medians: Vec<f64> = nf.iter().map(|s| f(s).0).collect();
-            let mut means: Vec<f64> = nf.iter().map(|s| f(s).1).collect();
-            (median(&mut medians.clone()), median(&mut means), medians)
+            let means: Vec<f64> = nf.iter().map(|s| f(s).1).collect();
+            (median(&medians), median(&means), medians)
         };
         let (f_med, f_mean, f_rounds) = pick(|s| s.floor);
         let floor_r1 = Row {

@@ -6,6 +6,7 @@
 //! ARCHITECTURE.md and the shared TOOLCHAIN notes.
 
 mod bench_probes;
+mod bench_util;
 mod bench_veth;
 mod bench_xdp;
 mod provision;
@@ -175,7 +176,7 @@ fn clean_cargo(program: &Path) -> Command {
 }
 
 /// Where the BPF build leaves the XDP object.
-const EBPF_OBJECT: &str = "target/bpf/bpfel-unknown-none/release/netmon";
+pub const EBPF_OBJECT: &str = "target/bpf/bpfel-unknown-none/release/netmon";
 
 /// Builds the XDP object; returns its path.
 fn build_ebpf(root: &Path) -> Result<PathBuf> {
