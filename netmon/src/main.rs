@@ -84,13 +84,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("netmon: {e:#}");
-            if e.chain().any(|c| {
-                c.is::<UsageError>()
-                    || matches!(
-                        c.downcast_ref::<sys::SysError>(),
-                        Some(sys::SysError::NoInterface(_))
-                    )
-            }) {
+            if e.chain().any(<dyn std::error::Error>::is::<UsageError>) {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
@@ -165,6 +159,7 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
             )
         })?,
     };
+    let ifindex = sys::ifindex(&iface)?;
     let shutdown = shutdown_signal()?;
     // Probes first: a bad target ends the run before anything is attached.
     let probes = if args.ping.is_empty() && args.tcp.is_empty() {
@@ -175,10 +170,10 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
                 .await?,
         )
     };
-    let attachment = sys::Attachment::attach(&iface, args.xdp_mode, args.max_flows)?;
+    let attachment = sys::Attachment::attach(&iface, ifindex, args.xdp_mode, args.max_flows)?;
     eprintln!(
         "netmon: counting on {iface} (ifindex {}) in {} XDP mode, flow table {} entries; {}",
-        attachment.ifindex,
+        ifindex,
         attachment.mode.as_str(),
         args.max_flows,
         match args.duration {

@@ -179,23 +179,34 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn prints_one_line_per_interval_then_the_summary() {
-        let cfg = Config {
+    impl Fake {
+        fn new(per_read: u64) -> Self {
+            Fake {
+                packets: 0,
+                per_read,
+                finished: false,
+            }
+        }
+    }
+
+    /// NDJSON every second on `test0`, for `duration`.
+    fn json_config(duration: Option<Duration>) -> Config {
+        Config {
             iface: "test0".into(),
             interval: Duration::from_secs(1),
-            duration: Some(Duration::from_millis(3500)),
+            duration,
             format: Format::Json,
             top: 5,
             idle_timeout: Duration::from_secs(60),
             link_bps: None,
             mono_to_unix_ns: 0,
-        };
-        let mut source = Fake {
-            packets: 0,
-            per_read: 10,
-            finished: false,
-        };
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prints_one_line_per_interval_then_the_summary() {
+        let cfg = json_config(Some(Duration::from_millis(3500)));
+        let mut source = Fake::new(10);
         let mut out = Vec::new();
         run(&cfg, &mut source, &mut out, std::future::pending(), None)
             .await
@@ -220,21 +231,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_ends_the_run_with_a_summary() {
-        let cfg = Config {
-            iface: "test0".into(),
-            interval: Duration::from_secs(1),
-            duration: None,
-            format: Format::Json,
-            top: 5,
-            idle_timeout: Duration::from_secs(60),
-            link_bps: None,
-            mono_to_unix_ns: 0,
-        };
-        let mut source = Fake {
-            packets: 0,
-            per_read: 1,
-            finished: false,
-        };
+        let cfg = json_config(None);
+        let mut source = Fake::new(1);
         let mut out = Vec::new();
         run(
             &cfg,

@@ -9,14 +9,14 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray},
     programs::{Xdp, XdpMode as AyaXdpMode, links::FdLink, xdp::XdpLink},
 };
 use aya_log::EbpfLogger;
 use netmon_common::{COUNTERS_MAP, Counters, FLOWS_MAP, FlowKey, FlowValue, XDP_PROGRAM};
 use thiserror::Error;
 
-use crate::cli::XdpMode;
+use crate::{UsageError, cli::XdpMode};
 
 /// The XDP object, embedded at build time (see build.rs). Empty when the
 /// binary was built without `cargo xtask build`.
@@ -32,10 +32,6 @@ pub enum SysError {
          (or run `cargo xtask run -- ARGS`)"
     )]
     NoObject,
-    #[error(
-        "no interface named '{0}'; list interfaces with `ip link`, or omit --iface to use the default route's"
-    )]
-    NoInterface(String),
     #[error("loading the XDP program needs privileges: {FIX_PRIVILEGES}")]
     Permission,
     #[error("loading the XDP program failed: {0}")]
@@ -92,14 +88,18 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Resolves an interface name to its index.
-pub fn ifindex(iface: &str) -> Result<u32, SysError> {
-    let Ok(name) = CString::new(iface) else {
-        return Err(SysError::NoInterface(iface.to_owned()));
+pub fn ifindex(iface: &str) -> Result<u32, UsageError> {
+    let missing = || {
+        UsageError(format!(
+            "no interface named '{iface}'; list interfaces with `ip link`, \
+             or omit --iface to use the default route's"
+        ))
     };
+    let name = CString::new(iface).map_err(|_| missing())?;
     // SAFETY: name is a valid NUL-terminated string for the call's duration.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     if index == 0 {
-        return Err(SysError::NoInterface(iface.to_owned()));
+        return Err(missing());
     }
     Ok(index)
 }
@@ -128,18 +128,20 @@ pub struct Attachment {
     logger: EbpfLogger<&'static dyn log::Log>,
     ebpf: Ebpf,
     pub mode: AttachedMode,
-    pub ifindex: u32,
 }
 
 impl Attachment {
     /// Loads the embedded object with a flow table of `max_flows` entries and
-    /// attaches it to `iface`.
-    pub fn attach(iface: &str, mode: XdpMode, max_flows: u32) -> Result<Self, SysError> {
+    /// attaches it to `iface` (index `ifindex`, from [`ifindex`]).
+    pub fn attach(
+        iface: &str,
+        ifindex: u32,
+        mode: XdpMode,
+        max_flows: u32,
+    ) -> Result<Self, SysError> {
         if XDP_OBJECT.is_empty() {
             return Err(SysError::NoObject);
         }
-        let ifindex = ifindex(iface)?;
-        raise_memlock_limit();
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(FLOWS_MAP, max_flows)
             .load(XDP_OBJECT)
@@ -188,7 +190,6 @@ impl Attachment {
                         logger,
                         ebpf,
                         mode: attempt,
-                        ifindex,
                     });
                 }
                 Err(e) => {
@@ -253,34 +254,13 @@ impl Attachment {
         }
     }
 
-    /// Every entry of the flow table, read in batches of up to
-    /// [`BATCH`] entries per syscall (Linux 5.6+), or one entry at a time
-    /// on kernels without batch lookups.
+    /// Every entry of the flow table, read in batches of up to [`BATCH`]
+    /// entries per syscall (Linux 5.6+).
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, SysError> {
-        let fd = self.flows_fd()?;
-        match lookup_batch(fd) {
-            Ok(flows) => Ok(flows),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.flows_one_by_one(),
-            Err(e) => Err(SysError::Map {
-                map: FLOWS_MAP,
-                reason: format!("batch lookup: {e}"),
-            }),
-        }
-    }
-
-    fn flows_one_by_one(&self) -> Result<Vec<(FlowKey, FlowValue)>, SysError> {
-        let map_err = |e: aya::maps::MapError| SysError::Map {
+        lookup_batch(self.flows_fd()?).map_err(|e| SysError::Map {
             map: FLOWS_MAP,
-            reason: chain(&e),
-        };
-        let map = self.ebpf.map(FLOWS_MAP).ok_or_else(|| SysError::Map {
-            map: FLOWS_MAP,
-            reason: "missing from the object".into(),
-        })?;
-        let table: HashMap<&MapData, FlowKey, FlowValue> =
-            HashMap::try_from(map).map_err(map_err)?;
-        // A flow removed while we iterate is skipped, never an error.
-        Ok(table.iter().filter_map(Result::ok).collect())
+            reason: format!("batch lookup: {e}"),
+        })
     }
 
     /// Removes a flow from the kernel table and returns its last value, in
@@ -310,23 +290,6 @@ impl Attachment {
     /// Forwards waiting kernel log records to the `log` crate.
     pub fn flush_log(&mut self) {
         self.logger.flush();
-    }
-}
-
-/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; raise it so a large
-/// flow table loads there too. Newer kernels ignore it.
-fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: setrlimit reads the struct we pass; failure is harmless here.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
-    if rc != 0 {
-        log::debug!(
-            "could not raise RLIMIT_MEMLOCK: {}",
-            io::Error::last_os_error()
-        );
     }
 }
 

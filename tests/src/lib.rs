@@ -149,12 +149,30 @@ pub struct Pair {
     pub b: Netns,
 }
 
-fn mac(ns: &Netns, iface: &str) -> String {
+/// The MAC address of `iface` in `ns`.
+#[must_use]
+pub fn mac(ns: &Netns, iface: &str) -> String {
     let out = ns.ip(&format!("-br link show dev {iface}"));
     out.split_whitespace()
         .nth(2)
         .expect("ip -br link shows the MAC")
         .to_owned()
+}
+
+/// (packets, bytes) of the named nftables counter in `table` (`inet t`)
+/// of `ns`.
+#[must_use]
+pub fn nft_counter(ns: &Netns, table: &str, name: &str) -> (u64, u64) {
+    let text = ns.sh(&format!("nft -j list counter {table} {name}"));
+    let v: Value = serde_json::from_str(&text).expect("nft -j prints JSON");
+    let counter = v["nftables"]
+        .as_array()
+        .and_then(|items| items.iter().find_map(|i| i.get("counter")))
+        .unwrap_or_else(|| panic!("no counter {name} in {text}"));
+    (
+        counter["packets"].as_u64().unwrap(),
+        counter["bytes"].as_u64().unwrap(),
+    )
 }
 
 impl Pair {
@@ -218,18 +236,7 @@ impl Pair {
     /// (packets, L3 bytes) of a named counter in `b`.
     #[must_use]
     pub fn sent(&self, name: &str) -> (u64, u64) {
-        let text = self
-            .b
-            .sh(&format!("nft -j list counter inet nmtest {name}"));
-        let v: Value = serde_json::from_str(&text).expect("nft -j prints JSON");
-        let counter = v["nftables"]
-            .as_array()
-            .and_then(|items| items.iter().find_map(|i| i.get("counter")))
-            .unwrap_or_else(|| panic!("no counter {name} in {text}"));
-        (
-            counter["packets"].as_u64().unwrap(),
-            counter["bytes"].as_u64().unwrap(),
-        )
+        nft_counter(&self.b, "inet nmtest", name)
     }
 
     /// (packets, L2 bytes) of everything `b` sent: IP bytes plus a 14-byte
@@ -434,18 +441,46 @@ impl Drop for Netmon {
     }
 }
 
-/// Runs netmon to completion (for commands that fail fast).
+/// Runs `netmon ARGS` in `ns`; kills it and panics if it runs past `limit`.
 #[must_use]
-pub fn netmon_once(ns: &Netns, args: &[&str]) -> Finished {
-    let out = ns
+pub fn netmon_run(ns: &Netns, args: &[&str], limit: Duration) -> Finished {
+    let mut child = ns
         .command(netmon_bin())
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("cannot start netmon");
+    let (mut out, mut err) = (
+        child.stdout.take().expect("piped"),
+        child.stderr.take().expect("piped"),
+    );
+    let out = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("netmon {args:?} still running after {limit:?}: killed");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
     Finished {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
     }
 }

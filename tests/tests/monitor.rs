@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netmon_tests::{A4, A6, B4, B6, Netmon, Pair, find_flow, netmon_once};
+use netmon_tests::{A4, A6, B4, B6, Netmon, Pair, find_flow, netmon_run};
 use serde_json::Value;
 
 /// Sends `count` UDP datagrams of `payload` bytes from `from` to `to`,
@@ -391,11 +391,23 @@ fn assert_one_line_error(run: &netmon_tests::Finished, code: i32, needle: &str) 
 #[test]
 fn bad_input_is_one_line_and_attaches_nothing() {
     let pair = Pair::new();
-    let run = netmon_once(&pair.a, &["--iface", "nosuch0", "--duration", "1s"]);
+    let run = netmon_run(
+        &pair.a,
+        &["--iface", "nosuch0", "--duration", "1s"],
+        Duration::from_secs(30),
+    );
     assert_one_line_error(&run, 2, "no interface named 'nosuch0'");
-    let run = netmon_once(&pair.a, &["--iface", &pair.if_a, "--duration", "7x"]);
+    let run = netmon_run(
+        &pair.a,
+        &["--iface", &pair.if_a, "--duration", "7x"],
+        Duration::from_secs(30),
+    );
     assert_one_line_error(&run, 2, "unknown unit 'x'");
-    let run = netmon_once(&pair.a, &["--iface", &pair.if_a, "--format", "yaml"]);
+    let run = netmon_run(
+        &pair.a,
+        &["--iface", &pair.if_a, "--format", "yaml"],
+        Duration::from_secs(30),
+    );
     assert_one_line_error(&run, 2, "yaml");
     assert!(!pair.xdp_attached());
 }

@@ -6,8 +6,8 @@ mod probe_support;
 
 use std::time::Duration;
 
-use netmon_tests::{A4, A6, B4, B6, Netns, Pair};
-use probe_support::{assert_gone, binomial_99, counter, netmon, nft, of_type};
+use netmon_tests::{A4, A6, B4, B6, Netns, Pair, netmon_run, nft_counter};
+use probe_support::{assert_gone, binomial_99, nft, of_type};
 
 const COUNT: u64 = 1000;
 const DROP_PCT: u64 = 20;
@@ -39,7 +39,7 @@ fn loss_matches_the_configured_drop_share(icmp: &str, target: &str) -> bool {
         ),
     );
     let count = COUNT.to_string();
-    let out = netmon(
+    let out = netmon_run(
         &pair.a,
         &[
             "ping",
@@ -60,8 +60,8 @@ fn loss_matches_the_configured_drop_share(icmp: &str, target: &str) -> bool {
     assert_eq!(pings.len(), 1, "{}", out.stdout);
     let p = &pings[0];
     let (seen, dropped) = (
-        counter(&pair.b, "inet probe", "seen"),
-        counter(&pair.b, "inet probe", "dropped"),
+        nft_counter(&pair.b, "inet probe", "seen").0,
+        nft_counter(&pair.b, "inet probe", "dropped").0,
     );
     eprintln!("{target}: nft saw {seen}, dropped {dropped}; netmon: {p}");
     assert_eq!(p["sent"], COUNT);
@@ -140,7 +140,7 @@ fn duplicates_are_counted_not_timed() {
             pair.if_b, pair.if_b
         ),
     );
-    let out = netmon(
+    let out = netmon_run(
         &pair.a,
         &[
             "ping",
@@ -156,7 +156,7 @@ fn duplicates_are_counted_not_timed() {
     );
     assert!(out.status.success(), "{}", out.stderr);
     let p = &of_type(&out, "ping")[0];
-    let copies = counter(&pair.b, "netdev probedup", "copies");
+    let copies = nft_counter(&pair.b, "netdev probedup", "copies").0;
     eprintln!("{copies} reply copies sent; netmon: {p}");
     assert_eq!(p["received"], 50);
     assert_eq!(p["late"], 0);
@@ -167,7 +167,7 @@ fn duplicates_are_counted_not_timed() {
 #[test]
 fn several_targets_one_line_each_and_text_histogram() {
     let pair = Pair::new();
-    let out = netmon(
+    let out = netmon_run(
         &pair.a,
         &[
             "ping",
@@ -198,7 +198,7 @@ fn several_targets_one_line_each_and_text_histogram() {
         );
         assert_eq!(p["kind"], "icmp");
     }
-    let text = netmon(
+    let text = netmon_run(
         &pair.a,
         &["ping", B4, "-c", "3", "--interval", "10ms"],
         Duration::from_secs(20),
@@ -225,7 +225,7 @@ fn no_answer_is_exit_1_with_full_loss() {
            chain input { type filter hook input priority 0; icmp type echo-request drop; }
          }",
     );
-    let out = netmon(
+    let out = netmon_run(
         &ns,
         &[
             "ping",
@@ -254,7 +254,7 @@ fn no_answer_is_exit_1_with_full_loss() {
 #[test]
 fn datagram_sockets_when_ping_group_range_allows_raw_otherwise() {
     let ns = Netns::new("nmp");
-    let raw = netmon(
+    let raw = netmon_run(
         &ns,
         &[
             "ping",
@@ -281,7 +281,7 @@ fn datagram_sockets_when_ping_group_range_allows_raw_otherwise() {
     );
     // Namespaced sysctl: only this test namespace changes.
     ns.sh("sysctl -qw net.ipv4.ping_group_range='0 2147483647'");
-    let dgram = netmon(
+    let dgram = netmon_run(
         &ns,
         &[
             "ping",
@@ -337,7 +337,7 @@ fn errors_are_one_line_and_nonzero() {
         "{err}"
     );
     // A name that does not resolve (no network in the namespace).
-    let out = netmon(
+    let out = netmon_run(
         &ns,
         &["ping", "no-such-host.invalid", "-c", "1"],
         Duration::from_secs(30),
@@ -356,7 +356,7 @@ fn errors_are_one_line_and_nonzero() {
         &["ping", "127.0.0.1", "--count", "0"][..],
         &["ping", "127.0.0.1", "--interval", "0s"],
     ] {
-        let out = netmon(&ns, args, Duration::from_secs(10));
+        let out = netmon_run(&ns, args, Duration::from_secs(10));
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     }

@@ -11,8 +11,8 @@ use std::{
     time::Duration,
 };
 
-use netmon_tests::{Netns, Pair};
-use probe_support::{assert_gone, netmon, nft, of_type};
+use netmon_tests::{Netns, Pair, netmon_run};
+use probe_support::{assert_gone, nft, of_type};
 
 fn ports(v: &serde_json::Value) -> BTreeSet<u16> {
     v.as_array()
@@ -47,7 +47,7 @@ fn ipv4_loopback_all_ports() {
            }
          }",
     );
-    let out = netmon(
+    let out = netmon_run(
         &ns,
         &[
             "scan",
@@ -108,7 +108,7 @@ fn ipv6_across_veth_open_closed_filtered() {
            }
          }",
     );
-    let out = netmon(
+    let out = netmon_run(
         &pair.a,
         &[
             "scan",
@@ -130,7 +130,7 @@ fn ipv6_across_veth_open_closed_filtered() {
     assert_eq!(ports(&summary["filtered_ports"]), [25, 81, 2999].into());
     assert_eq!(summary["closed"], 3000 - 4 - 3);
     // Text output of the same, with a short list.
-    let text = netmon(
+    let text = netmon_run(
         &pair.a,
         &["scan", "2001:db8::2", "-p", "20-30,80,81"],
         Duration::from_secs(30),
@@ -161,12 +161,12 @@ fn bad_specs_are_usage_errors() {
             "--concurrency",
         ),
     ] {
-        let out = netmon(&ns, args, Duration::from_secs(10));
+        let out = netmon_run(&ns, args, Duration::from_secs(10));
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
         assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
     }
-    let out = netmon(
+    let out = netmon_run(
         &ns,
         &["scan", "no-such-host.invalid", "-p", "80"],
         Duration::from_secs(30),

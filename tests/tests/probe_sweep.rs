@@ -6,8 +6,8 @@ mod probe_support;
 
 use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
-use netmon_tests::{A4, A6, Netns, Pair};
-use probe_support::{assert_gone, mac, netmon, of_type};
+use netmon_tests::{A4, A6, Netns, Pair, mac, netmon_run};
+use probe_support::{assert_gone, of_type};
 
 fn alive(out: &netmon_tests::Finished) -> Vec<IpAddr> {
     of_type(out, "host")
@@ -19,7 +19,7 @@ fn alive(out: &netmon_tests::Finished) -> Vec<IpAddr> {
 #[test]
 fn loopback_slash_24_has_exactly_254_hosts() {
     let ns = Netns::new("nms");
-    let out = netmon(
+    let out = netmon_run(
         &ns,
         &[
             "sweep",
@@ -52,7 +52,7 @@ fn loopback_slash_24_has_exactly_254_hosts() {
 #[test]
 fn loopback_ipv6_and_text_output() {
     let ns = Netns::new("nms");
-    let out = netmon(
+    let out = netmon_run(
         &ns,
         &[
             "sweep",
@@ -68,7 +68,7 @@ fn loopback_ipv6_and_text_output() {
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(alive(&out), ["::1".parse::<IpAddr>().unwrap()]);
     assert_eq!(of_type(&out, "sweep_summary")[0]["scanned"], 3);
-    let text = netmon(&ns, &["sweep", "127.0.0.8-10"], Duration::from_secs(30));
+    let text = netmon_run(&ns, &["sweep", "127.0.0.8-10"], Duration::from_secs(30));
     assert!(text.status.success(), "{}", text.stderr);
     assert!(text.stdout.contains("127.0.0.9 "), "{}", text.stdout);
     assert!(
@@ -114,7 +114,7 @@ fn finds_exactly_the_configured_hosts(v6: bool) {
             pair.if_a
         ));
     }
-    let out = netmon(
+    let out = netmon_run(
         &pair.a,
         &[
             "sweep",
@@ -159,7 +159,7 @@ fn ipv6_namespace_sweep_finds_exactly_the_configured_hosts() {
 fn nothing_alive_is_exit_1_and_limits_are_usage_errors() {
     let ns = Netns::new("nms");
     // No route for 203.0.113.0/24 in an empty namespace: nothing leaves it.
-    let out = netmon(
+    let out = netmon_run(
         &ns,
         &[
             "sweep",
@@ -179,7 +179,7 @@ fn nothing_alive_is_exit_1_and_limits_are_usage_errors() {
         (&["sweep", "10.0.0.9-10.0.0.1"], "bad address range"),
         (&["sweep", "10.0.0.0/24", "--rate", "0"], "--rate"),
     ] {
-        let out = netmon(&ns, args, Duration::from_secs(10));
+        let out = netmon_run(&ns, args, Duration::from_secs(10));
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
         assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
