@@ -233,13 +233,14 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Parsed, Stop> {
 fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Stop> {
     let hdr: [u8; 8] = read(ctx, l3)?;
     let payload_len = usize::from(u16::from_be_bytes([hdr[4], hdr[5]]));
+    let frame = frame_len(ctx);
     // Payload length 0 is a jumbogram (RFC 2675): the frame says how long.
     let end = if payload_len == 0 {
-        frame_len(ctx)
+        frame
     } else {
         l3 + IPV6_HLEN + payload_len
     };
-    if hdr[0] >> 4 != 6 || end > frame_len(ctx) || l3 + IPV6_HLEN > end {
+    if hdr[0] >> 4 != 6 || end > frame || l3 + IPV6_HLEN > end {
         return Err(Stop::Malformed);
     }
     let mut next = hdr[6];
