@@ -12,6 +12,10 @@ pub const XDP_PROGRAM: &str = "netmon_xdp";
 /// A program in the same object that only returns `XDP_PASS`: the
 /// benchmark floor. Never attached.
 pub const XDP_FLOOR_PROGRAM: &str = "netmon_floor";
+/// A program in the same object that returns `XDP_TX`: the traffic
+/// generator of `cargo xtask bench veth` (live-frames test runs). Never
+/// attached.
+pub const XDP_BENCH_TX_PROGRAM: &str = "netmon_bench_tx";
 /// Name of the per-CPU array holding one [`Counters`] per CPU.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Name of the flow hash map ([`FlowKey`] -> [`FlowValue`]).

@@ -79,6 +79,15 @@ pub fn netmon_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The generator of `cargo xtask bench veth`: run with
+/// `BPF_F_TEST_XDP_LIVE_FRAMES` on one end of a veth pair, it sends every
+/// frame out of that end to the peer (where netmon's program sees it as a
+/// native XDP frame). Never attached.
+#[xdp]
+pub fn netmon_bench_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
 /// Why a frame could not be parsed to the end.
 enum Stop {
     /// A header runs past the end of the frame, or a length field lies.
