@@ -18,10 +18,26 @@ pub const XDP_FLOOR_PROGRAM: &str = "netmon_floor";
 pub const XDP_BENCH_TX_PROGRAM: &str = "netmon_bench_tx";
 /// Name of the per-CPU array holding one [`Counters`] per CPU.
 pub const COUNTERS_MAP: &str = "COUNTERS";
-/// Name of the flow hash map ([`FlowKey`] -> [`FlowValue`]).
-pub const FLOWS_MAP: &str = "FLOWS";
-/// Default capacity of the flow table; `--max-flows` resizes it before load.
+/// Name of the per-CPU array of [`FlowSlot`]s: each CPU's flow cache.
+pub const FLOW_SLOTS_MAP: &str = "FLOW_SLOTS";
+/// Name of the ring buffer of [`EvictBatch`] records: flows pushed out of
+/// a slot by another flow, with their final counts.
+pub const EVICTED_MAP: &str = "EVICTED";
+/// Name of the per-CPU array (one entry) of [`Pending`] evictions.
+pub const PENDING_MAP: &str = "PENDING";
+/// Name of the global (read-only data) holding the slot-index mask: slots
+/// per CPU minus one. Userspace sets it at load time.
+pub const SLOT_MASK_GLOBAL: &str = "SLOT_MASK";
+/// Name of the global holding the hash seed. Userspace sets it at load
+/// time from a random source, so that nobody can aim collisions at a slot.
+pub const HASH_SEED_GLOBAL: &str = "HASH_SEED";
+/// Default number of flows userspace tracks at once (`--max-flows`).
 pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
+/// Slots per CPU when the object is loaded unchanged (a power of two).
+pub const DEFAULT_SLOTS_PER_CPU: u32 = 4096;
+/// Default size of the eviction ring in bytes (a power-of-two multiple of
+/// the page size).
+pub const DEFAULT_EVICTED_BYTES: u32 = 1 << 20;
 
 /// `FlowKey::ip_version` values.
 pub const IP_V4: u8 = 4;
@@ -44,7 +60,9 @@ pub const TCP_RST: u8 = 0x04;
 /// first 4 bytes and the rest stay zero. Ports are in network byte order
 /// (the program copies them without swapping); for ICMP and for non-first
 /// IPv4 fragments they are 0.
-#[repr(C)]
+///
+/// Aligned to 8 so the program can hash and compare it as five `u64`s.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: [u8; 16],
@@ -58,7 +76,32 @@ pub struct FlowKey {
     pub pad: [u8; 2],
 }
 
-/// Value of the flow table. Updated with atomic adds from every CPU.
+impl FlowKey {
+    /// The key as five machine words, for hashing and comparing.
+    #[expect(clippy::inline_always, reason = "called per packet in the XDP program")]
+    #[inline(always)]
+    #[must_use]
+    pub fn words(&self) -> &[u64; 5] {
+        // SAFETY: FlowKey is repr(C), 40 bytes, 8-aligned, without implicit
+        // padding (asserted below), and every bit pattern is a valid u64.
+        unsafe { &*core::ptr::from_ref(self).cast::<[u64; 5]>() }
+    }
+
+    /// The key whose [`words`](Self::words) are `w`: the addresses in words
+    /// 0-1 and 2-3 (wire order), and in word 4 the ports (wire order, bits
+    /// 0-31), the protocol (bits 32-39) and the IP version (bits 40-47), on
+    /// a little-endian machine (the BPF target and x86/arm64 hosts).
+    #[expect(clippy::inline_always, reason = "called per packet in the XDP program")]
+    #[inline(always)]
+    #[must_use]
+    pub fn from_words(w: [u64; 5]) -> FlowKey {
+        // SAFETY: as in words(): same size and alignment, any bits valid.
+        unsafe { core::mem::transmute::<[u64; 5], FlowKey>(w) }
+    }
+}
+
+/// What one CPU counted for one flow. Within a [`FlowSlot`] it is updated
+/// with plain adds: only the CPU that owns the slot writes it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
@@ -69,10 +112,55 @@ pub struct FlowValue {
     /// kernel tick) of the first and last packet.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
-    /// OR of the TCP flags seen (0 for other protocols). A u32 so the
-    /// kernel can update it with an atomic OR (BPF atomics are 32/64-bit).
+    /// OR of the TCP flags seen (0 for other protocols).
     pub tcp_flags: u32,
     pub pad: u32,
+}
+
+/// One entry of a CPU's flow cache: a direct-mapped slot, chosen by a hash
+/// of the key. A flow that hashes to an occupied slot evicts its occupant
+/// (to the [`EVICTED_MAP`] ring, with its final counts) and takes the slot.
+///
+/// `seq` numbers the slot's occupants per CPU (1, 2, ...; 0 is an empty
+/// slot), so userspace can tell one occupancy from the next. The program
+/// writes `seq_end` first and `seq` last when a new flow moves in: a reader
+/// that copies the slot in address order and finds `seq == seq_end` has a
+/// copy that is not torn across a change of occupant.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSlot {
+    pub seq: u64,
+    pub key: FlowKey,
+    pub value: FlowValue,
+    pub seq_end: u64,
+}
+
+/// Occupants evicted per ring record: the program collects evictions in
+/// its CPU's [`PENDING_MAP`] entry and sends them to the ring together, one
+/// ring operation (a lock and two atomics) per batch instead of per flow.
+pub const EVICT_BATCH: usize = 8;
+
+/// Record in the [`EVICTED_MAP`] ring: the final state of [`EVICT_BATCH`]
+/// occupancies of slots, pushed out by other flows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvictBatch {
+    /// The CPU whose slots they were (`bpf_get_smp_processor_id`).
+    pub cpu: u32,
+    /// Entries of `slots` in use (always [`EVICT_BATCH`] in the ring).
+    pub count: u32,
+    pub slots: [FlowSlot; EVICT_BATCH],
+}
+
+/// A CPU's evictions not yet sent to the ring: entries `0..count` of
+/// `batch.slots`. Userspace reads them like slots. The program sets `count`
+/// to 0 *before* it sends a full batch, so a reader that sees an entry
+/// below `count` sees one whose ring record it has not consumed yet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub count: u64,
+    pub batch: EvictBatch,
 }
 
 /// Frame-size classes of RFC 2819 (etherStatsPkts*Octets), by L2 length
@@ -139,9 +227,15 @@ pub struct Counters {
     pub tcp_rst: u64,
     /// Frames whose headers end before the packet says they should.
     pub malformed: u64,
-    /// Packets of flows that could not be inserted into a full flow table.
-    /// They are still in every other counter.
+    /// Packets counted to no flow: the kernel could not evict a slot's
+    /// occupant because the eviction ring was full (userspace adds the
+    /// packets of flows its full table could not take). They are still in
+    /// every other counter.
     pub flow_insert_failed: u64,
+    /// Flow records started: a flow's first packet on a CPU, or its first
+    /// after its slot was taken by another flow. Also the last `seq` this
+    /// CPU gave out.
+    pub flow_records: u64,
 }
 
 impl Counters {
@@ -164,6 +258,7 @@ impl Counters {
         self.tcp_rst += other.tcp_rst;
         self.malformed += other.malformed;
         self.flow_insert_failed += other.flow_insert_failed;
+        self.flow_records += other.flow_records;
     }
 }
 
@@ -176,12 +271,21 @@ mod pod {
     unsafe impl aya::Pod for super::FlowValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EvictBatch {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Pending {}
 }
 
 // The layouts must have no implicit padding: the kernel hashes every key byte.
 const _: () = assert!(size_of::<FlowKey>() == 40);
 const _: () = assert!(size_of::<FlowValue>() == 40);
-const _: () = assert!(size_of::<Counters>() == 8 * (14 + SIZE_CLASSES));
+const _: () = assert!(size_of::<Counters>() == 8 * (15 + SIZE_CLASSES));
+const _: () = assert!(size_of::<FlowSlot>() == 96);
+const _: () = assert!(size_of::<EvictBatch>() == 8 + 96 * EVICT_BATCH);
+const _: () = assert!(size_of::<Pending>() == 8 + size_of::<EvictBatch>());
 
 #[cfg(test)]
 mod tests {
@@ -217,6 +321,7 @@ mod tests {
             tcp_rst: 12,
             malformed: 13,
             flow_insert_failed: 14,
+            flow_records: 15,
         };
         let copy = one;
         one.accumulate(&copy);

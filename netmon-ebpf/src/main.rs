@@ -6,36 +6,57 @@
 //! in.
 #![no_std]
 #![no_main]
-// Atomic adds on shared map values: core has no atomic RMW for the BPF
-// target, so they are written as BPF's own `lock` instructions.
-#![feature(asm_experimental_arch)]
 // BPF calls between functions cost stack and verifier work; the per-packet
 // path is inlined on purpose.
 #![expect(clippy::inline_always, reason = "per-packet path, see above")]
 
-use core::{arch::asm, mem::size_of, ptr::read_unaligned};
+use core::{
+    mem::size_of,
+    ptr::{read_unaligned, read_volatile, write_volatile},
+    sync::atomic::{Ordering, compiler_fence},
+};
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_action},
-    helpers::bpf_ktime_get_coarse_ns,
+    bindings::xdp_action,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns},
     macros::{map, xdp},
-    maps::{HashMap, PerCpuArray},
+    maps::{PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use aya_log_ebpf::warn;
 use netmon_common::{
-    Counters, DEFAULT_MAX_FLOWS, FlowKey, FlowValue, IP_V4, IP_V6, PROTO_ICMP, PROTO_ICMPV6,
-    PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN, size_class,
+    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_SLOTS_PER_CPU, EVICT_BATCH, EvictBatch, FlowKey,
+    FlowSlot, FlowValue, IP_V4, IP_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Pending,
+    TCP_FIN, TCP_RST, TCP_SYN, size_class,
 };
 
 /// Slot 0 holds this CPU's [`Counters`].
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 
-/// Flow table, shared by all CPUs (values updated with atomic adds).
-/// Userspace resizes it from `--max-flows` before load.
-#[map(name = "FLOWS")]
-static FLOWS: HashMap<FlowKey, FlowValue> = HashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+/// Each CPU's flow cache: direct-mapped slots, see [`FlowSlot`]. Userspace
+/// sizes it before load (a power of two, with [`SLOT_MASK`] to match).
+/// From Linux 6.10 the verifier inlines lookups in per-CPU arrays (no
+/// helper call); older kernels call the helper, which is slower but works.
+#[map(name = "FLOW_SLOTS")]
+static FLOW_SLOTS: PerCpuArray<FlowSlot> = PerCpuArray::with_max_entries(DEFAULT_SLOTS_PER_CPU, 0);
+
+/// Each CPU's evictions not yet in the ring (one entry, see [`Pending`]).
+#[map(name = "PENDING")]
+static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// Occupants pushed out of a slot, with their final counts, for userspace,
+/// [`EVICT_BATCH`] to a record. BPF ring buffer: Linux 5.8.
+#[map(name = "EVICTED")]
+static EVICTED: RingBuf = RingBuf::with_byte_size(DEFAULT_EVICTED_BYTES, 0);
+
+/// Slots per CPU minus one. Set by userspace at load time.
+#[unsafe(no_mangle)]
+static SLOT_MASK: u32 = DEFAULT_SLOTS_PER_CPU - 1;
+
+/// Seed of the slot hash. Set by userspace at load time.
+#[unsafe(no_mangle)]
+static HASH_SEED: u64 = 0;
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -57,7 +78,6 @@ const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_DSTOPTS: u8 = 60;
-const EEXIST: i32 = 17;
 
 #[xdp]
 #[expect(
@@ -120,9 +140,30 @@ fn read_be16(ctx: &XdpContext, offset: usize) -> Result<u16, Stop> {
     read::<u16>(ctx, offset).map(u16::from_be)
 }
 
+/// Reads a `T` at `offset` bytes past `p`, a pointer into the frame whose
+/// bounds the caller has checked with [`ptr_at`].
+///
+/// # Safety
+/// `offset + size_of::<T>()` bytes from `p` must lie within the frame.
+#[inline(always)]
+unsafe fn load<T: Copy>(p: *const u8, offset: usize) -> T {
+    // SAFETY: the caller guarantees the bytes are in the frame. With
+    // allows-misaligned-mem-access (.cargo/config.toml) this is one load.
+    unsafe { read_unaligned(p.add(offset).cast::<T>()) }
+}
+
+/// Word 4 of a key (see [`FlowKey::from_words`]) without the ports.
+#[inline(always)]
+fn proto_word(ip_version: u8, proto: u8) -> u64 {
+    (u64::from(ip_version) << 40) | (u64::from(proto) << 32)
+}
+
 /// What the parser learned about one IP packet.
 struct Parsed {
-    key: FlowKey,
+    /// The flow key as [`FlowKey::words`]: built a word at a time, which the
+    /// compiler keeps in registers (byte arrays end up byte by byte).
+    key: [u64; 5],
+    proto: u8,
     /// TCP flags (byte 13 of the TCP header) or 0.
     tcp_flags: u8,
     /// IPv6 whose extension-header chain was longer than we walk.
@@ -144,24 +185,30 @@ fn try_netmon(ctx: &XdpContext) -> Result<(), ()> {
         Ok(L3::Arp) => c.arp += 1,
         Ok(L3::OtherL2) => c.other_l2 += 1,
         Ok(L3::Ip(p)) => {
-            match p.key.proto {
+            match p.proto {
                 _ if p.chain_too_long => c.other_ip += 1,
                 PROTO_TCP => {
                     c.tcp += 1;
-                    c.tcp_syn += u64::from(p.tcp_flags & TCP_SYN != 0);
-                    c.tcp_fin += u64::from(p.tcp_flags & TCP_FIN != 0);
-                    c.tcp_rst += u64::from(p.tcp_flags & TCP_RST != 0);
+                    // Most segments carry none of the three.
+                    if p.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+                        c.tcp_syn += u64::from(p.tcp_flags & TCP_SYN != 0);
+                        c.tcp_fin += u64::from(p.tcp_flags & TCP_FIN != 0);
+                        c.tcp_rst += u64::from(p.tcp_flags & TCP_RST != 0);
+                    }
                 }
                 PROTO_UDP => c.udp += 1,
                 PROTO_ICMP => c.icmp += 1,
                 PROTO_ICMPV6 => c.icmpv6 += 1,
                 _ => c.other_ip += 1,
             }
-            if !count_flow(&p.key, len, p.tcp_flags) {
+            if !count_flow(c, &FlowKey::from_words(p.key), len, p.tcp_flags) {
                 c.flow_insert_failed += 1;
                 if c.flow_insert_failed == 1 {
                     // Once per CPU: the first packet this CPU could not track.
-                    warn!(ctx, "flow table full: new flows are counted in totals only");
+                    warn!(
+                        ctx,
+                        "flow eviction ring full: packets of new flows are counted in totals only"
+                    );
                 }
             }
         }
@@ -207,32 +254,45 @@ fn frame_len(ctx: &XdpContext) -> usize {
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Parsed, Stop> {
     // Fixed part of the header: version/IHL .. destination address.
-    let hdr: [u8; 20] = read(ctx, l3)?;
-    let ihl = usize::from(hdr[0] & 0x0f) * 4;
-    let total_len = usize::from(u16::from_be_bytes([hdr[2], hdr[3]]));
+    let h = ptr_at::<[u8; 20]>(ctx, l3)?.cast::<u8>();
+    // SAFETY: ptr_at checked the 20 bytes.
+    let (w0, w1, proto, src, dst) = unsafe {
+        (
+            load::<u32>(h, 0),
+            load::<u32>(h, 4),
+            load::<u8>(h, 9),
+            load::<u32>(h, 12),
+            load::<u32>(h, 16),
+        )
+    };
+    // Little-endian loads: byte 0 is the low byte.
+    let version_ihl = w0 as u8;
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be((w0 >> 16) as u16));
     // Lying lengths: a header shorter than 20 bytes, a packet shorter than
     // its header, or longer than the frame (truncated). A frame may be
     // longer than the packet (Ethernet padding): the packet ends at total_len.
-    if hdr[0] >> 4 != 4 || ihl < 20 || total_len < ihl || l3 + total_len > frame_len(ctx) {
+    if version_ihl >> 4 != 4 || ihl < 20 || total_len < ihl || l3 + total_len > frame_len(ctx) {
         return Err(Stop::Malformed);
     }
-    let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
-    let mut key = FlowKey {
-        ip_version: IP_V4,
-        proto: hdr[9],
-        ..FlowKey::default()
-    };
-    key.src[..4].copy_from_slice(&hdr[12..16]);
-    key.dst[..4].copy_from_slice(&hdr[16..20]);
+    let frag = u16::from_be((w1 >> 16) as u16);
+    let mut key = [
+        u64::from(src),
+        0,
+        u64::from(dst),
+        0,
+        proto_word(IP_V4, proto),
+    ];
     // Only the first fragment (offset 0) carries the L4 header; later
     // fragments count towards the flow with ports 0.
     let tcp_flags = if frag & IPV4_FRAG_OFFSET == 0 {
-        parse_l4(ctx, l3 + ihl, l3 + total_len, &mut key)?
+        parse_l4(ctx, l3 + ihl, l3 + total_len, proto, &mut key[4])?
     } else {
         0
     };
     Ok(Parsed {
         key,
+        proto,
         tcp_flags,
         chain_too_long: false,
     })
@@ -253,11 +313,16 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Stop> {
         return Err(Stop::Malformed);
     }
     let mut next = hdr[6];
-    let mut key = FlowKey {
-        ip_version: IP_V6,
-        src: read(ctx, l3 + 8)?,
-        dst: read(ctx, l3 + 24)?,
-        ..FlowKey::default()
+    let a = ptr_at::<[u8; 32]>(ctx, l3 + 8)?.cast::<u8>();
+    // SAFETY: ptr_at checked the 32 bytes of the two addresses.
+    let mut key = unsafe {
+        [
+            load::<u64>(a, 0),
+            load::<u64>(a, 8),
+            load::<u64>(a, 16),
+            load::<u64>(a, 24),
+            0,
+        ]
     };
     let mut offset = l3 + IPV6_HLEN;
     let mut first_fragment = true;
@@ -294,24 +359,32 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Stop> {
             next,
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT
         );
-    key.proto = next;
+    key[4] = proto_word(IP_V6, next);
     let tcp_flags = if done && first_fragment {
-        parse_l4(ctx, offset, end, &mut key)?
+        parse_l4(ctx, offset, end, next, &mut key[4])?
     } else {
         0
     };
     Ok(Parsed {
         key,
+        proto: next,
         tcp_flags,
         chain_too_long: !done,
     })
 }
 
-/// Fills in the ports of TCP and UDP and returns the TCP flags. The L4
-/// header must fit both the frame and the IP packet (which ends at `end`).
+/// Adds the ports of TCP and UDP to `word` (word 4 of the key) and returns
+/// the TCP flags. The L4 header must fit both the frame and the IP packet
+/// (which ends at `end`).
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, l4: usize, end: usize, key: &mut FlowKey) -> Result<u8, Stop> {
-    let need = match key.proto {
+fn parse_l4(
+    ctx: &XdpContext,
+    l4: usize,
+    end: usize,
+    proto: u8,
+    word: &mut u64,
+) -> Result<u8, Stop> {
+    let need = match proto {
         PROTO_TCP => TCP_MIN_HLEN,
         PROTO_UDP => UDP_HLEN,
         PROTO_ICMP | PROTO_ICMPV6 => ICMP_MIN_HLEN,
@@ -320,17 +393,19 @@ fn parse_l4(ctx: &XdpContext, l4: usize, end: usize, key: &mut FlowKey) -> Resul
     if l4 + need > end {
         return Err(Stop::Malformed);
     }
-    match key.proto {
+    match proto {
         PROTO_TCP => {
-            let tcp: [u8; TCP_MIN_HLEN] = read(ctx, l4)?;
-            key.sport_be = u16::from_ne_bytes([tcp[0], tcp[1]]);
-            key.dport_be = u16::from_ne_bytes([tcp[2], tcp[3]]);
-            Ok(tcp[13])
+            let t = ptr_at::<[u8; TCP_MIN_HLEN]>(ctx, l4)?.cast::<u8>();
+            // SAFETY: ptr_at checked the 20 bytes. The ports go in as they
+            // are on the wire (source port, destination port).
+            let (ports, flags) = unsafe { (load::<u32>(t, 0), load::<u8>(t, 13)) };
+            *word |= u64::from(ports);
+            Ok(flags)
         }
         PROTO_UDP => {
-            let udp: [u8; UDP_HLEN] = read(ctx, l4)?;
-            key.sport_be = u16::from_ne_bytes([udp[0], udp[1]]);
-            key.dport_be = u16::from_ne_bytes([udp[2], udp[3]]);
+            let u = ptr_at::<[u8; UDP_HLEN]>(ctx, l4)?.cast::<u8>();
+            // SAFETY: ptr_at checked the 8 bytes.
+            *word |= u64::from(unsafe { load::<u32>(u, 0) });
             Ok(0)
         }
         _ => {
@@ -340,76 +415,150 @@ fn parse_l4(ctx: &XdpContext, l4: usize, end: usize, key: &mut FlowKey) -> Resul
     }
 }
 
-/// Adds one packet to its flow. Returns false when the flow is new and the
-/// table has no room for it.
+/// Adds one packet to its flow in this CPU's cache. Returns false when the
+/// packet could not be counted to a flow (the slot's occupant could not be
+/// evicted because the ring is full; the occupant stays).
 #[inline(always)]
-fn count_flow(key: &FlowKey, len: u64, tcp_flags: u8) -> bool {
+fn count_flow(c: &mut Counters, key: &FlowKey, len: u64, tcp_flags: u8) -> bool {
     // The coarse clock (one tick, a few ms, of resolution; Linux 5.11+)
     // costs about 14 ns less per packet than bpf_ktime_get_ns, and flow
     // first/last-seen times need no finer grain.
     // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if let Some(v) = FLOWS.get_ptr_mut(key) {
-        add(v, len, tcp_flags, now);
+    let Some(slot) = FLOW_SLOTS.get_ptr_mut(slot_index(key)) else {
+        return false;
+    };
+    // SAFETY: a slot of a per-CPU array: this CPU's copy, written by no other
+    // CPU, and XDP programs do not nest on one CPU.
+    let slot = unsafe { &mut *slot };
+    // An empty slot's key is all zero, which no parsed key is (ip_version
+    // is 4 or 6), so a match is always an occupied slot.
+    if same_key(&slot.key, key) {
+        let v = &mut slot.value;
+        v.packets += 1;
+        v.bytes += len;
+        v.last_seen_ns = now;
+        v.tcp_flags |= u32::from(tcp_flags);
         return true;
     }
-    let fresh = FlowValue {
-        packets: 1,
-        bytes: len,
-        first_seen_ns: now,
-        last_seen_ns: now,
-        tcp_flags: u32::from(tcp_flags),
-        pad: 0,
-    };
-    match FLOWS.insert(key, fresh, u64::from(BPF_NOEXIST)) {
-        Ok(()) => true,
-        // Another CPU inserted the same flow in between: add to its entry.
-        Err(e) if e == -EEXIST => match FLOWS.get_ptr_mut(key) {
-            Some(v) => {
-                add(v, len, tcp_flags, now);
-                true
-            }
-            None => false,
-        },
-        Err(_) => false,
+    // A new flow for this slot. An occupant first goes to this CPU's
+    // pending evictions (and from there, a batch at a time, to the ring);
+    // when neither has room it stays and this packet is counted to no flow.
+    if slot.seq != 0 && !evict(slot) {
+        return false;
     }
-}
-
-#[inline(always)]
-fn add(v: *mut FlowValue, len: u64, tcp_flags: u8, now: u64) {
-    // SAFETY: v points at a live map value (the kernel keeps it valid for
-    // the program's run); the counters are only touched through atomics, so
-    // concurrent CPUs never lose an update.
+    c.flow_records += 1;
+    let seq = c.flow_records;
+    // seq_end first, seq last (see FlowSlot): a reader that sees the new
+    // seq at the start of its copy sees the new key and value after it.
+    // SAFETY: plain stores into this CPU's slot.
     unsafe {
-        atomic_add(&raw mut (*v).packets, 1);
-        atomic_add(&raw mut (*v).bytes, len);
-        // Last writer wins; CPUs disagree by nanoseconds at most.
-        (*v).last_seen_ns = now;
-        let flags = u32::from(tcp_flags);
-        if (*v).tcp_flags & flags != flags {
-            atomic_or(&raw mut (*v).tcp_flags, flags);
+        write_volatile(&raw mut slot.seq_end, seq);
+        compiler_fence(Ordering::Release);
+        slot.key = *key;
+        slot.value = FlowValue {
+            packets: 1,
+            bytes: len,
+            first_seen_ns: now,
+            last_seen_ns: now,
+            tcp_flags: u32::from(tcp_flags),
+            pad: 0,
+        };
+        compiler_fence(Ordering::Release);
+        write_volatile(&raw mut slot.seq, seq);
+    }
+    true
+}
+
+/// Moves a slot's occupant to this CPU's pending evictions, first sending
+/// them to the ring as one batch when they are full. False when the ring has
+/// no room (nothing changed then).
+#[inline(always)]
+fn evict(slot: &FlowSlot) -> bool {
+    let Some(p) = PENDING.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's entry of a per-CPU array, as for the slots.
+    let p = unsafe { &mut *p };
+    let mut n = p.count as usize;
+    if n >= EVICT_BATCH {
+        // count goes to 0 before the batch is visible in the ring (see
+        // Pending).
+        // SAFETY: plain stores into this CPU's entry.
+        unsafe { write_volatile(&raw mut p.count, 0) };
+        compiler_fence(Ordering::Release);
+        p.batch.count = EVICT_BATCH as u32;
+        // SAFETY: no preconditions.
+        p.batch.cpu = unsafe { bpf_get_smp_processor_id() };
+        if EVICTED.output::<EvictBatch>(&p.batch, 0).is_err() {
+            // SAFETY: as above.
+            unsafe { write_volatile(&raw mut p.count, EVICT_BATCH as u64) };
+            return false;
         }
+        n = 0;
+    }
+    let Some(entry) = p.batch.slots.get_mut(n) else {
+        return false;
+    };
+    // The same order as a slot gets a new occupant (see FlowSlot).
+    // SAFETY: plain stores into this CPU's entry.
+    unsafe {
+        write_volatile(&raw mut entry.seq_end, slot.seq);
+        compiler_fence(Ordering::Release);
+        copy_words(&raw mut entry.key, &raw const slot.key);
+        copy_words(&raw mut entry.value, &raw const slot.value);
+        compiler_fence(Ordering::Release);
+        write_volatile(&raw mut entry.seq, slot.seq);
+        compiler_fence(Ordering::Release);
+        write_volatile(&raw mut p.count, n as u64 + 1);
+    }
+    true
+}
+
+/// Key equality as five word compares (`==` on the arrays becomes a call
+/// to memcmp, which BPF has no room for).
+#[inline(always)]
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    let (a, b) = (a.words(), b.words());
+    ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0
+}
+
+/// Copies a 40-byte `T` a word at a time. A plain assignment between two map
+/// values becomes a call to memmove (the compiler cannot tell the values
+/// apart), which BPF has no room for; volatile accesses stay single loads
+/// and stores.
+///
+/// # Safety
+/// Both pointers must be valid, 8-aligned and 40 bytes long.
+#[inline(always)]
+unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
+    const { assert!(size_of::<T>() == 40) };
+    let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
+    for i in 0..5 {
+        // SAFETY: the caller guarantees 40 valid bytes at both.
+        unsafe { write_volatile(d.add(i), read_volatile(s.add(i))) };
     }
 }
 
-/// `*p += v` as one BPF atomic instruction (`BPF_ATOMIC | BPF_ADD`).
-///
-/// # Safety
-/// `p` must point at a live, 8-byte aligned map value field.
+/// The slot of `key` in this CPU's cache: a seeded multiply-xorshift hash of
+/// the key's five words, masked to the slot count.
 #[inline(always)]
-unsafe fn atomic_add(p: *mut u64, v: u64) {
-    // SAFETY: the caller guarantees p is valid; the instruction touches only *p.
-    unsafe { asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v) };
-}
-
-/// `*p |= v` as one BPF atomic instruction (`BPF_ATOMIC | BPF_OR`, Linux 5.12+).
-///
-/// # Safety
-/// `p` must point at a live, 4-byte aligned map value field.
-#[inline(always)]
-unsafe fn atomic_or(p: *mut u32, v: u32) {
-    // SAFETY: the caller guarantees p is valid; the instruction touches only *p.
-    unsafe { asm!("lock *(u32 *)({p} + 0) |= {v}", p = in(reg) p, v = in(wreg) v) };
+fn slot_index(key: &FlowKey) -> u32 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    // SAFETY: globals in read-only data, set by userspace before load.
+    let (seed, mask) = unsafe {
+        (
+            read_volatile(&raw const HASH_SEED),
+            read_volatile(&raw const SLOT_MASK),
+        )
+    };
+    let w = key.words();
+    let mut h = seed;
+    for &x in w {
+        h = (h ^ x).wrapping_mul(K);
+        h ^= h >> 29;
+    }
+    (h >> 32) as u32 & mask
 }
 
 #[cfg(not(test))]

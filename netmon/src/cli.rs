@@ -85,11 +85,18 @@ pub struct MonitorArgs {
     #[arg(long, value_enum, default_value_t)]
     pub xdp_mode: XdpMode,
 
-    /// Capacity of the kernel flow table; packets of flows beyond it are
-    /// still counted in the totals and reported as untracked
+    /// Flows tracked at once; packets of flows beyond them are still counted
+    /// in the totals and reported as untracked (flow_insert_failed)
     #[arg(long, value_name = "N", default_value_t = netmon_common::DEFAULT_MAX_FLOWS,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_flows: u32,
+
+    /// Flow slots per CPU in the kernel's flow cache (a power of two, 64 to
+    /// 1048576); a flow whose slot is taken by another goes to userspace
+    /// with its counts, so this trades memory for fewer evictions
+    #[arg(long, value_name = "N", default_value_t = netmon_common::DEFAULT_SLOTS_PER_CPU,
+          value_parser = parse_flow_slots)]
+    pub flow_slots: u32,
 
     /// Number of flows listed in the summary and, in NDJSON, per interval
     #[arg(long, value_name = "N", default_value_t = 10)]
@@ -111,6 +118,19 @@ pub struct MonitorArgs {
     /// Say more on stderr (attach mode, map sizes, kernel log lines)
     #[arg(long, short = 'v')]
     pub verbose: bool,
+}
+
+fn parse_flow_slots(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
+    if n.is_power_of_two() && (64..=1 << 20).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} is not a power of two from 64 to 1048576 (e.g. 4096)"
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +170,8 @@ mod tests {
             &["netmon", "--format", "yaml"],
             &["netmon", "--interval", "0s"],
             &["netmon", "--max-flows", "0"],
+            &["netmon", "--flow-slots", "1000"],
+            &["netmon", "--flow-slots", "32"],
         ] {
             let err = Cli::try_parse_from(args).expect_err("must be rejected");
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -1,6 +1,7 @@
 //! netmon: a network monitor for Linux. See README.md.
 
 mod cli;
+mod flowtable;
 mod monitor;
 mod netif;
 mod output;
@@ -93,27 +94,56 @@ fn main() -> ExitCode {
     }
 }
 
-/// The attached program as a monitor [`monitor::Source`].
-struct XdpSource(sys::Attachment);
+/// The attached program as a monitor [`monitor::Source`]: its counters,
+/// and the flow table merged from its per-CPU flow caches.
+struct XdpSource {
+    attachment: sys::Attachment,
+    table: flowtable::FlowTable,
+    /// Reused buffer of kernel sightings.
+    seen: Vec<flowtable::Occupancy>,
+}
+
+impl XdpSource {
+    /// Takes the final records of evicted flows from the ring.
+    fn drain(&mut self) {
+        self.seen.clear();
+        self.attachment.drain_evicted(&mut self.seen);
+        for o in &self.seen {
+            self.table.ended(o);
+        }
+    }
+}
 
 impl monitor::Source for XdpSource {
     fn counters(&mut self) -> Result<Counters> {
-        Ok(self.0.counters()?)
+        let mut c = self.attachment.counters()?;
+        // Packets of flows the full table could not take join those the
+        // kernel could not count to a flow.
+        c.flow_insert_failed += self.table.untracked().0;
+        Ok(c)
     }
     fn flows(&mut self) -> Result<Vec<(FlowKey, FlowValue)>> {
-        Ok(self.0.flows()?)
+        // The slots first, then the ring (see Attachment::drain_evicted).
+        for o in &self.attachment.occupancies()? {
+            self.table.seen(o);
+        }
+        self.drain();
+        Ok(self.table.snapshot())
     }
     fn remove_flow(&mut self, key: &FlowKey) -> Result<Option<FlowValue>> {
-        Ok(self.0.remove_flow(key)?)
+        Ok(self.table.remove(key))
+    }
+    fn service(&mut self) {
+        self.drain();
     }
     fn now_ns(&self) -> u64 {
         clock_ns(libc::CLOCK_MONOTONIC_COARSE) as u64
     }
     fn finish(&mut self) {
-        self.0.detach();
+        self.attachment.detach();
     }
     fn drain_log(&mut self) {
-        self.0.flush_log();
+        self.attachment.flush_log();
     }
 }
 
@@ -170,12 +200,14 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
                 .await?,
         )
     };
-    let attachment = sys::Attachment::attach(&iface, ifindex, args.xdp_mode, args.max_flows)?;
+    let attachment = sys::Attachment::attach(&iface, ifindex, args.xdp_mode, args.flow_slots)?;
     eprintln!(
-        "netmon: counting on {iface} (ifindex {}) in {} XDP mode, flow table {} entries; {}",
+        "netmon: counting on {iface} (ifindex {}) in {} XDP mode, up to {} flows, {} kernel flow \
+         slots per CPU; {}",
         ifindex,
         attachment.mode.as_str(),
         args.max_flows,
+        args.flow_slots,
         match args.duration {
             Some(d) => format!("stopping after {d:?} or on Ctrl-C"),
             None => "Ctrl-C to stop".to_owned(),
@@ -191,7 +223,11 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         idle_timeout: args.idle_timeout,
         mono_to_unix_ns: mono_to_unix_ns(),
     };
-    let mut source = XdpSource(attachment);
+    let mut source = XdpSource {
+        attachment,
+        table: flowtable::FlowTable::new(args.max_flows as usize),
+        seen: Vec::new(),
+    };
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let result = monitor::run(&cfg, &mut source, &mut out, shutdown, probes.as_ref())

@@ -26,7 +26,13 @@ pub trait Source {
     fn finish(&mut self);
     /// Forwards any kernel log records.
     fn drain_log(&mut self) {}
+    /// Called every [`SERVICE_EVERY`] between intervals (the XDP source
+    /// empties its eviction ring there, long before it fills).
+    fn service(&mut self) {}
 }
+
+/// How often [`Source::service`] runs.
+pub const SERVICE_EVERY: Duration = Duration::from_millis(10);
 
 pub struct Config {
     pub iface: String,
@@ -63,6 +69,8 @@ pub async fn run(
     let mut ticks = interval_at(start + cfg.interval, cfg.interval);
     // A slow reader must not produce a burst of catch-up lines.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut service = interval_at(start + SERVICE_EVERY, SERVICE_EVERY);
+    service.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let deadline = cfg.duration.map(|d| start + d);
     let until_deadline = async {
         match deadline {
@@ -81,6 +89,7 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             () = &mut until_deadline => break,
+            _ = service.tick() => source.service(),
             _ = ticks.tick() => {
                 source.drain_log();
                 let now = Instant::now();
@@ -107,8 +116,10 @@ pub async fn run(
 
     source.finish();
     source.drain_log();
-    let counters = source.counters()?;
+    // Flows first: reading them counts the packets of flows the table
+    // could not take, which the counters then include.
     let mut flows = tracker.all(&source.flows()?);
+    let counters = source.counters()?;
     let flows_tracked = flows.len();
     top_by_bytes(&mut flows, cfg.top);
     output::write_summary(

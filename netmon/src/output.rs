@@ -188,6 +188,7 @@ fn counters_json(c: &Counters) -> Value {
         "size_classes": sizes,
         "tcp_syn": c.tcp_syn, "tcp_fin": c.tcp_fin, "tcp_rst": c.tcp_rst,
         "flow_insert_failed": c.flow_insert_failed,
+        "flow_records": c.flow_records,
     })
 }
 
@@ -239,11 +240,15 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
                 "  tcp segments with: syn {}  fin {}  rst {}",
                 c.tcp_syn, c.tcp_fin, c.tcp_rst
             )?;
-            write!(w, "  flows: {} tracked", s.flows_tracked)?;
+            write!(
+                w,
+                "  flows: {} tracked ({} kernel flow records)",
+                s.flows_tracked, c.flow_records
+            )?;
             if c.flow_insert_failed > 0 {
                 write!(
                     w,
-                    "; {} packets of flows the full table could not track (raise --max-flows)",
+                    "; {} packets counted to no flow (raise --max-flows)",
                     c.flow_insert_failed
                 )?;
             }

@@ -9,14 +9,17 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray, RingBuf},
     programs::{Xdp, XdpMode as AyaXdpMode, links::FdLink, xdp::XdpLink},
 };
 use aya_log::EbpfLogger;
-use netmon_common::{COUNTERS_MAP, Counters, FLOWS_MAP, FlowKey, FlowValue, XDP_PROGRAM};
+use netmon_common::{
+    COUNTERS_MAP, Counters, EVICT_BATCH, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP, FlowSlot,
+    HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL, XDP_PROGRAM,
+};
 use thiserror::Error;
 
-use crate::{UsageError, cli::XdpMode};
+use crate::{UsageError, cli::XdpMode, flowtable::Occupancy};
 
 /// The XDP object, embedded at build time (see build.rs). Empty when the
 /// binary was built without `cargo xtask build`.
@@ -126,24 +129,37 @@ pub struct Attachment {
     /// Declared before `ebpf`: the link goes first, then the program.
     link: Option<FdLink>,
     logger: EbpfLogger<&'static dyn log::Log>,
+    /// The eviction ring, taken out of `ebpf` (reading it needs `&mut`).
+    ring: RingBuf<MapData>,
     ebpf: Ebpf,
+    slots_per_cpu: u32,
+    /// Possible CPUs: per-CPU values come in this many copies.
+    cpus: usize,
     pub mode: AttachedMode,
 }
 
 impl Attachment {
-    /// Loads the embedded object with a flow table of `max_flows` entries and
-    /// attaches it to `iface` (index `ifindex`, from [`ifindex`]).
+    /// Loads the embedded object with `slots_per_cpu` flow slots per CPU (a
+    /// power of two) and attaches it to `iface` (index `ifindex`, from
+    /// [`ifindex`]).
     pub fn attach(
         iface: &str,
         ifindex: u32,
         mode: XdpMode,
-        max_flows: u32,
+        slots_per_cpu: u32,
     ) -> Result<Self, SysError> {
         if XDP_OBJECT.is_empty() {
             return Err(SysError::NoObject);
         }
+        debug_assert!(slots_per_cpu.is_power_of_two());
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| SysError::Load(chain(&e)))?;
+        let mask = slots_per_cpu - 1;
+        let seed = random_seed();
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(FLOWS_MAP, max_flows)
+            .map_max_entries(FLOW_SLOTS_MAP, slots_per_cpu)
+            .map_max_entries(EVICTED_MAP, ring_bytes(cpus))
+            .override_global(SLOT_MASK_GLOBAL, &mask, true)
+            .override_global(HASH_SEED_GLOBAL, &seed, true)
             .load(XDP_OBJECT)
             .map_err(|e| {
                 if is_permission(&e) {
@@ -153,6 +169,10 @@ impl Attachment {
                 }
             })?;
         let logger = EbpfLogger::init(&mut ebpf).map_err(|e| SysError::Load(chain(&e)))?;
+        let ring = ebpf
+            .take_map(EVICTED_MAP)
+            .ok_or_else(|| SysError::Load(format!("no map {EVICTED_MAP} in the object")))
+            .and_then(|m| RingBuf::try_from(m).map_err(|e| SysError::Load(chain(&e))))?;
         let program: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM)
             .ok_or_else(|| SysError::Load(format!("no program {XDP_PROGRAM} in the object")))?
@@ -188,7 +208,10 @@ impl Attachment {
                     return Ok(Attachment {
                         link: Some(link),
                         logger,
+                        ring,
                         ebpf,
+                        slots_per_cpu,
+                        cpus,
                         mode: attempt,
                     });
                 }
@@ -244,46 +267,80 @@ impl Attachment {
         Ok(total)
     }
 
-    fn flows_fd(&self) -> Result<RawFd, SysError> {
-        match self.ebpf.map(FLOWS_MAP) {
-            Some(aya::maps::Map::HashMap(data)) => Ok(data.fd().as_fd().as_raw_fd()),
+    fn map_fd(&self, name: &'static str) -> Result<RawFd, SysError> {
+        match self.ebpf.map(name) {
+            Some(aya::maps::Map::PerCpuArray(data)) => Ok(data.fd().as_fd().as_raw_fd()),
             _ => Err(SysError::Map {
-                map: FLOWS_MAP,
-                reason: "missing from the object, or not a hash map".into(),
+                map: name,
+                reason: "missing from the object, or not a per-CPU array".into(),
             }),
         }
     }
 
-    /// Every entry of the flow table, read in batches of up to [`BATCH`]
-    /// entries per syscall (Linux 5.6+).
-    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, SysError> {
-        lookup_batch(self.flows_fd()?).map_err(|e| SysError::Map {
-            map: FLOWS_MAP,
-            reason: format!("batch lookup: {e}"),
-        })
+    /// Every occupied flow slot and pending eviction of every CPU, as they
+    /// are now. The slots come in one `BPF_MAP_LOOKUP_BATCH` (Linux 5.6+).
+    /// Copies torn across a change of occupant (`seq != seq_end`) are left
+    /// out: the next read has them.
+    pub fn occupancies(&self) -> Result<Vec<Occupancy>, SysError> {
+        let mut out = Vec::new();
+        let mut take = |cpu: usize, s: &FlowSlot| {
+            if s.seq != 0 && s.seq == s.seq_end {
+                out.push(Occupancy {
+                    cpu: cpu as u32,
+                    seq: s.seq,
+                    key: s.key,
+                    value: s.value,
+                });
+            }
+        };
+        let rows: Vec<FlowSlot> =
+            lookup_batch_percpu(self.map_fd(FLOW_SLOTS_MAP)?, self.slots_per_cpu, self.cpus)
+                .map_err(|e| SysError::Map {
+                    map: FLOW_SLOTS_MAP,
+                    reason: format!("batch lookup: {e}"),
+                })?;
+        for (i, slot) in rows.iter().enumerate() {
+            take(i % self.cpus, slot);
+        }
+        let map_err = |e: aya::maps::MapError| SysError::Map {
+            map: PENDING_MAP,
+            reason: chain(&e),
+        };
+        let map = self.ebpf.map(PENDING_MAP).ok_or_else(|| SysError::Map {
+            map: PENDING_MAP,
+            reason: "missing from the object".into(),
+        })?;
+        let pending: PerCpuArray<&MapData, Pending> =
+            PerCpuArray::try_from(map).map_err(map_err)?;
+        for (cpu, p) in pending.get(&0, 0).map_err(map_err)?.iter().enumerate() {
+            let n = usize::try_from(p.count).map_or(0, |n| n.min(EVICT_BATCH));
+            for slot in &p.batch.slots[..n] {
+                take(cpu, slot);
+            }
+        }
+        Ok(out)
     }
 
-    /// Removes a flow from the kernel table and returns its last value, in
-    /// one step (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`, Linux 5.14+ for hash
-    /// maps), so no packet counted before the removal is lost. `None` if the
-    /// flow was not there.
-    pub fn remove_flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, SysError> {
-        let fd = self.flows_fd()?;
-        let mut value = FlowValue::default();
-        let mut attr = ElemAttr {
-            map_fd: fd as u32,
-            pad: 0,
-            key: std::ptr::from_ref(key) as u64,
-            value: (&raw mut value) as u64,
-            flags: 0,
-        };
-        match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
-            Ok(()) => Ok(Some(value)),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-            Err(e) => Err(SysError::Map {
-                map: FLOWS_MAP,
-                reason: format!("lookup and delete: {e}"),
-            }),
+    /// Moves the final records of evicted occupancies from the ring to
+    /// `out`. Read [`occupancies`](Self::occupancies) before, never after,
+    /// in one round: a record may only be consumed after every read that
+    /// could still show its occupancy.
+    pub fn drain_evicted(&mut self, out: &mut Vec<Occupancy>) {
+        while let Some(item) = self.ring.next() {
+            if item.len() < size_of::<EvictBatch>() {
+                continue;
+            }
+            // SAFETY: the program sends whole EvictBatch records (checked
+            // length), every bit pattern is valid, and read_unaligned copes
+            // with the ring's 8-byte alignment.
+            let batch = unsafe { item.as_ptr().cast::<EvictBatch>().read_unaligned() };
+            let n = (batch.count as usize).min(EVICT_BATCH);
+            out.extend(batch.slots[..n].iter().map(|s| Occupancy {
+                cpu: batch.cpu,
+                seq: s.seq,
+                key: s.key,
+                value: s.value,
+            }));
         }
     }
 
@@ -293,20 +350,34 @@ impl Attachment {
     }
 }
 
-const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-/// Entries per batch lookup. A hash bucket never holds more, so the kernel
-/// never answers ENOSPC.
-const BATCH: usize = 4096;
 
-/// `union bpf_attr` for the element commands.
-#[repr(C)]
-struct ElemAttr {
-    map_fd: u32,
-    pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
+/// Size of the eviction ring: 256 KiB per CPU (rounded up to a power of
+/// two), 1 MiB at least. A record carries [`EVICT_BATCH`] flows in 784
+/// bytes, so 1 MiB holds about 10,000 evicted flows between two reads.
+fn ring_bytes(cpus: usize) -> u32 {
+    let cpus = u32::try_from(cpus).unwrap_or(u32::MAX).next_power_of_two();
+    (1u32 << 20)
+        .max(cpus.saturating_mul(256 << 10))
+        .min(1 << 30)
+}
+
+/// A seed for the slot hash, so nobody can aim collisions at a slot.
+fn random_seed() -> u64 {
+    let mut seed = 0u64;
+    // SAFETY: getrandom writes at most 8 bytes to a valid u64.
+    let n = unsafe { libc::getrandom((&raw mut seed).cast(), 8, 0) };
+    if n != 8 {
+        // No entropy source: the clock still differs from run to run.
+        seed = clock_seed();
+    }
+    seed
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x5eed, |d| d.as_nanos() as u64)
 }
 
 /// `union bpf_attr` for the batch commands.
@@ -335,40 +406,61 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
     }
 }
 
-/// Reads a whole hash map with `BPF_MAP_LOOKUP_BATCH`.
-fn lookup_batch(fd: RawFd) -> io::Result<Vec<(FlowKey, FlowValue)>> {
-    let mut out = Vec::new();
-    let mut keys = vec![FlowKey::default(); BATCH];
-    let mut values = vec![FlowValue::default(); BATCH];
-    // For hash maps the batch token is a u32 bucket index.
+/// Reads a whole per-CPU array of `entries` values with
+/// `BPF_MAP_LOOKUP_BATCH`: `cpus` values per entry, entry-major (the value
+/// of entry `i` on CPU `c` is at `i * cpus + c`).
+fn lookup_batch_percpu<V: Copy + Default>(
+    fd: RawFd,
+    entries: u32,
+    cpus: usize,
+) -> io::Result<Vec<V>> {
+    // The kernel copies each CPU's value rounded up to 8 bytes.
+    const { assert!(size_of::<V>().is_multiple_of(8)) };
+    let total = entries as usize;
+    let mut values = vec![V::default(); total * cpus];
+    let mut keys = vec![0u32; total];
+    let mut done = 0;
     let mut in_token = 0u32;
     let mut out_token = 0u32;
-    let mut first = true;
-    loop {
+    while done < total {
         let mut attr = BatchAttr {
-            in_batch: if first {
+            in_batch: if done == 0 {
                 0
             } else {
                 (&raw const in_token) as u64
             },
             out_batch: (&raw mut out_token) as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: BATCH as u32,
+            keys: keys[done..].as_mut_ptr() as u64,
+            values: values[done * cpus..].as_mut_ptr() as u64,
+            count: (total - done) as u32,
             map_fd: fd as u32,
             elem_flags: 0,
             flags: 0,
         };
         let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
-        let n = attr.count as usize;
-        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        done += attr.count as usize;
         match result {
             Ok(()) => {}
-            // ENOENT: no more entries; what came with it is already in.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            // ENOENT: the end of the array; what came with it is in.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
             Err(e) => return Err(e),
         }
         in_token = out_token;
-        first = false;
+    }
+    values.truncate(done * cpus);
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_grows_with_the_cpus() {
+        assert_eq!(ring_bytes(1), 1 << 20);
+        assert_eq!(ring_bytes(2), 1 << 20);
+        assert_eq!(ring_bytes(6), 2 << 20);
+        assert_eq!(ring_bytes(64), 16 << 20);
+        assert!(ring_bytes(100_000).is_power_of_two());
     }
 }

@@ -3,8 +3,9 @@
 //! count and nftables counters in the sending namespace).
 
 use std::{
+    collections::HashMap,
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     thread,
     time::{Duration, Instant},
 };
@@ -478,6 +479,85 @@ fn a_full_flow_table_keeps_totals_exact_and_says_what_it_missed() {
     // The kernel said so through aya-log, and netmon passed it on.
     assert!(run.stderr.contains("flow table full"), "{}", run.stderr);
     assert_totals(&pair, &summary);
+}
+
+/// Many more flows than kernel flow slots: flows keep evicting each other
+/// (through the pending batches and the ring to userspace), and every flow
+/// still ends with exactly what was sent in it, v4 and v6 alike.
+#[test]
+fn flows_evicted_from_the_kernel_cache_keep_exact_counts() {
+    const FLOWS: u16 = 1500;
+    const PER_FLOW: u64 = 3;
+    let pair = Pair::new();
+    let netmon = Netmon::start(
+        &pair.a,
+        &[
+            "--iface",
+            &pair.if_a,
+            "--flow-slots",
+            "64",
+            "--interval",
+            "200ms",
+            "--top",
+            "100000",
+            "--format",
+            "json",
+        ],
+    );
+    pair.b.enter(|| {
+        // Round after round over all flows, so each flow's packets arrive
+        // far apart and its slot has been taken in between.
+        let sockets: Vec<(UdpSocket, SocketAddr)> = (0..FLOWS)
+            .map(|i| {
+                let (from, to) = if i % 2 == 0 {
+                    (format!("{B4}:{}", 20000 + i), format!("{A4}:9300"))
+                } else {
+                    (format!("[{B6}]:{}", 20000 + i), format!("[{A6}]:9300"))
+                };
+                let s = UdpSocket::bind(from.parse::<SocketAddr>().unwrap()).expect("bind");
+                (s, to.parse().unwrap())
+            })
+            .collect();
+        for _ in 0..PER_FLOW {
+            for (n, (s, to)) in sockets.iter().enumerate() {
+                assert_eq!(s.send_to(&[0x5a; 40], to).expect("send_to"), 40);
+                if n % 64 == 63 {
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    });
+    let run = netmon.stop();
+    let summary = run.summary();
+    assert_totals(&pair, &summary);
+    let counters = &summary["counters"];
+    assert_eq!(u64_of(&counters["flow_insert_failed"]), 0, "{counters}");
+    assert!(
+        u64_of(&counters["flow_records"]) >= u64::from(FLOWS) * 2,
+        "flows were evicted and came back: {counters}"
+    );
+    // (source address, source port) -> packets, for the test's flows.
+    let mut got: HashMap<(String, u64), u64> = HashMap::new();
+    for f in summary["flows"].as_array().expect("flows") {
+        if f["dport"] == 9300 && f["proto"] == "udp" {
+            let key = (f["src"].as_str().unwrap().to_owned(), u64_of(&f["sport"]));
+            *got.entry(key).or_default() += u64_of(&f["packets"]);
+        }
+    }
+    assert_eq!(got.len(), usize::from(FLOWS), "one entry per flow");
+    let canon = |a: &str| a.parse::<IpAddr>().unwrap().to_string();
+    let mut wrong = Vec::new();
+    for i in 0..FLOWS {
+        let src = canon(if i % 2 == 0 { B4 } else { B6 });
+        let packets = got.get(&(src, u64::from(20000 + i))).copied().unwrap_or(0);
+        if packets != PER_FLOW {
+            wrong.push((i, packets));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "flows with the wrong count (port offset, packets): {wrong:?}"
+    );
 }
 
 #[test]

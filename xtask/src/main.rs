@@ -121,15 +121,14 @@ fn run() -> Result<()> {
         }
         Cmd::Lint => lint(&root)?,
         Cmd::Bench { which } => {
-            let bin = build(&root)?;
             if !is_root() {
                 bail!("benchmarks attach XDP programs and create namespaces: run as root");
             }
-            let object = root.join(EBPF_OBJECT);
             match which {
-                Bench::Xdp => bench_xdp::run(&root, &object)?,
-                Bench::Veth => bench_veth::run(&root, &bin)?,
-                Bench::Probes => bench_probes::run(&root, &bin)?,
+                // The object is all this bench loads.
+                Bench::Xdp => bench_xdp::run(&root, &build_ebpf(&root)?)?,
+                Bench::Veth => bench_veth::run(&root, &build(&root)?)?,
+                Bench::Probes => bench_probes::run(&root, &build(&root)?)?,
             }
         }
     }
