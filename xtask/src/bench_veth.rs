@@ -1,33 +1,53 @@
 //! `cargo xtask bench veth`: netmon in situ on a veth pair.
 //!
 //! Two network namespaces created here (and always removed, by a guard),
-//! joined by a veth pair: a generator in the *tx* namespace pushes raw
-//! Ethernet frames (IPv4/UDP, 198.51.100.2 -> 198.51.100.1, [`FLOWS`] source
-//! ports) through an `AF_PACKET` socket with `sendmmsg`; netmon watches the
-//! veth end in the *rx* namespace (`ip netns exec RX netmon --iface R
-//! --format json`, stopped with SIGINT).
+//! joined by a veth pair. The generator is the kernel's own: a thread inside
+//! the *tx* namespace runs the object's `netmon_bench_tx` program (it
+//! returns XDP_TX) with `BPF_PROG_TEST_RUN` in live-frames mode, the xdp_md
+//! context naming the tx veth as the ingress device (the kernel resolves it
+//! in the caller's namespace). The kernel turns each XDP_TX into a redirect
+//! to that device's `ndo_xdp_xmit`, which on a veth puts the frame, an
+//! `xdp_frame` in a page-pool page with full XDP headroom, straight into the
+//! ring of the peer: the receiving veth in the *rx* namespace, whose NAPI
+//! poll runs its XDP program (if any) on the frame natively, without the
+//! skb copy that frames from a packet socket need, then builds an skb and
+//! hands it to the stack (the processing runs inline, in the softirq the
+//! test run's batches raise on the same CPU). The frames are 60-byte
+//! IPv4/UDP frames 198.51.100.2 -> 198.51.100.1:9000 of [`FLOWS`] source
+//! ports; a test-run call repeats one frame, so each flow gets its own
+//! call. The receiving veth has GRO on: that is what enables its NAPI, and
+//! without NAPI a veth with no XDP program refuses redirected frames (the
+//! kernel frees them without counting them anywhere; the bench then fails).
 //!
 //! Four configurations ([`CONFIGS`]: nothing attached, netmon as users run
 //! it, the object's XDP_PASS-only program, netmon in generic mode) run once
 //! per round, [`ROUNDS`] rounds, the order rotating every round; rates are
-//! medians, and the target compares netmon with nothing attached. The
-//! XDP_PASS-only run shows what attaching any XDP program to a veth costs,
-//! so that netmon's own share can be told apart. Every run with netmon checks
-//! that netmon's totals equal what arrived. Ground truth is the receiving
-//! veth's own rx counter (`ip -s link`), read right after netmon attached
-//! and after the traffic stopped: a kernel count outside netmon of the
-//! frames that entered that interface's receive path, which is exactly
-//! where XDP runs. It is cross-checked against the generator's count of
-//! frames the kernel accepted (a frame the veth drops fails `sendmmsg` with
-//! ENOBUFS and is sent again, so accepted = arrived when nothing else is on
-//! the link; the namespaces are kept silent: no IPv6, static neighbours).
+//! medians, and the target compares netmon with nothing attached. The rate
+//! is the frames that arrived at the receiving veth per second of wall time
+//! spent inside the test-run calls. The XDP_PASS-only run shows what
+//! running any XDP program on the frames costs, so that netmon's own share
+//! can be told apart. Generic mode still makes sense with `xdp_frames`:
+//! veth builds an skb from each frame and the generic hook runs on that skb
+//! in `__netif_receive_skb_core`.
+//!
+//! Ground truth, all outside netmon, checked in every run: the tx veth's
+//! ethtool counters, read around every test-run call, split the frames run
+//! into frames the receiving veth's ring took (`tx_queue_0_xdp_xmit`) and
+//! frames it refused when full (`tx_queue_0_xdp_xmit_errors`); the two must
+//! add up to the frames run, the frames taken must equal the receiving
+//! veth's `rx_packets` (`ip -s link`), and netmon's summary (packets,
+//! bytes, every flow) must equal them. After the timed rounds, every
+//! configuration runs once more with nftables counters on the receiving
+//! veth's netdev ingress hook (all frames, and per flow) as a further
+//! witness; those check runs are not timed, because the counters cost the
+//! receive path about as much as netmon does.
 
 use crate::bench_util::{median, write_report};
 use std::{
+    ffi::CString,
     fmt::Write as _,
     fs,
     io::{BufRead, BufReader},
-    mem,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::Path,
     process::{Child, Command, Stdio},
@@ -42,21 +62,29 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{Xdp, XdpMode},
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
-use netmon_common::XDP_FLOOR_PROGRAM;
+use netmon_common::{XDP_BENCH_TX_PROGRAM, XDP_FLOOR_PROGRAM};
 use serde_json::{Value, json};
 
-/// Packets per run (each run with netmon attached pushes this many).
+/// Frames per run (each run with netmon attached gets this many).
 const PACKETS: u64 = 1_000_000;
 /// Rounds; each runs every configuration once.
 const ROUNDS: usize = 9;
-/// Distinct flows (UDP source ports) the generator cycles through.
+/// Distinct flows (UDP source ports).
 const FLOWS: usize = 16;
+/// Test-run calls per flow and run (each call has a fixed cost, under 1 %
+/// of a call of 62,500 frames); consecutive calls use different flows.
+const CALLS_PER_FLOW: u64 = 1;
+/// Frames per test-run call (its `repeat`).
+const REPEAT: u64 = PACKETS / (FLOWS as u64 * CALLS_PER_FLOW);
+const _: () = assert!(REPEAT * FLOWS as u64 * CALLS_PER_FLOW == PACKETS);
+/// Live-frames batch: frames the kernel runs through the program and
+/// flushes to the veth before the receive softirq gets to run (the kernel's
+/// default, NAPI_POLL_WEIGHT; the peer's ring holds 256).
+const BATCH: u32 = 64;
 /// Frame length without FCS: the minimum Ethernet frame.
 const FRAME_LEN: usize = 60;
-/// Frames per `sendmmsg` call (a multiple of [`FLOWS`]).
-const BATCH: usize = 64;
 /// Target: rate with netmon >= this share of the rate without.
 const TARGET_RATIO: f64 = 0.95;
 
@@ -66,6 +94,8 @@ const TX_IP: [u8; 4] = [198, 51, 100, 2];
 const RX_IP: [u8; 4] = [198, 51, 100, 1];
 const SPORT_BASE: u16 = 40_000;
 const DPORT: u16 = 9000;
+/// The nftables table (netdev family) that counts on the receiving veth.
+const NFT_TABLE: &str = "nmbench";
 
 /// Set by SIGINT/SIGTERM: the bench stops at the next check and its guards
 /// clean up.
@@ -95,23 +125,31 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
         "{} does not exist; build it with `cargo xtask build`",
         netmon.display()
     );
-    // The object `cargo xtask bench` built (main.rs's EBPF_OBJECT), for the
-    // empty-XDP comparison run.
+    crate::provision::ensure_tools(
+        &[
+            ("ip", "iproute2"),
+            ("nft", "nftables"),
+            ("ethtool", "ethtool"),
+        ],
+        "bench veth",
+    )?;
+    // The object `cargo xtask bench` built (main.rs's EBPF_OBJECT): the
+    // generator's program and the XDP_PASS-only program.
     let object = root.join(crate::EBPF_OBJECT);
     let object_bytes = fs::read(&object)
         .with_context(|| format!("cannot read the XDP object {}", object.display()))?;
-    let topo = Topology::create()?;
-    let generator = Generator::open(&topo)?;
+    let mut topo = Topology::create()?;
+    let generator = Generator::start(&topo, object_bytes.clone())?;
     crate::step(&format!(
-        "veth in situ: {ROUNDS} rounds of {PACKETS} packets per configuration ({}) on {} \
-         (namespaces {} -> {})",
+        "veth in situ: {ROUNDS} rounds of {PACKETS} frames per configuration ({}) on {} \
+         (namespaces {} -> {}), live-frames test run of {XDP_BENCH_TX_PROGRAM}",
         CONFIGS.map(Config::name).join(", "),
         topo.rx_if,
         topo.tx_ns,
         topo.rx_ns
     ));
     // Warm-up: caches, page pools, the neighbour entries.
-    generator.send(PACKETS / 2)?;
+    generator.send(REPEAT / 2)?;
 
     let mut results: Vec<Vec<RunResult>> = vec![Vec::with_capacity(ROUNDS); CONFIGS.len()];
     for round in 0..ROUNDS {
@@ -120,27 +158,24 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
             let i = (k + round) % CONFIGS.len();
             check_interrupted()?;
             let r = run_once(&topo, &generator, CONFIGS[i], netmon, &object_bytes)?;
-            eprintln!(
-                "xtask:   round {} {:<14} {:>9.0} pps{}",
-                round + 1,
-                CONFIGS[i].name(),
-                r.pps,
-                r.netmon.as_ref().map_or_else(String::new, |n| format!(
-                    "  netmon {} packets / {} bytes, arrived {} / {}: {}",
-                    n.packets,
-                    n.bytes,
-                    r.rx_packets,
-                    r.sent.accepted * FRAME_LEN as u64,
-                    if r.exact() { "exact" } else { "MISMATCH" }
-                ))
-            );
+            log_run(&format!("round {}", round + 1), CONFIGS[i], &r);
             results[i].push(r);
         }
+    }
+    // Check runs, not timed: every configuration once more with the
+    // nftables counters as a further witness of what arrived.
+    topo.add_nft_counters()?;
+    let mut checks = Vec::with_capacity(CONFIGS.len());
+    for c in CONFIGS {
+        check_interrupted()?;
+        let r = run_once(&topo, &generator, c, netmon, &object_bytes)?;
+        log_run("check", c, &r);
+        checks.push((c, r));
     }
     drop(generator);
     drop(topo);
 
-    let report = Report { results };
+    let report = Report { results, checks };
     print!("{}", report.table());
     let json = report.json(started.elapsed());
     let path = write_report(root, "veth.json", &json)?;
@@ -152,10 +187,38 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
             TARGET_RATIO * 100.0
         );
     }
+    if !report.all_delivered() {
+        bail!("the kernel's counters of what arrived disagree in some runs (see the table)");
+    }
     if !report.all_exact() {
         bail!("netmon's totals differ from what arrived (see the table)");
     }
     Ok(())
+}
+
+fn log_run(what: &str, c: Config, r: &RunResult) {
+    eprintln!(
+        "xtask:   {what:<8} {:<14} {:>9.0} pps (in-loop {:>9.0}), arrived {}{}{}",
+        c.name(),
+        r.pps,
+        r.loop_pps(),
+        r.rx_packets,
+        if r.delivered() {
+            String::new()
+        } else {
+            format!(
+                " (COUNTERS DISAGREE: ring took {}, nft {:?})",
+                r.sent.accepted,
+                r.nft.as_ref().map(|n| n.0)
+            )
+        },
+        r.netmon.as_ref().map_or_else(String::new, |n| format!(
+            ", netmon {} packets / {} bytes: {}",
+            n.packets,
+            n.bytes,
+            if r.exact() { "exact" } else { "MISMATCH" }
+        ))
+    );
 }
 
 /// What is on the receiving veth during a run.
@@ -166,8 +229,8 @@ enum Config {
     /// netmon as users run it (`--xdp-mode auto`: native on veth).
     Netmon,
     /// The object's empty program (`netmon_floor`, returns XDP_PASS) in
-    /// native mode, attached by the bench: what attaching any XDP program
-    /// to a veth costs, netmon's work aside.
+    /// native mode, attached by the bench: what running any XDP program on
+    /// the frames costs, netmon's work aside.
     XdpFloor,
     /// netmon with `--xdp-mode generic`.
     NetmonGeneric,
@@ -194,6 +257,18 @@ impl Config {
     }
 }
 
+/// Moves the calling thread into the network namespace `ns` (by name, as
+/// `ip netns` keeps it). Only for threads this module spawns for that.
+fn enter_netns(ns: &str) -> Result<()> {
+    let path = format!("/run/netns/{ns}");
+    let file = fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
+    // SAFETY: setns on a valid namespace fd; it moves only this thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns {path}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The object's `netmon_floor` program attached to the receiving veth in
 /// native mode (from a thread inside the rx namespace). Dropping it closes
 /// the bpf_link, which detaches the program.
@@ -203,16 +278,9 @@ struct FloorAttachment {
 
 impl FloorAttachment {
     fn attach(topo: &Topology, object: &[u8]) -> Result<Self> {
-        let path = format!("/run/netns/{}", topo.rx_ns);
-        let ifname = topo.rx_if.clone();
         let ebpf = thread::scope(|s| {
             s.spawn(|| -> Result<Ebpf> {
-                let ns = fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
-                // SAFETY: setns on a valid namespace fd; it moves only this
-                // scoped thread.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    bail!("setns {path}: {}", std::io::Error::last_os_error());
-                }
+                enter_netns(&topo.rx_ns)?;
                 let mut ebpf = EbpfLoader::new()
                     .load(object)
                     .context("loading the XDP object failed")?;
@@ -221,8 +289,8 @@ impl FloorAttachment {
                     .with_context(|| format!("no program {XDP_FLOOR_PROGRAM}"))?
                     .try_into()?;
                 xdp.load()?;
-                xdp.attach(&ifname, XdpMode::Driver)
-                    .with_context(|| format!("attaching {XDP_FLOOR_PROGRAM} to {ifname}"))?;
+                xdp.attach(&topo.rx_if, XdpMode::Driver)
+                    .with_context(|| format!("attaching {XDP_FLOOR_PROGRAM} to {}", topo.rx_if))?;
                 Ok(ebpf)
             })
             .join()
@@ -251,6 +319,11 @@ fn ip(args: &[&str]) -> Result<String> {
     sh(Command::new("ip").args(args))
 }
 
+/// Runs `args` inside the namespace `ns` (`ip netns exec`).
+fn in_ns(ns: &str, args: &[&str]) -> Result<String> {
+    sh(Command::new("ip").args(["netns", "exec", ns]).args(args))
+}
+
 fn mac_text(mac: [u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
@@ -259,12 +332,18 @@ fn mac_text(mac: [u8; 6]) -> String {
 }
 
 /// The two namespaces and the veth pair between them. Dropping it deletes
-/// both namespaces, which removes the veth pair and any XDP program on it.
+/// both namespaces, which removes the veth pair, any XDP program on it and
+/// the nftables table.
 struct Topology {
     tx_ns: String,
     rx_ns: String,
     tx_if: String,
     rx_if: String,
+    /// A device in the tx namespace, down, that holds the generator's
+    /// program (see [`GeneratorState::open`]).
+    pin_if: String,
+    /// Are the nftables counters loaded?
+    nft: bool,
     /// Namespaces created so far (deleted on drop).
     created: Vec<String>,
 }
@@ -277,6 +356,8 @@ impl Topology {
             rx_ns: format!("nmbench-rx-{id}"),
             tx_if: format!("nmbt{id}"),
             rx_if: format!("nmbr{id}"),
+            pin_if: format!("nmbd{id}"),
+            nft: false,
             created: Vec::new(),
         };
         for ns in [t.tx_ns.clone(), t.rx_ns.clone()] {
@@ -285,14 +366,14 @@ impl Topology {
             // No IPv6 on the new links: no router solicitations, MLD or DAD
             // frames to disturb the counts.
             for key in ["all", "default"] {
-                sh(Command::new("ip").args([
-                    "netns",
-                    "exec",
+                in_ns(
                     &ns,
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
-                ]))?;
+                    &[
+                        "sysctl",
+                        "-qw",
+                        &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
+                    ],
+                )?;
             }
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
@@ -347,24 +428,112 @@ impl Topology {
                 "permanent",
             ])?;
         }
+        // The pin device: a second veth pair inside the tx namespace, left
+        // down (the `dummy` driver is not always there).
+        ip(&[
+            "-n",
+            &t.tx_ns,
+            "link",
+            "add",
+            &t.pin_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{}p", t.pin_if),
+        ])?;
+        // GRO on the receiving veth enables its NAPI (and its xdp_frame
+        // ring) when no XDP program is attached; without it the "without"
+        // run would get nothing (the tx veth's ndo_xdp_xmit fails).
+        in_ns(&t.rx_ns, &["ethtool", "-K", &t.rx_if, "gro", "on"])?;
         Ok(t)
+    }
+
+    /// Loads the nftables counters: one for every frame on the receiving
+    /// veth's ingress hook and one per flow (set elements). They cost the
+    /// receive path about as much as netmon does, so only the check runs
+    /// after the timed rounds have them.
+    fn add_nft_counters(&mut self) -> Result<()> {
+        let ports = (0..FLOWS)
+            .map(|i| (SPORT_BASE + i as u16).to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let ruleset = format!(
+            "table netdev {NFT_TABLE} {{\n\
+             \tset flows {{ type inet_service; counter; elements = {{ {ports} }} }}\n\
+             \tchain ingress {{\n\
+             \t\ttype filter hook ingress device \"{}\" priority 0; policy accept;\n\
+             \t\tcounter\n\
+             \t\tip saddr {} udp sport @flows\n\
+             \t}}\n\
+             }}\n",
+            self.rx_if,
+            std::net::Ipv4Addr::from(TX_IP)
+        );
+        let path = std::env::temp_dir().join(format!("{}.nft", self.rx_ns));
+        fs::write(&path, ruleset).with_context(|| format!("cannot write {}", path.display()))?;
+        let loaded = in_ns(&self.rx_ns, &["nft", "-f", &path.to_string_lossy()]);
+        let _ = fs::remove_file(&path);
+        loaded?;
+        self.nft = true;
+        Ok(())
     }
 
     /// The rx counters of the receiving veth: (packets, bytes, dropped).
     fn rx_stats(&self) -> Result<(u64, u64, u64)> {
-        let s = link_stats(&self.rx_ns, &self.rx_if)?;
+        let out = ip(&[
+            "-n",
+            &self.rx_ns,
+            "-s",
+            "-j",
+            "link",
+            "show",
+            "dev",
+            &self.rx_if,
+        ])?;
+        let v: Value = serde_json::from_str(&out).context("parsing `ip -s -j link`")?;
+        let rx = &v[0]["stats64"]["rx"];
         Ok((
-            s["rx"]["packets"].as_u64().unwrap_or(0),
-            s["rx"]["bytes"].as_u64().unwrap_or(0),
-            s["rx"]["dropped"].as_u64().unwrap_or(0),
+            rx["packets"].as_u64().unwrap_or(0),
+            rx["bytes"].as_u64().unwrap_or(0),
+            rx["dropped"].as_u64().unwrap_or(0),
         ))
     }
 
-    /// Frames the sending veth dropped (its peer's queue was full).
-    fn tx_dropped(&self) -> Result<u64> {
-        Ok(link_stats(&self.tx_ns, &self.tx_if)?["tx"]["dropped"]
-            .as_u64()
-            .unwrap_or(0))
+    /// The nftables counters, once loaded: (all frames, frames per flow).
+    fn nft_counts(&self) -> Result<Option<(u64, Vec<u64>)>> {
+        if !self.nft {
+            return Ok(None);
+        }
+        let out = in_ns(
+            &self.rx_ns,
+            &["nft", "-j", "list", "table", "netdev", NFT_TABLE],
+        )?;
+        let v: Value = serde_json::from_str(&out).context("parsing `nft -j list table`")?;
+        let mut total = None;
+        let mut per_flow = vec![0; FLOWS];
+        for item in v["nftables"].as_array().into_iter().flatten() {
+            if let Some(rule) = item.get("rule") {
+                for e in rule["expr"].as_array().into_iter().flatten() {
+                    if let Some(p) = e["counter"]["packets"].as_u64() {
+                        total = Some(p);
+                    }
+                }
+            }
+            if let Some(set) = item.get("set") {
+                for e in set["elem"].as_array().into_iter().flatten() {
+                    let port = e["elem"]["val"].as_u64().unwrap_or(0);
+                    let i = port.wrapping_sub(u64::from(SPORT_BASE)) as usize;
+                    if i < FLOWS {
+                        per_flow[i] = e["elem"]["counter"]["packets"].as_u64().unwrap_or(0);
+                    }
+                }
+            }
+        }
+        Ok(Some((
+            total.context("no counter in the nftables table")?,
+            per_flow,
+        )))
     }
 
     /// Is an XDP program attached to the receiving veth?
@@ -389,142 +558,287 @@ impl Drop for Topology {
     }
 }
 
-fn link_stats(ns: &str, ifname: &str) -> Result<Value> {
-    let out = ip(&["-n", ns, "-s", "-j", "link", "show", "dev", ifname])?;
-    let v: Value = serde_json::from_str(&out).context("parsing `ip -s -j link`")?;
-    Ok(v[0]["stats64"].clone())
+/// `SIOCETHTOOL` (linux/sockios.h); not in the libc crate.
+const SIOCETHTOOL: libc::Ioctl = 0x8946;
+const ETHTOOL_GSTRINGS: u32 = 0x1b;
+const ETHTOOL_GSTATS: u32 = 0x1d;
+const ETHTOOL_GSSET_INFO: u32 = 0x37;
+const ETH_SS_STATS: u32 = 1;
+const ETH_GSTRING_LEN: usize = 32;
+
+/// `struct ifreq` with the `ifr_data` member of its union.
+#[repr(C)]
+struct IfreqData {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
 }
 
-/// The AF_PACKET sender, its socket opened inside the tx namespace.
+/// A few of an interface's `ethtool -S` counters, read with the
+/// `SIOCETHTOOL` ioctl (microseconds, not a process per read). The socket
+/// is opened in the caller's network namespace, where the name resolves.
+struct EthtoolStats {
+    sock: OwnedFd,
+    name: [u8; libc::IFNAMSIZ],
+    n_stats: usize,
+    /// Indices of the wanted counters.
+    picks: Vec<usize>,
+}
+
+impl EthtoolStats {
+    fn open(ifname: &str, wanted: &[&str]) -> Result<Self> {
+        // SAFETY: plain socket(2) call.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            bail!("socket: {}", std::io::Error::last_os_error());
+        }
+        let mut name = [0u8; libc::IFNAMSIZ];
+        ensure!(
+            ifname.len() < name.len(),
+            "interface name {ifname} too long"
+        );
+        name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+        let mut s = EthtoolStats {
+            // SAFETY: raw is a fresh fd that nothing else owns.
+            sock: unsafe { OwnedFd::from_raw_fd(raw) },
+            name,
+            n_stats: 0,
+            picks: Vec::new(),
+        };
+        // struct ethtool_sset_info: cmd, reserved, sset_mask, data[1].
+        let mut info = [0u64; 3];
+        info[0] = u64::from(ETHTOOL_GSSET_INFO);
+        info[1] = 1 << ETH_SS_STATS;
+        s.ioctl(info.as_mut_ptr().cast())?;
+        s.n_stats = (info[2] & 0xffff_ffff) as usize;
+        // struct ethtool_gstrings: cmd, string_set, len, data[len * 32].
+        let mut strings = vec![0u32; 3 + s.n_stats * ETH_GSTRING_LEN / 4];
+        strings[0] = ETHTOOL_GSTRINGS;
+        strings[1] = ETH_SS_STATS;
+        strings[2] = s.n_stats as u32;
+        s.ioctl(strings.as_mut_ptr().cast())?;
+        let bytes: Vec<u8> = strings[3..].iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let names: Vec<String> = bytes
+            .chunks(ETH_GSTRING_LEN)
+            .map(|c| {
+                let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+                String::from_utf8_lossy(&c[..end]).into_owned()
+            })
+            .collect();
+        for w in wanted {
+            let i = names
+                .iter()
+                .position(|n| n == w)
+                .with_context(|| format!("{ifname} has no ethtool counter {w}: {names:?}"))?;
+            s.picks.push(i);
+        }
+        Ok(s)
+    }
+
+    fn ioctl(&self, data: *mut libc::c_void) -> Result<()> {
+        let mut req = IfreqData {
+            name: self.name,
+            data,
+            _pad: [0; 16],
+        };
+        // SAFETY: req is a valid ifreq whose data points at a buffer of the
+        // size its ethtool command header announces.
+        if unsafe { libc::ioctl(self.sock.as_raw_fd(), SIOCETHTOOL, &raw mut req) } != 0 {
+            bail!("SIOCETHTOOL: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The wanted counters, in the order asked for.
+    fn read(&self) -> Result<Vec<u64>> {
+        // struct ethtool_stats: cmd, n_stats, data[n_stats].
+        let mut buf = vec![0u64; 1 + self.n_stats];
+        buf[0] = u64::from(ETHTOOL_GSTATS) | ((self.n_stats as u64) << 32);
+        self.ioctl(buf.as_mut_ptr().cast())?;
+        Ok(self.picks.iter().map(|&i| buf[1 + i]).collect())
+    }
+}
+
+/// The generator: a thread inside the tx namespace that owns the loaded
+/// `netmon_bench_tx` program and runs it in live-frames mode on request.
 struct Generator {
-    fd: OwnedFd,
-    frames: Vec<[u8; FRAME_LEN]>,
+    requests: Option<mpsc::Sender<u64>>,
+    results: mpsc::Receiver<Result<Sent>>,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 /// What one burst of the generator did.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Sent {
-    /// Frames the kernel accepted (handed to the veth without a drop).
+    /// Frames run through the program (the calls' `repeat`s).
+    run: u64,
+    /// Frames the receiving veth's ring took (tx veth's `xdp_xmit`).
     accepted: u64,
-    /// `sendmmsg` calls that failed with ENOBUFS (a dropped frame, resent).
-    enobufs: u64,
+    /// Frames the ring refused, full (tx veth's `xdp_xmit_errors`).
+    refused: u64,
+    /// Accepted frames per flow.
     per_flow: Vec<u64>,
+    /// Test-run calls.
+    calls: u64,
+    /// Wall time inside the test-run calls, summed.
     elapsed: Duration,
+    /// The kernel's own time of its run loops (the calls' `duration`, which
+    /// is per frame, times `repeat`), summed: the calls without their setup.
+    loop_time: Duration,
+}
+
+/// The generator thread's state.
+struct GeneratorState {
+    ebpf: Ebpf,
+    /// `xdp_md` with the tx veth as ingress device, queue 0.
+    ctx: [u8; 24],
+    /// The tx veth's `tx_queue_0_xdp_xmit` and `tx_queue_0_xdp_xmit_errors`.
+    stats: EthtoolStats,
+    frames: Vec<[u8; FRAME_LEN]>,
 }
 
 impl Generator {
-    fn open(topo: &Topology) -> Result<Self> {
-        let path = format!("/run/netns/{}", topo.tx_ns);
+    fn start(topo: &Topology, object: Vec<u8>) -> Result<Self> {
+        let (req_tx, req_rx) = mpsc::channel::<u64>();
+        let (res_tx, res_rx) = mpsc::channel::<Result<Sent>>();
+        let ns = topo.tx_ns.clone();
         let ifname = topo.tx_if.clone();
-        let fd = thread::spawn(move || -> Result<OwnedFd> {
-            let ns = fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
-            // SAFETY: setns on a valid namespace fd; it moves only this
-            // thread, which ends right after opening the socket.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns {path}: {}", std::io::Error::last_os_error());
-            }
-            let cname = std::ffi::CString::new(ifname.clone())?;
-            // SAFETY: a valid C string.
-            let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-            ensure!(ifindex != 0, "no interface {ifname} in {path}");
-            // Protocol 0: the socket only sends, it receives nothing (no
-            // copy of every frame to it).
-            // SAFETY: plain socket(2) call.
-            let raw =
-                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-            if raw < 0 {
-                bail!("socket(AF_PACKET): {}", std::io::Error::last_os_error());
-            }
-            // SAFETY: raw is a fresh fd that nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            // SAFETY: sockaddr_ll is plain data; zero is a valid start.
-            let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_ifindex = ifindex.cast_signed();
-            // SAFETY: sll is a valid sockaddr_ll of the size given.
-            let rc = unsafe {
-                libc::bind(
-                    fd.as_raw_fd(),
-                    (&raw const sll).cast(),
-                    size_of::<libc::sockaddr_ll>() as u32,
-                )
+        let pin_if = topo.pin_if.clone();
+        let thread = thread::spawn(move || {
+            let state = match GeneratorState::open(&ns, &ifname, &pin_if, &object) {
+                Ok(s) => {
+                    let _ = res_tx.send(Ok(Sent::default()));
+                    s
+                }
+                Err(e) => {
+                    let _ = res_tx.send(Err(e));
+                    return;
+                }
             };
-            if rc != 0 {
-                bail!(
-                    "bind(AF_PACKET, {ifname}): {}",
-                    std::io::Error::last_os_error()
-                );
+            for repeat in req_rx {
+                if res_tx.send(state.send(repeat)).is_err() {
+                    break;
+                }
             }
-            Ok(fd)
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))??;
+        });
+        let g = Generator {
+            requests: Some(req_tx),
+            results: res_rx,
+            thread: Some(thread),
+        };
+        g.results
+            .recv()
+            .context("the generator thread ended while starting")??;
+        Ok(g)
+    }
+
+    /// Runs every flow [`CALLS_PER_FLOW`] times, `repeat` frames a call.
+    fn send(&self, repeat: u64) -> Result<Sent> {
+        self.requests
+            .as_ref()
+            .expect("running")
+            .send(repeat)
+            .context("the generator thread ended")?;
+        self.results.recv().context("the generator thread ended")?
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl GeneratorState {
+    /// Enters the tx namespace (for good: this thread only generates),
+    /// loads the program and opens the counters.
+    fn open(ns: &str, ifname: &str, pin_if: &str, object: &[u8]) -> Result<Self> {
+        enter_netns(ns)?;
+        let cname = CString::new(ifname)?;
+        // SAFETY: a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        ensure!(ifindex != 0, "no interface {ifname} in {ns}");
+        let mut ebpf = EbpfLoader::new()
+            .load(object)
+            .context("loading the XDP object failed")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(XDP_BENCH_TX_PROGRAM)
+            .with_context(|| format!("no program {XDP_BENCH_TX_PROGRAM} in the XDP object"))?
+            .try_into()?;
+        prog.load()
+            .with_context(|| format!("loading {XDP_BENCH_TX_PROGRAM}"))?;
+        // Attached (generic mode) to a device that is down and sees no
+        // traffic, the program stays in the kernel's XDP dispatcher: else
+        // every test-run call adds it there and removes it again, each time
+        // rewriting the dispatcher and waiting for an RCU grace period,
+        // which takes longer than the frames of the call.
+        prog.attach(pin_if, XdpMode::Skb)
+            .with_context(|| format!("attaching {XDP_BENCH_TX_PROGRAM} to {pin_if}"))?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex (u32 each). The kernel resolves
+        // ingress_ifindex in the calling thread's namespace: this one.
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(FRAME_LEN as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let stats = EthtoolStats::open(
+            ifname,
+            &["tx_queue_0_xdp_xmit", "tx_queue_0_xdp_xmit_errors"],
+        )?;
         let frames = (0..FLOWS)
             .map(|i| udp_frame(SPORT_BASE + i as u16))
             .collect();
-        Ok(Generator { fd, frames })
+        Ok(GeneratorState {
+            ebpf,
+            ctx,
+            stats,
+            frames,
+        })
     }
 
-    /// Pushes `n` frames as fast as the kernel takes them, cycling through
-    /// the flows; a frame the veth drops is sent again.
-    fn send(&self, n: u64) -> Result<Sent> {
-        let mut iovs: Vec<libc::iovec> = (0..BATCH)
-            .map(|k| libc::iovec {
-                iov_base: self.frames[k % FLOWS].as_ptr() as *mut libc::c_void,
-                iov_len: FRAME_LEN,
-            })
-            .collect();
-        // SAFETY: mmsghdr is plain data; zeroed is valid (no name, no
-        // control data).
-        let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
-            .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
-            .collect();
-        for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
-            m.msg_hdr.msg_iov = iov;
-            m.msg_hdr.msg_iovlen = 1;
-        }
+    fn send(&self, repeat: u64) -> Result<Sent> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(XDP_BENCH_TX_PROGRAM)
+            .expect("loaded in open")
+            .try_into()?;
         let mut sent = Sent {
-            accepted: 0,
-            enobufs: 0,
             per_flow: vec![0; FLOWS],
-            elapsed: Duration::ZERO,
+            ..Sent::default()
         };
-        let start = Instant::now();
-        let mut pos = 0usize; // next message of the batch to send
-        while sent.accepted < n {
+        for call in 0..FLOWS as u64 * CALLS_PER_FLOW {
             check_interrupted()?;
-            let want = ((n - sent.accepted) as usize).min(BATCH - pos);
-            // SAFETY: msgs[pos..pos + want] are initialised headers whose
-            // iovecs point at frames that outlive the call.
-            let r = unsafe {
-                libc::sendmmsg(
-                    self.fd.as_raw_fd(),
-                    msgs.as_mut_ptr().add(pos),
-                    want as u32,
-                    0,
-                )
+            let flow = (call % FLOWS as u64) as usize;
+            let before = self.stats.read()?;
+            let opts = TestRunOptions {
+                data_in: Some(&self.frames[flow]),
+                ctx_in: Some(&self.ctx),
+                repeat: u32::try_from(repeat)?,
+                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                ..TestRunOptions::new()
             };
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::ENOBUFS | libc::EAGAIN) => {
-                        sent.enobufs += 1;
-                        continue;
-                    }
-                    Some(libc::EINTR) => {
-                        check_interrupted()?;
-                        continue;
-                    }
-                    _ => bail!("sendmmsg: {e}"),
-                }
-            }
-            for k in pos..pos + r as usize {
-                sent.per_flow[k % FLOWS] += 1;
-            }
-            sent.accepted += r as u64;
-            pos = (pos + r as usize) % BATCH;
+            let t = Instant::now();
+            let r = prog.test_run(opts);
+            sent.elapsed += t.elapsed();
+            check_interrupted()?;
+            let r = r.with_context(|| format!("live-frames test run of {XDP_BENCH_TX_PROGRAM}"))?;
+            sent.loop_time += r.duration * u32::try_from(repeat)?;
+            let after = self.stats.read()?;
+            let (took, refused) = (after[0] - before[0], after[1] - before[1]);
+            ensure!(
+                took + refused == repeat,
+                "test-run call {call}: {repeat} frames run, the receiving veth's ring took \
+                 {took} and refused {refused}: {} vanished (is NAPI off on the receiving veth?)",
+                repeat.saturating_sub(took + refused)
+            );
+            sent.run += repeat;
+            sent.accepted += took;
+            sent.refused += refused;
+            sent.per_flow[flow] += took;
+            sent.calls += 1;
         }
-        sent.elapsed = start.elapsed();
         Ok(sent)
     }
 }
@@ -716,28 +1030,41 @@ impl Drop for Monitor {
     }
 }
 
-/// One run: `PACKETS` frames, with or without netmon.
+/// One run: [`PACKETS`] frames, with or without netmon.
 #[derive(Clone, Debug)]
 struct RunResult {
     sent: Sent,
     rx_packets: u64,
     rx_bytes: u64,
     rx_dropped: u64,
-    tx_dropped: u64,
+    /// The nftables counters' deltas (check runs only): all, per flow.
+    nft: Option<(u64, Vec<u64>)>,
     pps: f64,
     netmon: Option<NetmonTotals>,
 }
 
 impl RunResult {
-    /// netmon's totals equal what arrived (and what the generator sent),
-    /// flow by flow.
+    /// Arrivals per second of the kernel's run loops (setup left out).
+    fn loop_pps(&self) -> f64 {
+        self.rx_packets as f64 / self.sent.loop_time.as_secs_f64()
+    }
+    /// The kernel's counters agree: what the ring took is what the veth
+    /// received (and what the nftables counters saw, flow by flow, when
+    /// they are there).
+    fn delivered(&self) -> bool {
+        self.rx_packets == self.sent.accepted
+            && self.nft.as_ref().is_none_or(|(packets, per_flow)| {
+                *packets == self.sent.accepted && *per_flow == self.sent.per_flow
+            })
+    }
+    /// netmon's totals equal what arrived, flow by flow.
     fn exact(&self) -> bool {
-        self.netmon.as_ref().is_some_and(|n| {
-            n.packets == self.rx_packets
-                && n.packets == self.sent.accepted
-                && n.bytes == self.sent.accepted * FRAME_LEN as u64
-                && n.per_flow == self.sent.per_flow
-        })
+        self.delivered()
+            && self.netmon.as_ref().is_some_and(|n| {
+                n.packets == self.rx_packets
+                    && n.bytes == self.rx_packets * FRAME_LEN as u64
+                    && n.per_flow == self.sent.per_flow
+            })
     }
 }
 
@@ -767,8 +1094,8 @@ fn run_once(
         config.name()
     );
     let (p0, b0, d0) = topo.rx_stats()?;
-    let t0 = topo.tx_dropped()?;
-    let sent = generator.send(PACKETS)?;
+    let nft0 = topo.nft_counts()?;
+    let sent = generator.send(REPEAT)?;
     // Let the receive side finish (it runs in softirq, mostly inline).
     let mut last = topo.rx_stats()?;
     loop {
@@ -780,7 +1107,7 @@ fn run_once(
         last = now;
     }
     let (p1, b1, d1) = last;
-    let t1 = topo.tx_dropped()?;
+    let nft1 = topo.nft_counts()?;
     let totals = monitor.map(Monitor::stop).transpose()?;
     drop(floor);
     let rx_packets = p1 - p0;
@@ -790,14 +1117,18 @@ fn run_once(
         rx_packets,
         rx_bytes: b1 - b0,
         rx_dropped: d1 - d0,
-        tx_dropped: t1 - t0,
+        nft: nft0.zip(nft1).map(|((n0, f0), (n1, f1))| {
+            (n1 - n0, f1.iter().zip(&f0).map(|(a, b)| a - b).collect())
+        }),
         netmon: totals,
     })
 }
 
 struct Report {
-    /// Runs per configuration, in [`CONFIGS`] order.
+    /// Timed runs per configuration, in [`CONFIGS`] order.
     results: Vec<Vec<RunResult>>,
+    /// The check runs with the nftables counters (not in the rates).
+    checks: Vec<(Config, RunResult)>,
 }
 
 impl Report {
@@ -822,13 +1153,45 @@ impl Report {
             .map(|(w, o)| w.pps / o.pps)
             .collect()
     }
-    fn netmon_runs(&self) -> impl Iterator<Item = (Config, usize, &RunResult)> {
-        [Config::Netmon, Config::NetmonGeneric]
+    /// Median in-loop rate of `c` over that without.
+    fn loop_ratio(&self, c: Config) -> f64 {
+        let rate = |c| {
+            median(
+                &self
+                    .runs(c)
+                    .iter()
+                    .map(RunResult::loop_pps)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        rate(c) / rate(Config::Without)
+    }
+    /// Every run, timed and check, with a label.
+    fn all_runs(&self) -> impl Iterator<Item = (String, &RunResult)> {
+        CONFIGS
             .into_iter()
-            .flat_map(move |c| self.runs(c).iter().enumerate().map(move |(i, r)| (c, i, r)))
+            .flat_map(move |c| {
+                self.runs(c)
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, r)| (format!("{} #{}", c.name(), i + 1), r))
+            })
+            .chain(
+                self.checks
+                    .iter()
+                    .map(|(c, r)| (format!("{} check", c.name()), r)),
+            )
+    }
+    fn all_delivered(&self) -> bool {
+        self.all_runs().all(|(_, r)| r.delivered())
     }
     fn all_exact(&self) -> bool {
-        self.netmon_runs().all(|(_, _, r)| r.exact())
+        self.all_runs()
+            .filter(|(_, r)| r.netmon.is_some())
+            .all(|(_, r)| r.exact())
+    }
+    fn refused(&self) -> u64 {
+        self.all_runs().map(|(_, r)| r.sent.refused).sum()
     }
     fn mode(&self, c: Config) -> String {
         self.runs(c)
@@ -842,7 +1205,9 @@ impl Report {
         let _ = writeln!(
             s,
             "\nveth in situ: {PACKETS} frames of {FRAME_LEN} bytes per run, {FLOWS} UDP flows, \
-             AF_PACKET sendmmsg x{BATCH}; received packets per second at the receiving veth"
+             live-frames test run of {XDP_BENCH_TX_PROGRAM} (XDP_TX, batch {BATCH}, {} calls \
+             of {REPEAT}); frames arrived at the receiving veth per second of test-run wall time",
+            FLOWS as u64 * CALLS_PER_FLOW
         );
         let _ = write!(s, "{:<8}", "round");
         for c in CONFIGS {
@@ -895,44 +1260,62 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "\nexactness (ground truth: the receiving veth's rx_packets; bytes: frames accepted \
-             by the kernel x {FRAME_LEN})"
+            "in-loop ratio (the kernel's own time of the test-run loops, setup left out): \
+             netmon {:.3}, xdp_pass_only {:.3}, netmon_generic {:.3}",
+            self.loop_ratio(Config::Netmon),
+            self.loop_ratio(Config::XdpFloor),
+            self.loop_ratio(Config::NetmonGeneric)
+        );
+        s.push_str(&self.arrivals_table());
+        s
+    }
+
+    /// Every run's counters side by side, and whether they agree.
+    fn arrivals_table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "\narrivals and exactness (ring = frames the receiving veth's ring took, the tx \
+             veth's ethtool xdp_xmit; veth = its rx_packets; nft = its ingress counter, check \
+             runs only; netmon bytes must be veth x {FRAME_LEN}; flows: per-flow counts of \
+             ring, nft and netmon agree)"
         );
         let _ = writeln!(
             s,
-            "{:<16} {:>10} {:>10} {:>10} {:>12} {:>12} {:>10} {:>6} {:>9}  exact",
-            "run",
-            "sent",
-            "arrived",
-            "netmon",
-            "sent bytes",
-            "netmon bytes",
-            "veth rxB",
-            "drops",
-            "flows ok"
+            "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>8}  exact",
+            "run", "refused", "ring", "veth", "nft", "netmon", "veth rxB", "netmon B", "flows ok"
         );
-        for (c, i, r) in self.netmon_runs() {
+        for (label, r) in self.all_runs() {
             let n = r.netmon.as_ref();
+            let flows_ok = r.nft.as_ref().is_none_or(|f| f.1 == r.sent.per_flow)
+                && n.is_none_or(|n| n.per_flow == r.sent.per_flow);
             let _ = writeln!(
                 s,
-                "{:<16} {:>10} {:>10} {:>10} {:>12} {:>12} {:>10} {:>6} {:>9}  {}",
-                format!("{} #{}", c.name(), i + 1),
+                "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>8}  {}",
+                label,
+                r.sent.refused,
                 r.sent.accepted,
                 r.rx_packets,
-                n.map_or(0, |n| n.packets),
-                r.sent.accepted * FRAME_LEN as u64,
-                n.map_or(0, |n| n.bytes),
+                r.nft
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |f| f.0.to_string()),
+                n.map_or_else(|| "-".to_owned(), |n| n.packets.to_string()),
                 r.rx_bytes,
-                r.tx_dropped + r.rx_dropped,
-                n.is_some_and(|n| n.per_flow == r.sent.per_flow),
-                if r.exact() { "yes" } else { "NO" }
+                n.map_or_else(|| "-".to_owned(), |n| n.bytes.to_string()),
+                flows_ok,
+                match (r.delivered(), n.is_some()) {
+                    (false, _) => "COUNTERS DISAGREE",
+                    (true, false) => "-",
+                    (true, true) if r.exact() => "yes",
+                    (true, true) => "NO",
+                }
             );
         }
         let _ = writeln!(
             s,
-            "(drops = frames the veth dropped, which the generator sent again; veth rxB = the \
-             receiving veth's rx_bytes, which in native XDP mode counts frames without their \
-             14-byte Ethernet header)"
+            "(refused = frames the receiving veth's full ring refused; the kernel freed them, \
+             they are not part of what arrived; {} in all)",
+            self.refused()
         );
         s
     }
@@ -941,18 +1324,24 @@ impl Report {
         let run_json = |r: &RunResult| {
             let mut v = json!({
                 "pps": r.pps,
-                "sent": r.sent.accepted,
-                "enobufs_retries": r.sent.enobufs,
+                "frames_run": r.sent.run,
+                "ring_accepted": r.sent.accepted,
+                "ring_refused": r.sent.refused,
+                "test_run_calls": r.sent.calls,
                 "elapsed_s": r.sent.elapsed.as_secs_f64(),
+                "loop_time_s": r.sent.loop_time.as_secs_f64(),
                 "rx_packets": r.rx_packets,
                 "rx_bytes": r.rx_bytes,
                 "rx_dropped": r.rx_dropped,
-                "tx_dropped": r.tx_dropped,
+                "loop_pps": r.loop_pps(),
+                "ring_per_flow": r.sent.per_flow,
+                "nft_packets": r.nft.as_ref().map(|f| f.0),
+                "nft_per_flow": r.nft.as_ref().map(|f| f.1.clone()),
+                "delivered": r.delivered(),
             });
             if let Some(n) = &r.netmon {
                 v["netmon_packets"] = json!(n.packets);
                 v["netmon_bytes"] = json!(n.bytes);
-                v["sent_bytes"] = json!(r.sent.accepted * FRAME_LEN as u64);
                 v["per_flow_exact"] = json!(n.per_flow == r.sent.per_flow);
                 v["exact"] = json!(r.exact());
                 v["xdp_mode"] = json!(n.mode);
@@ -968,6 +1357,7 @@ impl Report {
                         "rate_pps": self.rate(c),
                         "best_pps": self.rates(c).into_iter().fold(0.0, f64::max),
                         "ratio_to_without": self.ratio(c),
+                        "in_loop_ratio_to_without": self.loop_ratio(c),
                         "round_ratios": self.round_ratios(c),
                         "runs": self.runs(c).iter().map(run_json).collect::<Vec<_>>(),
                     }),
@@ -986,15 +1376,31 @@ impl Report {
             "target_ratio": TARGET_RATIO,
             "target_met": self.ratio(Config::Netmon) >= TARGET_RATIO,
             "netmon_over_xdp_pass_only": self.rate(Config::Netmon) / self.rate(Config::XdpFloor),
+            "all_delivered": self.all_delivered(),
             "all_exact": self.all_exact(),
-            "ground_truth": "packets: rx_packets of the receiving veth (ip -s link, read after \
-                netmon attached and after the traffic settled), cross-checked with the \
-                generator's count of frames the kernel accepted; bytes: accepted frames x \
-                frame_len (the veth's rx_bytes omits the Ethernet header in native XDP mode)",
+            "ring_refused_total": self.refused(),
+            "ground_truth": "frames the receiving veth's ring took, per flow (the tx veth's \
+                ethtool tx_queue_0_xdp_xmit, read around every test-run call; with \
+                xdp_xmit_errors they must add up to the frames run) and the receiving veth's \
+                rx_packets (ip -s link) must agree in every run; in the check runs after the \
+                timed rounds also an nftables counter on the receiving veth's netdev ingress \
+                hook, total and per flow; netmon's packets, bytes (= packets x frame_len) and \
+                flows must equal them",
+            "checks": self.checks.iter().map(|(c, r)| {
+                let mut v = run_json(r);
+                v["config"] = json!(c.name());
+                v
+            }).collect::<Vec<_>>(),
             "method": format!(
-                "AF_PACKET SOCK_RAW sendmmsg (batches of {BATCH}) from the tx namespace to a \
-                 veth pair; rate = frames arrived at the receiving veth / generator wall time; \
-                 configurations {} alternate, order rotating each round, {ROUNDS} rounds; medians",
+                "BPF_PROG_TEST_RUN of {XDP_BENCH_TX_PROGRAM} (XDP_TX) in live-frames mode \
+                 (batch {BATCH}) from a thread in the tx namespace, ingress_ifindex = the tx \
+                 veth: the frames go through the veth's ndo_xdp_xmit into the receiving veth's \
+                 ring (GRO on there for its NAPI); the program held in the XDP dispatcher by \
+                 a generic-mode attachment to an idle device; {} calls of {REPEAT} frames, \
+                 one flow each; rate = frames that arrived (rx_packets) / wall time inside the \
+                 test-run calls; configurations {} alternate, order rotating each round, \
+                 {ROUNDS} rounds; medians",
+                FLOWS as u64 * CALLS_PER_FLOW,
                 CONFIGS.map(Config::name).join(", ")
             ),
             "configs": configs,

@@ -236,14 +236,17 @@ pub fn ensure() -> Result<Toolchain> {
 /// Tools the integration tests call: ip (iproute2), nft (nftables) and
 /// sysctl (procps).
 pub fn ensure_test_tools() -> Result<()> {
-    let missing: Vec<&str> = TEST_TOOLS
+    ensure_tools(TEST_TOOLS, "the tests")
+}
+
+/// Installs with apt the packages of the `(binary, package)` pairs whose
+/// binary is not on PATH; `who` names the caller in the error when apt is
+/// not there.
+pub fn ensure_tools(tools: &[(&str, &str)], who: &str) -> Result<()> {
+    let path = env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<&str> = tools
         .iter()
-        .filter(|(bin, _)| {
-            !Command::new(bin)
-                .arg("-V")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
+        .filter(|(bin, _)| !env::split_paths(&path).any(|dir| dir.join(bin).is_file()))
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
@@ -251,7 +254,7 @@ pub fn ensure_test_tools() -> Result<()> {
     }
     if !have_apt() {
         bail!(
-            "the tests need {}; install them and run again",
+            "{who} need {}; install them and run again",
             missing.join(", ")
         );
     }
