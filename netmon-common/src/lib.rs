@@ -16,6 +16,15 @@ pub const XDP_FLOOR_PROGRAM: &str = "netmon_floor";
 /// generator of `cargo xtask bench veth` (live-frames test runs). Never
 /// attached.
 pub const XDP_BENCH_TX_PROGRAM: &str = "netmon_bench_tx";
+/// A program in the same object for `cargo xtask bench xdp`: adds one to
+/// the IPv4 source address of the frame in place (so every run of a
+/// repeated test run is a new flow), then tail-calls entry 0 of
+/// [`BENCH_TAIL_MAP`]. Never attached.
+pub const XDP_BENCH_NEW_FLOW_PROGRAM: &str = "netmon_bench_new_flow";
+/// The program array of [`XDP_BENCH_NEW_FLOW_PROGRAM`]'s tail call.
+pub const BENCH_TAIL_MAP: &str = "BENCH_TAIL";
+/// Offset of the IPv4 source address in an untagged Ethernet frame.
+pub const BENCH_NEW_FLOW_OFFSET: usize = 26;
 /// Name of the per-CPU array holding one [`Counters`] per CPU.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Name of the per-CPU array of [`FlowSlot`]s: each CPU's flow cache.

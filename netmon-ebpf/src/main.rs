@@ -12,7 +12,7 @@
 
 use core::{
     mem::size_of,
-    ptr::{read_unaligned, read_volatile, write_volatile},
+    ptr::{read_unaligned, read_volatile, write_unaligned, write_volatile},
     sync::atomic::{Ordering, compiler_fence},
 };
 
@@ -20,14 +20,14 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns},
     macros::{map, xdp},
-    maps::{PerCpuArray, RingBuf},
+    maps::{PerCpuArray, ProgramArray, RingBuf},
     programs::XdpContext,
 };
 use aya_log_ebpf::warn;
 use netmon_common::{
-    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_SLOTS_PER_CPU, EVICT_BATCH, EvictBatch, FlowKey,
-    FlowSlot, FlowValue, IP_V4, IP_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Pending,
-    TCP_FIN, TCP_RST, TCP_SYN, size_class,
+    BENCH_NEW_FLOW_OFFSET, Counters, DEFAULT_EVICTED_BYTES, DEFAULT_SLOTS_PER_CPU, EVICT_BATCH,
+    EvictBatch, FlowKey, FlowSlot, FlowValue, IP_V4, IP_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    PROTO_UDP, Pending, TCP_FIN, TCP_RST, TCP_SYN, size_class,
 };
 
 /// Slot 0 holds this CPU's [`Counters`].
@@ -106,6 +106,27 @@ pub fn netmon_floor(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn netmon_bench_tx(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
+}
+
+/// Tail-call target of [`netmon_bench_new_flow`], set by the bench.
+#[map(name = "BENCH_TAIL")]
+static BENCH_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// The `new_flow` driver of `cargo xtask bench xdp`: adds one to the IPv4
+/// source address of the frame in place, so that every run of a repeated
+/// test run carries a flow not seen before, then tail-calls netmon's program
+/// (or the floor, for the driver's own cost). The only program here that
+/// writes to a frame; never attached.
+#[xdp]
+pub fn netmon_bench_new_flow(ctx: XdpContext) -> u32 {
+    if let Ok(p) = ptr_at::<u32>(&ctx, BENCH_NEW_FLOW_OFFSET) {
+        let p = p.cast_mut();
+        // SAFETY: ptr_at checked the 4 bytes; test runs own their frame.
+        unsafe { write_unaligned(p, read_unaligned(p).wrapping_add(1)) };
+    }
+    // SAFETY: entry 0 holds an XDP program (or nothing: then this returns).
+    unsafe { BENCH_TAIL.tail_call(&ctx, 0) };
+    xdp_action::XDP_PASS
 }
 
 /// Why a frame could not be parsed to the end.

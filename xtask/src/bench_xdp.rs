@@ -41,13 +41,14 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuValues, RingBuf},
+    maps::{MapData, PerCpuArray, PerCpuValues, ProgramArray, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use netmon_common::{
-    COUNTERS_MAP, Counters, DEFAULT_EVICTED_BYTES, DEFAULT_SLOTS_PER_CPU, EVICTED_MAP, EvictBatch,
-    FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL,
-    XDP_FLOOR_PROGRAM, XDP_PROGRAM,
+    BENCH_NEW_FLOW_OFFSET, BENCH_TAIL_MAP, COUNTERS_MAP, Counters, DEFAULT_EVICTED_BYTES,
+    DEFAULT_SLOTS_PER_CPU, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL,
+    PENDING_MAP, Pending, SLOT_MASK_GLOBAL, XDP_BENCH_NEW_FLOW_PROGRAM, XDP_FLOOR_PROGRAM,
+    XDP_PROGRAM,
 };
 use serde_json::{Value, json};
 
@@ -58,6 +59,13 @@ const ROUNDS: usize = 7;
 /// New flows (repeat=1 calls) per round in `new_flow`: over ten times the
 /// slots, so that nearly every one evicts an occupant.
 const NEW_FLOWS: u32 = 60_000;
+/// Runs per call of the tail-call `new_flow` method. Each call's evictions
+/// (1,000 records of 784 bytes) fit the default ring, which is read after
+/// every call.
+const NF_REPEAT: u32 = 8000;
+/// Calls per round and per program (the floor and netmon alternate) of the
+/// tail-call method.
+const NF_CALLS: u32 = 25;
 /// Slots per CPU: netmon's default.
 const SLOTS: u32 = DEFAULT_SLOTS_PER_CPU;
 /// Eviction ring: netmon's default size.
@@ -124,6 +132,14 @@ pub fn run(root: &Path, object: &Path) -> Result<()> {
         "the repeat-based cases started flow records: they are not measuring established flows"
     );
 
+    // new_flow with the driver and tail calls: a new flow on every run.
+    let mut tail_rounds = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        tail_rounds.push(new_flow_tail_round(&mut bench, &repeat_cases[0].frame)?);
+        eprint!(".");
+    }
+    eprintln!();
+
     // new_flow at repeat=1, with its own floor and an established control.
     let established = &repeat_cases[0].frame;
     let mut nf_rounds = Vec::with_capacity(ROUNDS);
@@ -134,7 +150,13 @@ pub fn run(root: &Path, object: &Path) -> Result<()> {
     eprintln!();
     bench.clear_flows()?;
 
-    let report = Report::new(&floor_rounds, &repeat_cases, &case_rounds, &nf_rounds);
+    let report = Report::new(
+        &floor_rounds,
+        &repeat_cases,
+        &case_rounds,
+        &tail_rounds,
+        &nf_rounds,
+    );
     print!("{}", report.table());
     let json = report.json(started.elapsed());
     let path = write_report(root, "xdp.json", &json)?;
@@ -143,6 +165,54 @@ pub fn run(root: &Path, object: &Path) -> Result<()> {
         println!("TARGET MISSED: {missed}");
     }
     Ok(())
+}
+
+/// One round of the tail-call `new_flow`: [`NF_CALLS`] calls of
+/// [`NF_REPEAT`] runs of the driver into netmon, alternating with as many
+/// into the floor; every run is a new flow (the driver changes the source
+/// address, and each call starts from the frame the last one left). Returns
+/// the mean ns per run of the floor calls and of the netmon calls, after
+/// checking that every packet started a flow record and is accounted for.
+fn new_flow_tail_round(bench: &mut Bench, frame: &[u8]) -> Result<(f64, f64)> {
+    bench.clear_flows()?;
+    let before = bench.counters()?;
+    let mut frame = frame.to_vec();
+    let (mut floor, mut netmon) = (Vec::new(), Vec::new());
+    let (mut evictions, mut in_ring) = (0, 0);
+    for _ in 0..NF_CALLS {
+        bench.set_tail(Prog::Floor)?;
+        floor.push(bench.run_driver(&mut frame, NF_REPEAT)?);
+        bench.set_tail(Prog::Netmon)?;
+        netmon.push(bench.run_driver(&mut frame, NF_REPEAT)?);
+        let (e, p) = bench.drain_ring();
+        evictions += e;
+        in_ring += p;
+    }
+    let sent = u64::from(NF_CALLS * NF_REPEAT);
+    let delta = bench.counters()?.minus(&before);
+    ensure!(
+        delta.tcp == sent && delta.flow_records == sent && delta.flow_insert_failed == 0,
+        "tail-call new_flow: {} packets, {} flow records, {} not counted to a flow; expected \
+         {sent}, {sent}, 0",
+        delta.tcp,
+        delta.flow_records,
+        delta.flow_insert_failed
+    );
+    let (e, p) = bench.pending()?;
+    evictions += e;
+    in_ring += p;
+    let in_slots = bench.packets_in_slots()?;
+    ensure!(
+        in_ring + in_slots == sent,
+        "tail-call new_flow: {in_ring} packets in the ring and {in_slots} in the slots, expected \
+         {sent}"
+    );
+    ensure!(
+        evictions + u64::from(SLOTS) >= sent,
+        "tail-call new_flow: only {evictions} of {sent} new flows evicted an occupant"
+    );
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    Ok((mean(&floor), mean(&netmon)))
 }
 
 /// One round of `new_flow`: [`NEW_FLOWS`] new flows, each with the floor
@@ -206,6 +276,7 @@ struct Bench {
     slots: PerCpuArray<MapData, FlowSlot>,
     pending: PerCpuArray<MapData, Pending>,
     ring: RingBuf<MapData>,
+    tail: ProgramArray<MapData>,
 }
 
 #[derive(Clone, Copy)]
@@ -225,7 +296,7 @@ impl Bench {
             .override_global(HASH_SEED_GLOBAL, &seed, true)
             .load(bytes)
             .context("loading the XDP object failed")?;
-        for name in [XDP_FLOOR_PROGRAM, XDP_PROGRAM] {
+        for name in [XDP_FLOOR_PROGRAM, XDP_PROGRAM, XDP_BENCH_NEW_FLOW_PROGRAM] {
             let xdp: &mut Xdp = ebpf
                 .program_mut(name)
                 .with_context(|| format!("no program {name} in the object"))?
@@ -242,12 +313,14 @@ impl Bench {
         let slots = PerCpuArray::try_from(take(FLOW_SLOTS_MAP)?)?;
         let pending = PerCpuArray::try_from(take(PENDING_MAP)?)?;
         let ring = RingBuf::try_from(take(EVICTED_MAP)?)?;
+        let tail = ProgramArray::try_from(take(BENCH_TAIL_MAP)?)?;
         Ok(Bench {
             ebpf,
             counters,
             slots,
             pending,
             ring,
+            tail,
         })
     }
 
@@ -282,6 +355,64 @@ impl Bench {
             n == frame.len() && out[..n] == *frame,
             "the program changed the frame"
         );
+        Ok(res.duration.as_nanos() as f64)
+    }
+
+    /// Points the driver's tail call at `prog`.
+    fn set_tail(&mut self, prog: Prog) -> Result<()> {
+        let name = match prog {
+            Prog::Floor => XDP_FLOOR_PROGRAM,
+            Prog::Netmon => XDP_PROGRAM,
+        };
+        let xdp: &Xdp = self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?;
+        self.tail
+            .set(0, xdp.fd()?, 0)
+            .context("setting the driver's tail call")?;
+        Ok(())
+    }
+
+    /// `repeat` runs of the driver on `frame`, which then holds the frame
+    /// the last run left (the source address moved on by `repeat`). Checks
+    /// the verdict and that nothing but the source address changed.
+    fn run_driver(&self, frame: &mut Vec<u8>, repeat: u32) -> Result<f64> {
+        let xdp: &Xdp = self
+            .ebpf
+            .program(XDP_BENCH_NEW_FLOW_PROGRAM)
+            .with_context(|| format!("no program {XDP_BENCH_NEW_FLOW_PROGRAM}"))?
+            .try_into()?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let res = xdp
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::new()
+            })
+            .context("BPF_PROG_TEST_RUN failed")?;
+        ensure!(
+            res.return_value == XDP_PASS,
+            "verdict {} instead of XDP_PASS",
+            res.return_value
+        );
+        out.truncate(res.data_size_out as usize);
+        let addr = BENCH_NEW_FLOW_OFFSET..BENCH_NEW_FLOW_OFFSET + 4;
+        ensure!(
+            out.len() == frame.len()
+                && out[..addr.start] == frame[..addr.start]
+                && out[addr.end..] == frame[addr.end..],
+            "the frame changed beyond the driver's source address"
+        );
+        let src = |f: &[u8]| u32::from_le_bytes(f[addr.clone()].try_into().expect("4 bytes"));
+        ensure!(
+            src(&out).wrapping_sub(src(frame)) == repeat,
+            "the driver ran {} times, not {repeat}",
+            src(&out).wrapping_sub(src(frame))
+        );
+        *frame = out;
         Ok(res.duration.as_nanos() as f64)
     }
 
@@ -602,6 +733,7 @@ impl Row {
 
 struct Report {
     floor: Row,
+    floor_tail: Row,
     floor_r1: Row,
     rows: Vec<Row>,
 }
@@ -611,8 +743,10 @@ impl Report {
         floor_rounds: &[f64],
         cases: &[Case],
         case_rounds: &[Vec<f64>],
+        tail: &[(f64, f64)],
         nf: &[NewFlowSummary],
     ) -> Report {
+        let (floor_tail, new_flow) = Self::tail_rows(tail);
         let repeat_method = format!("repeat={REPEAT}, median of {ROUNDS} rounds");
         let r1_method = format!(
             "repeat=1, {NEW_FLOWS} calls/round into {SLOTS} slots (nearly all evict), 99 % mean \
@@ -658,21 +792,20 @@ impl Report {
             call_median_ns: Some(f_mean),
             target: None,
         };
+        rows.insert(1, new_flow);
         let (n_med, n_mean, n_rounds) = pick(|s| s.new_flow);
-        rows.insert(
-            1,
-            Row {
-                name: "new_flow",
-                what: "IPv4/TCP, every packet a flow not yet in the cache (distinct source port/address), evicting the slot's occupant"
-                    .to_owned(),
-                method: r1_method.clone(),
-                ns: n_med,
-                floor_ns: f_med,
-                rounds: n_rounds,
-                call_median_ns: Some(n_mean),
-                target: Some(TARGET_NEW_FLOW),
-            },
-        );
+        rows.push(Row {
+            name: "new_flow_repeat1",
+            what: "new flows one test run each (distinct source port/address): a new flow \
+                   arriving alone, caches cold"
+                .to_owned(),
+            method: r1_method.clone(),
+            ns: n_med,
+            floor_ns: f_med,
+            rounds: n_rounds,
+            call_median_ns: Some(n_mean),
+            target: None,
+        });
         let (e_med, e_mean, e_rounds) = pick(|s| s.established);
         rows.push(Row {
             name: "established_repeat1",
@@ -686,9 +819,48 @@ impl Report {
         });
         Report {
             floor,
+            floor_tail,
             floor_r1,
             rows,
         }
+    }
+
+    /// The rows of the tail-call method: its floor, and `new_flow`.
+    fn tail_rows(tail: &[(f64, f64)]) -> (Row, Row) {
+        let tail_method = format!(
+            "{XDP_BENCH_NEW_FLOW_PROGRAM} + tail call, {NF_CALLS} calls of repeat={NF_REPEAT} per \
+             round into {SLOTS} slots, mean per round, median of {ROUNDS} rounds"
+        );
+        let tail_floor: Vec<f64> = tail.iter().map(|t| t.0).collect();
+        let tail_netmon: Vec<f64> = tail.iter().map(|t| t.1).collect();
+        let tail_floor_ns = median(&tail_floor);
+        let floor_tail = Row {
+            name: "floor_new_flow",
+            what: format!(
+                "{XDP_BENCH_NEW_FLOW_PROGRAM} (source address + 1) tail-calling {XDP_FLOOR_PROGRAM}"
+            ),
+            method: tail_method.clone(),
+            ns: tail_floor_ns,
+            floor_ns: tail_floor_ns,
+            rounds: tail_floor,
+            call_median_ns: None,
+            target: None,
+        };
+        let new_flow = Row {
+            name: "new_flow",
+            what: format!(
+                "IPv4/TCP, every run a flow not in the cache (the driver moves the source \
+                 address on), nearly every one evicting the slot's occupant; the driver \
+                 tail-calls {XDP_PROGRAM}"
+            ),
+            method: tail_method,
+            ns: median(&tail_netmon),
+            floor_ns: tail_floor_ns,
+            rounds: tail_netmon,
+            call_median_ns: None,
+            target: Some(TARGET_NEW_FLOW),
+        };
+        (floor_tail, new_flow)
     }
 
     fn table(&self) -> String {
@@ -703,6 +875,7 @@ impl Report {
             "case", "ns", "floor", "over_floor", "rounds min-max", "target", "verdict"
         );
         for row in std::iter::once(&self.floor)
+            .chain(std::iter::once(&self.floor_tail))
             .chain(std::iter::once(&self.floor_r1))
             .chain(&self.rows)
         {
@@ -765,6 +938,7 @@ impl Report {
         };
         json!({
             "floor_ns": self.floor.ns,
+            "floor_new_flow_ns": self.floor_tail.ns,
             "floor_repeat1_ns": self.floor_r1.ns,
             "floor_rounds_ns": self.floor.rounds,
             "floor_repeat1_rounds_ns": self.floor_r1.rounds,
