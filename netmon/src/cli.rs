@@ -102,7 +102,7 @@ pub struct MonitorArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
 
-    /// Remove flows silent this long from the kernel table (their counts
+    /// Remove flows silent this long from the flow table (their counts
     /// stay in the summary), making room for new ones
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_positive_duration)]
     pub idle_timeout: Duration,

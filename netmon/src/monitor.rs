@@ -40,7 +40,7 @@ pub struct Config {
     pub duration: Option<Duration>,
     pub format: Format,
     pub top: usize,
-    /// Flows silent this long are removed from the kernel table (their
+    /// Flows silent this long are removed from the flow table (their
     /// counts stay in the summary).
     pub idle_timeout: Duration,
     pub link_bps: Option<u64>,

@@ -21,7 +21,7 @@ pub struct Summary<'a> {
     pub iface: &'a str,
     pub duration_s: f64,
     pub counters: &'a Counters,
-    /// Distinct flows of the run: in the kernel table at the end, or
+    /// Distinct flows of the run: in the flow table at the end, or
     /// removed from it as idle before.
     pub flows_tracked: usize,
     /// The top flows, already sorted and truncated.

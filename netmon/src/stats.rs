@@ -150,7 +150,7 @@ fn merge(into: &mut FlowValue, more: &FlowValue) {
 /// The flows of one interval.
 #[derive(Debug, Default)]
 pub struct IntervalFlows {
-    /// Entries in the kernel table at the end of the interval.
+    /// Flows in the flow table at the end of the interval.
     pub in_table: usize,
     /// Flows that carried packets during the interval.
     pub active: usize,
@@ -161,7 +161,7 @@ pub struct IntervalFlows {
 }
 
 /// Flow bookkeeping across intervals: per-flow deltas between snapshots of
-/// the kernel table, and the final counts of flows userspace removed from
+/// the flow table, and the final counts of flows userspace removed from
 /// it (idle), so the summary still includes them.
 #[derive(Debug, Default)]
 pub struct FlowTracker {
@@ -170,7 +170,7 @@ pub struct FlowTracker {
 }
 
 impl FlowTracker {
-    /// Takes a new snapshot of the kernel table; returns what happened
+    /// Takes a new snapshot of the flow table; returns what happened
     /// since the previous one.
     pub fn interval(&mut self, snapshot: Vec<(FlowKey, FlowValue)>, top: usize) -> IntervalFlows {
         let mut deltas = Vec::new();
@@ -210,7 +210,7 @@ impl FlowTracker {
             .collect()
     }
 
-    /// Records the final value of a flow removed from the kernel table.
+    /// Records the final value of a flow removed from the flow table.
     pub fn retire(&mut self, key: FlowKey, value: &FlowValue) {
         self.last.remove(&key);
         self.retired

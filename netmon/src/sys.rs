@@ -1,5 +1,6 @@
 //! The only module that touches aya: loads the XDP object, attaches it,
-//! reads and prunes its maps. Everything above it works on plain values.
+//! reads its maps and the eviction ring. Everything above it works on plain
+//! values.
 
 use std::{
     ffi::CString,

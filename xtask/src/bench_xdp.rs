@@ -2,14 +2,18 @@
 //! `BPF_PROG_TEST_RUN`, in ns above a bare `XDP_PASS` program (`netmon_floor`
 //! from the same object) measured in the same run.
 //!
-//! Two methods, because the kernel runs *the same frame* `repeat` times:
+//! Three methods, because the kernel runs *the same frame* `repeat` times:
 //!
 //! - **repeat** (`floor`, `established`, `ipv6_udp`, `qinq`, `truncated`):
 //!   one frame, `REPEAT` runs per call, the kernel's average per run; every
 //!   case once per round, [`ROUNDS`] rounds, median over rounds. The frame's
-//!   flow is inserted by a priming call, so every timed run finds it in the
-//!   table (for `ipv6_udp` and `qinq` too).
-//! - **repeat=1** (`new_flow`): [`NEW_FLOWS`] calls per round, each with a
+//!   flow is inserted by a priming call, so every timed run finds it in its
+//!   slot (for `ipv6_udp` and `qinq` too).
+//! - **driver** (`new_flow`, `floor_new_flow`): `netmon_bench_new_flow`
+//!   moves the source address on in place and tail-calls netmon (or the
+//!   floor), so every run of a repeated call is a new flow; see
+//!   [`new_flow_tail_round`].
+//! - **repeat=1** (`new_flow_repeat1`): [`NEW_FLOWS`] calls per round, each with a
 //!   frame of a flow never seen before (distinct source address/port), each
 //!   interleaved with a repeat=1 call of the floor program on the same frame
 //!   and one of netmon on an established flow (a control that shows what
