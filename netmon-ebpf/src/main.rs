@@ -118,6 +118,10 @@ static BENCH_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// (or the floor, for the driver's own cost). The only program here that
 /// writes to a frame; never attached.
 #[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] macro fixes the signature"
+)]
 pub fn netmon_bench_new_flow(ctx: XdpContext) -> u32 {
     if let Ok(p) = ptr_at::<u32>(&ctx, BENCH_NEW_FLOW_OFFSET) {
         let p = p.cast_mut();
