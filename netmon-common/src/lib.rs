@@ -132,9 +132,11 @@ pub struct FlowValue {
 ///
 /// `seq` numbers the slot's occupants per CPU (1, 2, ...; 0 is an empty
 /// slot), so userspace can tell one occupancy from the next. The program
-/// writes `seq_end` first and `seq` last when a new flow moves in: a reader
-/// that copies the slot in address order and finds `seq == seq_end` has a
-/// copy that is not torn across a change of occupant.
+/// writes `seq_end` first and `seq` last when a new flow moves in: on a CPU
+/// that keeps stores in order (x86), a reader that copies the slot in
+/// address order and finds `seq == seq_end` has a copy that is not torn
+/// across a change of occupant. Elsewhere (arm64) a torn copy can pass the
+/// check; userspace then corrects it with the next copy or the final record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowSlot {

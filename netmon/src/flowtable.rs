@@ -14,7 +14,7 @@
 //! after it can show it again (the kernel sends the record only after the
 //! slot and the pending entry have moved on), so it is forgotten.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use netmon_common::{FlowKey, FlowValue};
 
@@ -33,6 +33,10 @@ pub struct FlowTable {
     max_flows: usize,
     /// Last sighting of every occupancy still in the kernel.
     live: HashMap<(u32, u64), (FlowKey, FlowValue)>,
+    /// Occupancies whose final record came in this round and the one
+    /// before: later sightings of them are stale.
+    ended_now: HashSet<(u32, u64)>,
+    ended_before: HashSet<(u32, u64)>,
     /// Per-flow totals since the flow entered the table.
     flows: HashMap<FlowKey, FlowValue>,
     /// Packets and bytes of flows the full table could not take.
@@ -47,6 +51,8 @@ impl FlowTable {
         FlowTable {
             max_flows,
             live: HashMap::new(),
+            ended_now: HashSet::new(),
+            ended_before: HashSet::new(),
             flows: HashMap::new(),
             untracked_packets: 0,
             untracked_bytes: 0,
@@ -54,46 +60,82 @@ impl FlowTable {
         }
     }
 
+    /// Starts a round of reads (slots, pending, then the ring). Occupancies
+    /// that ended two rounds ago are forgotten for good.
+    pub fn new_round(&mut self) {
+        self.ended_before = std::mem::take(&mut self.ended_now);
+    }
+
     /// A sighting of an occupancy in a slot or among the pending evictions.
     pub fn seen(&mut self, o: &Occupancy) {
         let id = (o.cpu, o.seq);
-        let delta = match self.live.get(&id) {
-            None => o.value,
-            Some((key, last)) if *key == o.key => {
-                // Counts only grow within an occupancy; a lower one is a
-                // stale copy and adds nothing.
-                if o.value.packets < last.packets || o.value.bytes < last.bytes {
-                    return;
-                }
-                FlowValue {
-                    packets: o.value.packets - last.packets,
-                    bytes: o.value.bytes - last.bytes,
-                    ..o.value
+        // A stale copy of an occupancy whose final record is in: on CPUs
+        // that reorder stores, a pending entry can show its old occupant
+        // for a moment after the batch went out.
+        if self.ended_now.contains(&id) || self.ended_before.contains(&id) {
+            return;
+        }
+        match self.live.insert(id, (o.key, o.value)) {
+            None => self.add(&o.key, &o.value),
+            Some((key, last)) if key == o.key => {
+                if o.value.packets >= last.packets && o.value.bytes >= last.bytes {
+                    self.add(
+                        &o.key,
+                        &FlowValue {
+                            packets: o.value.packets - last.packets,
+                            bytes: o.value.bytes - last.bytes,
+                            ..o.value
+                        },
+                    );
+                } else {
+                    // Counts only grow within an occupancy: the earlier copy
+                    // was torn (possible only on CPUs that reorder stores).
+                    // The latest copy counts; take back what the earlier one
+                    // added beyond it.
+                    self.take_back(&key, last.packets.saturating_sub(o.value.packets), {
+                        last.bytes.saturating_sub(o.value.bytes)
+                    });
+                    if o.value.packets > last.packets || o.value.bytes > last.bytes {
+                        self.add(
+                            &o.key,
+                            &FlowValue {
+                                packets: o.value.packets.saturating_sub(last.packets),
+                                bytes: o.value.bytes.saturating_sub(last.bytes),
+                                ..o.value
+                            },
+                        );
+                    }
                 }
             }
             Some((key, last)) => {
-                // A copy torn across a change of occupant was taken for
-                // this occupancy earlier (possible only on CPUs that reorder
-                // stores): move what it added to the right flow.
-                let (key, last) = (*key, *last);
-                if let Some(v) = self.flows.get_mut(&key) {
-                    v.packets = v.packets.saturating_sub(last.packets);
-                    v.bytes = v.bytes.saturating_sub(last.bytes);
-                    if v.packets == 0 {
-                        self.flows.remove(&key);
-                    }
-                }
-                o.value
+                // The earlier copy was torn across a change of occupant and
+                // named another flow: move the occupancy to this one.
+                self.take_back(&key, last.packets, last.bytes);
+                self.add(&o.key, &o.value);
             }
-        };
-        self.live.insert(id, (o.key, o.value));
-        self.add(&o.key, &delta);
+        }
     }
 
     /// The final record of an occupancy, from the ring.
     pub fn ended(&mut self, o: &Occupancy) {
         self.seen(o);
-        self.live.remove(&(o.cpu, o.seq));
+        let id = (o.cpu, o.seq);
+        self.live.remove(&id);
+        self.ended_now.insert(id);
+    }
+
+    /// Takes back packets and bytes an earlier, torn copy added to `key`.
+    fn take_back(&mut self, key: &FlowKey, packets: u64, bytes: u64) {
+        if let Some(v) = self.flows.get_mut(key) {
+            v.packets = v.packets.saturating_sub(packets);
+            v.bytes = v.bytes.saturating_sub(bytes);
+            if v.packets == 0 {
+                self.flows.remove(key);
+            }
+        } else {
+            self.untracked_packets = self.untracked_packets.saturating_sub(packets);
+            self.untracked_bytes = self.untracked_bytes.saturating_sub(bytes);
+        }
     }
 
     fn add(&mut self, key: &FlowKey, delta: &FlowValue) {
@@ -217,11 +259,27 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_copy_adds_nothing() {
+    fn a_copy_torn_in_its_counts_is_corrected_by_the_next() {
         let mut t = FlowTable::new(10);
-        t.seen(&occ(0, 1, 1, 8, 20));
-        t.seen(&occ(0, 1, 1, 6, 20));
-        assert_eq!(packets(&t, 1), Some(8));
+        // The new occupant's key with the old occupant's (higher) counts.
+        t.seen(&occ(0, 2, 1, 8, 20));
+        t.seen(&occ(0, 2, 1, 2, 20));
+        assert_eq!(packets(&t, 1), Some(2));
+        t.ended(&occ(0, 2, 1, 3, 30));
+        assert_eq!(packets(&t, 1), Some(3));
+    }
+
+    #[test]
+    fn a_stale_sighting_after_the_final_record_adds_nothing() {
+        let mut t = FlowTable::new(10);
+        t.seen(&occ(0, 1, 1, 4, 20));
+        t.ended(&occ(0, 1, 1, 5, 25));
+        // A pending entry still showing the occupant, this round and next.
+        t.seen(&occ(0, 1, 1, 5, 25));
+        t.new_round();
+        t.seen(&occ(0, 1, 1, 5, 25));
+        assert_eq!(packets(&t, 1), Some(5));
+        assert_eq!(t.live(), 0);
     }
 
     #[test]

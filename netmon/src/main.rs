@@ -124,6 +124,7 @@ impl monitor::Source for XdpSource {
     }
     fn flows(&mut self) -> Result<Vec<(FlowKey, FlowValue)>> {
         // The slots first, then the ring (see Attachment::drain_evicted).
+        self.table.new_round();
         for o in &self.attachment.occupancies()? {
             self.table.seen(o);
         }
@@ -141,6 +142,10 @@ impl monitor::Source for XdpSource {
     }
     fn finish(&mut self) {
         self.attachment.detach();
+        // Detaching does not wait for runs of the program already under way
+        // on other CPUs (they finish within microseconds); the final reads
+        // come after them.
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     fn drain_log(&mut self) {
         self.attachment.flush_log();

@@ -4,7 +4,7 @@
 
 use std::{
     ffi::CString,
-    io,
+    fs, io,
     os::fd::{AsFd, AsRawFd, RawFd},
 };
 
@@ -136,6 +136,9 @@ pub struct Attachment {
     slots_per_cpu: u32,
     /// Possible CPUs: per-CPU values come in this many copies.
     cpus: usize,
+    /// The id of each possible CPU, in the order of the per-CPU copies (the
+    /// ids the program puts in ring records).
+    cpu_ids: Vec<u32>,
     pub mode: AttachedMode,
 }
 
@@ -153,7 +156,11 @@ impl Attachment {
             return Err(SysError::NoObject);
         }
         debug_assert!(slots_per_cpu.is_power_of_two());
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| SysError::Load(chain(&e)))?;
+        let cpu_ids = fs::read_to_string(POSSIBLE_CPUS)
+            .ok()
+            .and_then(|s| parse_cpu_list(&s))
+            .ok_or_else(|| SysError::Load(format!("cannot read the CPU list {POSSIBLE_CPUS}")))?;
+        let cpus = cpu_ids.len();
         let mask = slots_per_cpu - 1;
         let seed = random_seed();
         let mut ebpf = EbpfLoader::new()
@@ -213,6 +220,7 @@ impl Attachment {
                         ebpf,
                         slots_per_cpu,
                         cpus,
+                        cpu_ids,
                         mode: attempt,
                     });
                 }
@@ -284,10 +292,10 @@ impl Attachment {
     /// out: the next read has them.
     pub fn occupancies(&self) -> Result<Vec<Occupancy>, SysError> {
         let mut out = Vec::new();
-        let mut take = |cpu: usize, s: &FlowSlot| {
+        let mut take = |position: usize, s: &FlowSlot| {
             if s.seq != 0 && s.seq == s.seq_end {
                 out.push(Occupancy {
-                    cpu: cpu as u32,
+                    cpu: self.cpu_ids[position],
                     seq: s.seq,
                     key: s.key,
                     value: s.value,
@@ -361,6 +369,23 @@ fn ring_bytes(cpus: usize) -> u32 {
     (1u32 << 20)
         .max(cpus.saturating_mul(256 << 10))
         .min(1 << 30)
+}
+
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// The CPU ids of a kernel CPU list such as `0-3,8-11` (the order in which
+/// the kernel lays out per-CPU map values).
+fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
+    let mut ids = Vec::new();
+    for part in s.trim().split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let (lo, hi): (u32, u32) = (lo.parse().ok()?, hi.parse().ok()?);
+        if lo > hi {
+            return None;
+        }
+        ids.extend(lo..=hi);
+    }
+    Some(ids)
 }
 
 /// A seed for the slot hash, so nobody can aim collisions at a slot.
@@ -455,6 +480,18 @@ fn lookup_batch_percpu<V: Copy + Default>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_give_ids_in_order() {
+        assert_eq!(parse_cpu_list("0-1\n"), Some(vec![0, 1]));
+        assert_eq!(parse_cpu_list("0"), Some(vec![0]));
+        assert_eq!(
+            parse_cpu_list("0-2,8,10-11"),
+            Some(vec![0, 1, 2, 8, 10, 11])
+        );
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
+    }
 
     #[test]
     fn the_ring_grows_with_the_cpus() {

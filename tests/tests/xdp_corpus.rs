@@ -45,7 +45,7 @@ mod corpus;
 mod reference;
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{HashMap as StdHashMap, HashSet},
     fmt::Write as _,
     time::{Duration, Instant},
 };
@@ -262,8 +262,10 @@ struct Kernel {
     ring: RingBuf<MapData>,
     /// Final records taken from the ring so far, summed per flow.
     ended: StdHashMap<FlowKey, FlowValue>,
-    /// Occupancies in the records taken from the ring so far.
-    ended_records: u64,
+    /// Occupancies (CPU, seq) in the records taken from the ring so far.
+    ended_ids: HashSet<(u32, u64)>,
+    /// Possible CPUs: per-CPU values come in this many copies.
+    cpus: usize,
 }
 
 /// Adds a record of a flow into another of the same flow.
@@ -279,6 +281,12 @@ impl Kernel {
     /// Loads the object with `slots` flow slots per CPU (a power of two) and
     /// the program into the kernel, without attaching it anywhere.
     fn load(slots: u32) -> Self {
+        Self::load_with(slots, None)
+    }
+
+    /// As [`load`](Self::load), with an eviction ring of `ring_bytes`
+    /// instead of the object's default.
+    fn load_with(slots: u32, ring_bytes: Option<u32>) -> Self {
         let path = std::env::var("NETMON_EBPF_OBJ").unwrap_or_else(|_| {
             panic!(
                 "NETMON_EBPF_OBJ is not set: run `cargo xtask test`, or point it at the object \
@@ -287,7 +295,11 @@ impl Kernel {
         });
         let mask = slots - 1;
         let seed = 0x1234_5678_9abc_def0_u64;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        if let Some(bytes) = ring_bytes {
+            loader.map_max_entries(EVICTED_MAP, bytes);
+        }
+        let mut ebpf = loader
             .map_max_entries(FLOW_SLOTS_MAP, slots)
             .override_global(SLOT_MASK_GLOBAL, &mask, true)
             .override_global(HASH_SEED_GLOBAL, &seed, true)
@@ -316,7 +328,8 @@ impl Kernel {
             pending: PerCpuArray::try_from(pending).expect("PENDING is a per-CPU array"),
             ring: RingBuf::try_from(ring).expect("EVICTED is a ring buffer"),
             ended: StdHashMap::new(),
-            ended_records: 0,
+            ended_ids: HashSet::new(),
+            cpus: aya::util::nr_cpus().expect("possible CPUs"),
             ebpf,
         }
     }
@@ -364,9 +377,15 @@ impl Kernel {
                 batch.count as usize, EVICT_BATCH,
                 "a ring record is a full batch"
             );
+            assert!((batch.cpu as usize) < self.cpus, "CPU {}", batch.cpu);
             for slot in &batch.slots {
                 assert!(slot.seq != 0 && slot.seq == slot.seq_end, "{slot:?}");
-                self.ended_records += 1;
+                assert!(
+                    self.ended_ids.insert((batch.cpu, slot.seq)),
+                    "occupancy (CPU {}, seq {}) ended twice",
+                    batch.cpu,
+                    slot.seq
+                );
                 self.ended
                     .entry(slot.key)
                     .and_modify(|v| merge(v, &slot.value))
@@ -378,19 +397,25 @@ impl Kernel {
     /// What is still in the kernel: the occupied slots and the pending
     /// evictions of every CPU. The program does not run while this reads,
     /// so every copy is whole.
-    fn live(&self) -> Vec<FlowSlot> {
+    /// With the CPU of each (its position among the per-CPU copies; the
+    /// possible CPUs of a test machine are 0..n).
+    fn live(&self) -> Vec<(u32, FlowSlot)> {
         let mut out = Vec::new();
         for i in 0..self.slot_count {
-            for slot in self.slots.get(&i, 0).expect("read FLOW_SLOTS").iter() {
+            let per_cpu = self.slots.get(&i, 0).expect("read FLOW_SLOTS");
+            for (cpu, slot) in per_cpu.iter().enumerate() {
                 if slot.seq != 0 {
                     assert_eq!(slot.seq, slot.seq_end, "a slot copy is whole");
-                    out.push(*slot);
+                    out.push((cpu as u32, *slot));
                 }
             }
         }
-        for p in self.pending.get(&0, 0).expect("read PENDING").iter() {
+        let pending = self.pending.get(&0, 0).expect("read PENDING");
+        for (cpu, p) in pending.iter().enumerate() {
             assert!(p.count as usize <= EVICT_BATCH, "{}", p.count);
-            out.extend_from_slice(&p.batch.slots[..p.count as usize]);
+            for slot in &p.batch.slots[..p.count as usize] {
+                out.push((cpu as u32, *slot));
+            }
         }
         out
     }
@@ -398,7 +423,7 @@ impl Kernel {
     fn flow(&mut self, key: &FlowKey) -> Option<FlowValue> {
         self.drain();
         let mut total = self.ended.get(key).copied();
-        for slot in self.live().iter().filter(|s| s.key == *key) {
+        for (_, slot) in self.live().iter().filter(|(_, s)| s.key == *key) {
             match &mut total {
                 Some(v) => merge(v, &slot.value),
                 None => total = Some(slot.value),
@@ -410,7 +435,7 @@ impl Kernel {
     fn all_flows(&mut self) -> StdHashMap<FlowKey, FlowValue> {
         self.drain();
         let mut all = self.ended.clone();
-        for slot in self.live() {
+        for (_, slot) in self.live() {
             all.entry(slot.key)
                 .and_modify(|v| merge(v, &slot.value))
                 .or_insert(slot.value);
@@ -418,11 +443,19 @@ impl Kernel {
         all
     }
 
-    /// Flow records the program started, against the occupancies found.
+    /// Flow records the program started, against the occupancies found;
+    /// panics if one occupancy shows up twice.
     fn records(&mut self) -> (u64, u64) {
         self.drain();
-        let found = self.ended_records + self.live().len() as u64;
-        (self.counters().flow_records, found)
+        let mut ids = self.ended_ids.clone();
+        for (cpu, slot) in self.live() {
+            assert!(
+                ids.insert((cpu, slot.seq)),
+                "occupancy (CPU {cpu}, seq {}) in two places",
+                slot.seq
+            );
+        }
+        (self.counters().flow_records, ids.len() as u64)
     }
 }
 
@@ -647,6 +680,57 @@ fn xdp_walks_eight_ipv6_extension_headers_to_l4() {
                 "udp"
             },
             counter_diff(&want_counters, &got_counters),
+        );
+    }
+}
+
+/// A full eviction ring: the program keeps a slot's occupant when it cannot
+/// evict it, counts the packet in `flow_insert_failed`, and every packet is
+/// still either in a flow (ring, pending, slots) or in that counter.
+#[test]
+fn a_full_ring_keeps_the_occupant_and_counts_what_it_could_not_track() {
+    const FLOWS: u16 = 200;
+    // All runs on one CPU, so one pending entry and one slot fill up.
+    pin_to_this_cpu();
+    // One page: room for 5 batches (784 bytes each with its header).
+    let mut kernel = Kernel::load_with(1, Some(4096));
+    let template = corpus::ipv6_udp_behind_hop_by_hop(0);
+    let sport = template.len() - 8;
+    for i in 0..FLOWS {
+        let mut frame = template.clone();
+        frame[sport..sport + 2].copy_from_slice(&(1000 + i).to_be_bytes());
+        let (verdict, out, _) = kernel.run(&frame);
+        assert_eq!((verdict, &out), (XDP_PASS, &frame));
+        // The ring is not read while the frames go in.
+    }
+    let counters = kernel.counters();
+    assert_eq!(counters.udp, u64::from(FLOWS));
+    let failed = counters.flow_insert_failed;
+    let flows = kernel.all_flows();
+    let in_flows: u64 = flows.values().map(|v| v.packets).sum();
+    assert!(failed > 0, "the ring filled up: {counters:?}");
+    assert_eq!(in_flows + failed, u64::from(FLOWS), "{counters:?}");
+    // Five batches of eight went out; a full pending batch and the slot
+    // hold the rest. Every tracked flow is whole (one packet each).
+    assert_eq!(flows.len() as u64, in_flows);
+    assert!(flows.values().all(|v| v.packets == 1));
+    assert_eq!(in_flows, 5 * EVICT_BATCH as u64 + EVICT_BATCH as u64 + 1);
+    let (records, found) = kernel.records();
+    assert_eq!(records, found);
+}
+
+/// Pins the calling thread to the CPU it runs on.
+fn pin_to_this_cpu() {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t owned here.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0, "sched_getcpu");
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set),
+            0,
+            "sched_setaffinity"
         );
     }
 }
