@@ -126,6 +126,18 @@ pub struct FlowValue {
     pub pad: u32,
 }
 
+impl FlowValue {
+    /// Adds `more`, another record of the same flow (later, or from another
+    /// CPU), into `self`.
+    pub fn merge(&mut self, more: &FlowValue) {
+        self.packets += more.packets;
+        self.bytes += more.bytes;
+        self.first_seen_ns = self.first_seen_ns.min(more.first_seen_ns);
+        self.last_seen_ns = self.last_seen_ns.max(more.last_seen_ns);
+        self.tcp_flags |= more.tcp_flags;
+    }
+}
+
 /// One entry of a CPU's flow cache: a direct-mapped slot, chosen by a hash
 /// of the key. A flow that hashes to an occupied slot evicts its occupant
 /// (to the [`EVICTED_MAP`] ring, with its final counts) and takes the slot.
@@ -271,6 +283,34 @@ impl Counters {
         self.flow_insert_failed += other.flow_insert_failed;
         self.flow_records += other.flow_records;
     }
+
+    /// `self - before`, field by field: what was counted between two reads
+    /// (`before` the earlier one).
+    #[must_use]
+    pub fn minus(&self, before: &Counters) -> Counters {
+        let mut size_classes = self.size_classes;
+        for (a, b) in size_classes.iter_mut().zip(before.size_classes) {
+            *a -= b;
+        }
+        Counters {
+            packets: self.packets - before.packets,
+            bytes: self.bytes - before.bytes,
+            tcp: self.tcp - before.tcp,
+            udp: self.udp - before.udp,
+            icmp: self.icmp - before.icmp,
+            icmpv6: self.icmpv6 - before.icmpv6,
+            other_ip: self.other_ip - before.other_ip,
+            arp: self.arp - before.arp,
+            other_l2: self.other_l2 - before.other_l2,
+            size_classes,
+            tcp_syn: self.tcp_syn - before.tcp_syn,
+            tcp_fin: self.tcp_fin - before.tcp_fin,
+            tcp_rst: self.tcp_rst - before.tcp_rst,
+            malformed: self.malformed - before.malformed,
+            flow_insert_failed: self.flow_insert_failed - before.flow_insert_failed,
+            flow_records: self.flow_records - before.flow_records,
+        }
+    }
 }
 
 #[cfg(feature = "user")]
@@ -340,5 +380,37 @@ mod tests {
         assert_eq!(one.flow_insert_failed, 28);
         assert_eq!(one.size_classes, [2, 4, 6, 8, 10, 12, 14]);
         assert_eq!(one.malformed, 26);
+        // minus undoes accumulate, every field.
+        assert_eq!(one.minus(&copy), copy);
+    }
+
+    #[test]
+    fn merge_adds_counts_and_widens_the_time_span() {
+        let mut a = FlowValue {
+            packets: 2,
+            bytes: 200,
+            first_seen_ns: 10,
+            last_seen_ns: 20,
+            tcp_flags: 0x10,
+            pad: 0,
+        };
+        a.merge(&FlowValue {
+            packets: 1,
+            bytes: 60,
+            first_seen_ns: 5,
+            last_seen_ns: 15,
+            tcp_flags: 0x02,
+            pad: 0,
+        });
+        assert_eq!(
+            (
+                a.packets,
+                a.bytes,
+                a.first_seen_ns,
+                a.last_seen_ns,
+                a.tcp_flags
+            ),
+            (3, 260, 5, 20, 0x12)
+        );
     }
 }

@@ -77,39 +77,26 @@ impl FlowTable {
         }
         match self.live.insert(id, (o.key, o.value)) {
             None => self.add(&o.key, &o.value),
-            Some((key, last)) if key == o.key => {
-                if o.value.packets >= last.packets && o.value.bytes >= last.bytes {
-                    self.add(
-                        &o.key,
-                        &FlowValue {
-                            packets: o.value.packets - last.packets,
-                            bytes: o.value.bytes - last.bytes,
-                            ..o.value
-                        },
-                    );
-                } else {
-                    // Counts only grow within an occupancy: the earlier copy
-                    // was torn (possible only on CPUs that reorder stores).
-                    // The latest copy counts; take back what the earlier one
-                    // added beyond it.
-                    self.take_back(&key, last.packets.saturating_sub(o.value.packets), {
-                        last.bytes.saturating_sub(o.value.bytes)
-                    });
-                    if o.value.packets > last.packets || o.value.bytes > last.bytes {
-                        self.add(
-                            &o.key,
-                            &FlowValue {
-                                packets: o.value.packets.saturating_sub(last.packets),
-                                bytes: o.value.bytes.saturating_sub(last.bytes),
-                                ..o.value
-                            },
-                        );
-                    }
-                }
+            // Counts only grow within an occupancy: add what came since.
+            Some((key, last))
+                if key == o.key
+                    && o.value.packets >= last.packets
+                    && o.value.bytes >= last.bytes =>
+            {
+                self.add(
+                    &o.key,
+                    &FlowValue {
+                        packets: o.value.packets - last.packets,
+                        bytes: o.value.bytes - last.bytes,
+                        ..o.value
+                    },
+                );
             }
+            // Otherwise the earlier copy was torn (possible only on CPUs
+            // that reorder stores): in its counts, or across a change of
+            // occupant so that it named another flow. The latest copy
+            // counts: take the earlier one back and add this one.
             Some((key, last)) => {
-                // The earlier copy was torn across a change of occupant and
-                // named another flow: move the occupancy to this one.
                 self.take_back(&key, last.packets, last.bytes);
                 self.add(&o.key, &o.value);
             }
@@ -143,11 +130,7 @@ impl FlowTable {
             return;
         }
         if let Some(v) = self.flows.get_mut(key) {
-            v.packets += delta.packets;
-            v.bytes += delta.bytes;
-            v.first_seen_ns = v.first_seen_ns.min(delta.first_seen_ns);
-            v.last_seen_ns = v.last_seen_ns.max(delta.last_seen_ns);
-            v.tcp_flags |= delta.tcp_flags;
+            v.merge(delta);
         } else if self.flows.len() < self.max_flows {
             self.flows.insert(*key, *delta);
         } else {

@@ -138,15 +138,6 @@ fn top_by(flows: &mut Vec<Flow>, n: usize, rank: impl Fn(&Flow) -> (u64, u64)) {
     flows.truncate(n);
 }
 
-/// Adds `more` (a later or parallel record of the same flow) into `into`.
-fn merge(into: &mut FlowValue, more: &FlowValue) {
-    into.packets += more.packets;
-    into.bytes += more.bytes;
-    into.first_seen_ns = into.first_seen_ns.min(more.first_seen_ns);
-    into.last_seen_ns = into.last_seen_ns.max(more.last_seen_ns);
-    into.tcp_flags |= more.tcp_flags;
-}
-
 /// The flows of one interval.
 #[derive(Debug, Default)]
 pub struct IntervalFlows {
@@ -215,7 +206,7 @@ impl FlowTracker {
         self.last.remove(&key);
         self.retired
             .entry(key)
-            .and_modify(|v| merge(v, value))
+            .and_modify(|v| v.merge(value))
             .or_insert(*value);
     }
 
@@ -226,7 +217,7 @@ impl FlowTracker {
         for (key, value) in snapshot {
             merged
                 .entry(*key)
-                .and_modify(|v| merge(v, value))
+                .and_modify(|v| v.merge(value))
                 .or_insert(*value);
         }
         merged.iter().map(|(k, v)| Flow::new(k, v)).collect()

@@ -395,15 +395,11 @@ fn random_seed() -> u64 {
     let n = unsafe { libc::getrandom((&raw mut seed).cast(), 8, 0) };
     if n != 8 {
         // No entropy source: the clock still differs from run to run.
-        seed = clock_seed();
+        seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x5eed, |d| d.as_nanos() as u64);
     }
     seed
-}
-
-fn clock_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0x5eed, |d| d.as_nanos() as u64)
 }
 
 /// `union bpf_attr` for the batch commands.

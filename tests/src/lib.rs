@@ -330,20 +330,8 @@ impl Netmon {
     /// Starts `netmon ARGS` in `ns` and waits until it says it is counting.
     #[must_use]
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
-        let mut child = ns
-            .command(netmon_bin())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start netmon");
-        let mut out = child.stdout.take().expect("piped");
-        let stdout = Some(thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        }));
+        let mut child = spawn_netmon(ns, args);
+        let stdout = Some(read_all(child.stdout.take().expect("piped")));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let err = child.stderr.take().expect("piped");
@@ -441,31 +429,32 @@ impl Drop for Netmon {
     }
 }
 
-/// Runs `netmon ARGS` in `ns`; kills it and panics if it runs past `limit`.
-#[must_use]
-pub fn netmon_run(ns: &Netns, args: &[&str], limit: Duration) -> Finished {
-    let mut child = ns
-        .command(netmon_bin())
+/// Starts `netmon ARGS` in `ns` with stdout and stderr piped.
+fn spawn_netmon(ns: &Netns, args: &[&str]) -> Child {
+    ns.command(netmon_bin())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("cannot start netmon");
-    let (mut out, mut err) = (
-        child.stdout.take().expect("piped"),
-        child.stderr.take().expect("piped"),
-    );
-    let out = thread::spawn(move || {
+        .expect("cannot start netmon")
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn read_all(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
         let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
+        let _ = pipe.read_to_string(&mut s);
         s
-    });
-    let err = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    })
+}
+
+/// Runs `netmon ARGS` in `ns`; kills it and panics if it runs past `limit`.
+#[must_use]
+pub fn netmon_run(ns: &Netns, args: &[&str], limit: Duration) -> Finished {
+    let mut child = spawn_netmon(ns, args);
+    let out = read_all(child.stdout.take().expect("piped"));
+    let err = read_all(child.stderr.take().expect("piped"));
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {

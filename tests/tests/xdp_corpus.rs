@@ -149,25 +149,9 @@ fn counter_diff(want: &Counters, got: &Counters) -> String {
 }
 
 /// `got - before`, field by field: what one frame added.
+/// What one frame added to the counters, as the reference counts it.
 fn delta(got: &Counters, before: &Counters) -> Counters {
-    let mut d = *got;
-    d.packets -= before.packets;
-    d.bytes -= before.bytes;
-    d.tcp -= before.tcp;
-    d.udp -= before.udp;
-    d.icmp -= before.icmp;
-    d.icmpv6 -= before.icmpv6;
-    d.other_ip -= before.other_ip;
-    d.arp -= before.arp;
-    d.other_l2 -= before.other_l2;
-    for (a, b) in d.size_classes.iter_mut().zip(before.size_classes) {
-        *a -= b;
-    }
-    d.tcp_syn -= before.tcp_syn;
-    d.tcp_fin -= before.tcp_fin;
-    d.tcp_rst -= before.tcp_rst;
-    d.malformed -= before.malformed;
-    d.flow_insert_failed -= before.flow_insert_failed;
+    let mut d = got.minus(before);
     // Which packets start a flow record depends on the cache, which the
     // reference does not model; the records are checked by conservation.
     d.flow_records = 0;
@@ -266,15 +250,6 @@ struct Kernel {
     ended_ids: HashSet<(u32, u64)>,
     /// Possible CPUs: per-CPU values come in this many copies.
     cpus: usize,
-}
-
-/// Adds a record of a flow into another of the same flow.
-fn merge(into: &mut FlowValue, more: &FlowValue) {
-    into.packets += more.packets;
-    into.bytes += more.bytes;
-    into.first_seen_ns = into.first_seen_ns.min(more.first_seen_ns);
-    into.last_seen_ns = into.last_seen_ns.max(more.last_seen_ns);
-    into.tcp_flags |= more.tcp_flags;
 }
 
 impl Kernel {
@@ -388,7 +363,7 @@ impl Kernel {
                 );
                 self.ended
                     .entry(slot.key)
-                    .and_modify(|v| merge(v, &slot.value))
+                    .and_modify(|v| v.merge(&slot.value))
                     .or_insert(slot.value);
             }
         }
@@ -425,7 +400,7 @@ impl Kernel {
         let mut total = self.ended.get(key).copied();
         for (_, slot) in self.live().iter().filter(|(_, s)| s.key == *key) {
             match &mut total {
-                Some(v) => merge(v, &slot.value),
+                Some(v) => v.merge(&slot.value),
                 None => total = Some(slot.value),
             }
         }
@@ -437,7 +412,7 @@ impl Kernel {
         let mut all = self.ended.clone();
         for (_, slot) in self.live() {
             all.entry(slot.key)
-                .and_modify(|v| merge(v, &slot.value))
+                .and_modify(|v| v.merge(&slot.value))
                 .or_insert(slot.value);
         }
         all

@@ -289,6 +289,15 @@ enum Prog {
     Netmon,
 }
 
+impl Prog {
+    fn name(self) -> &'static str {
+        match self {
+            Prog::Floor => XDP_FLOOR_PROGRAM,
+            Prog::Netmon => XDP_PROGRAM,
+        }
+    }
+}
+
 impl Bench {
     fn load(bytes: &[u8]) -> Result<Self> {
         let mask = SLOTS - 1;
@@ -300,7 +309,11 @@ impl Bench {
             .override_global(HASH_SEED_GLOBAL, &seed, true)
             .load(bytes)
             .context("loading the XDP object failed")?;
-        for name in [XDP_FLOOR_PROGRAM, XDP_PROGRAM, XDP_BENCH_NEW_FLOW_PROGRAM] {
+        for name in [
+            Prog::Floor.name(),
+            Prog::Netmon.name(),
+            XDP_BENCH_NEW_FLOW_PROGRAM,
+        ] {
             let xdp: &mut Xdp = ebpf
                 .program_mut(name)
                 .with_context(|| format!("no program {name} in the object"))?
@@ -331,63 +344,15 @@ impl Bench {
     /// One `BPF_PROG_TEST_RUN`; returns the kernel's average ns per run and
     /// checks the verdict and that the frame came back unchanged.
     fn run_once(&self, prog: Prog, frame: &[u8], repeat: u32) -> Result<f64> {
-        let name = match prog {
-            Prog::Floor => XDP_FLOOR_PROGRAM,
-            Prog::Netmon => XDP_PROGRAM,
-        };
-        let xdp: &Xdp = self
-            .ebpf
-            .program(name)
-            .with_context(|| format!("no program {name}"))?
-            .try_into()?;
-        let mut out = [0u8; 256];
-        let res = xdp
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat,
-                ..TestRunOptions::new()
-            })
-            .context("BPF_PROG_TEST_RUN failed")?;
-        ensure!(
-            res.return_value == XDP_PASS,
-            "verdict {} instead of XDP_PASS",
-            res.return_value
-        );
-        let n = res.data_size_out as usize;
-        ensure!(
-            n == frame.len() && out[..n] == *frame,
-            "the program changed the frame"
-        );
-        Ok(res.duration.as_nanos() as f64)
+        let (ns, out) = self.test_run(prog.name(), frame, repeat)?;
+        ensure!(out == frame, "the program changed the frame");
+        Ok(ns)
     }
 
-    /// Points the driver's tail call at `prog`.
-    fn set_tail(&mut self, prog: Prog) -> Result<()> {
-        let name = match prog {
-            Prog::Floor => XDP_FLOOR_PROGRAM,
-            Prog::Netmon => XDP_PROGRAM,
-        };
-        let xdp: &Xdp = self
-            .ebpf
-            .program(name)
-            .with_context(|| format!("no program {name}"))?
-            .try_into()?;
-        self.tail
-            .set(0, xdp.fd()?, 0)
-            .context("setting the driver's tail call")?;
-        Ok(())
-    }
-
-    /// `repeat` runs of the driver on `frame`, which then holds the frame
-    /// the last run left (the source address moved on by `repeat`). Checks
-    /// the verdict and that nothing but the source address changed.
-    fn run_driver(&self, frame: &mut Vec<u8>, repeat: u32) -> Result<f64> {
-        let xdp: &Xdp = self
-            .ebpf
-            .program(XDP_BENCH_NEW_FLOW_PROGRAM)
-            .with_context(|| format!("no program {XDP_BENCH_NEW_FLOW_PROGRAM}"))?
-            .try_into()?;
+    /// `repeat` runs of `name` on `frame`: the kernel's average ns per run
+    /// and the frame it handed back, after checking the verdict.
+    fn test_run(&self, name: &str, frame: &[u8], repeat: u32) -> Result<(f64, Vec<u8>)> {
+        let xdp = program(&self.ebpf, name)?;
         let mut out = vec![0u8; frame.len() + 256];
         let res = xdp
             .test_run(TestRunOptions {
@@ -399,10 +364,27 @@ impl Bench {
             .context("BPF_PROG_TEST_RUN failed")?;
         ensure!(
             res.return_value == XDP_PASS,
-            "verdict {} instead of XDP_PASS",
+            "{name}: verdict {} instead of XDP_PASS",
             res.return_value
         );
         out.truncate(res.data_size_out as usize);
+        Ok((res.duration.as_nanos() as f64, out))
+    }
+
+    /// Points the driver's tail call at `prog`.
+    fn set_tail(&mut self, prog: Prog) -> Result<()> {
+        let xdp = program(&self.ebpf, prog.name())?;
+        self.tail
+            .set(0, xdp.fd()?, 0)
+            .context("setting the driver's tail call")?;
+        Ok(())
+    }
+
+    /// `repeat` runs of the driver on `frame`, which then holds the frame
+    /// the last run left (the source address moved on by `repeat`). Checks
+    /// that nothing but the source address changed.
+    fn run_driver(&self, frame: &mut Vec<u8>, repeat: u32) -> Result<f64> {
+        let (ns, out) = self.test_run(XDP_BENCH_NEW_FLOW_PROGRAM, frame, repeat)?;
         let addr = BENCH_NEW_FLOW_OFFSET..BENCH_NEW_FLOW_OFFSET + 4;
         ensure!(
             out.len() == frame.len()
@@ -411,13 +393,10 @@ impl Bench {
             "the frame changed beyond the driver's source address"
         );
         let src = |f: &[u8]| u32::from_le_bytes(f[addr.clone()].try_into().expect("4 bytes"));
-        ensure!(
-            src(&out).wrapping_sub(src(frame)) == repeat,
-            "the driver ran {} times, not {repeat}",
-            src(&out).wrapping_sub(src(frame))
-        );
+        let runs = src(&out).wrapping_sub(src(frame));
+        ensure!(runs == repeat, "the driver ran {runs} times, not {repeat}");
         *frame = out;
-        Ok(res.duration.as_nanos() as f64)
+        Ok(ns)
     }
 
     /// This machine's counters summed over CPUs.
@@ -485,6 +464,14 @@ impl Bench {
     }
 }
 
+/// The loaded XDP program `name` of the object.
+fn program<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
+    Ok(ebpf
+        .program(name)
+        .with_context(|| format!("no program {name}"))?
+        .try_into()?)
+}
+
 /// Pins this process to the CPU it runs on, so that every test run uses the
 /// same CPU's slots.
 fn pin_to_one_cpu() -> Result<()> {
@@ -501,37 +488,6 @@ fn pin_to_one_cpu() -> Result<()> {
         );
     }
     Ok(())
-}
-
-trait Minus {
-    fn minus(&self, before: &Counters) -> Counters;
-}
-
-impl Minus for Counters {
-    fn minus(&self, b: &Counters) -> Counters {
-        let mut size_classes = self.size_classes;
-        for (a, b) in size_classes.iter_mut().zip(b.size_classes) {
-            *a -= b;
-        }
-        Counters {
-            packets: self.packets - b.packets,
-            bytes: self.bytes - b.bytes,
-            tcp: self.tcp - b.tcp,
-            udp: self.udp - b.udp,
-            icmp: self.icmp - b.icmp,
-            icmpv6: self.icmpv6 - b.icmpv6,
-            other_ip: self.other_ip - b.other_ip,
-            arp: self.arp - b.arp,
-            other_l2: self.other_l2 - b.other_l2,
-            size_classes,
-            tcp_syn: self.tcp_syn - b.tcp_syn,
-            tcp_fin: self.tcp_fin - b.tcp_fin,
-            tcp_rst: self.tcp_rst - b.tcp_rst,
-            malformed: self.malformed - b.malformed,
-            flow_insert_failed: self.flow_insert_failed - b.flow_insert_failed,
-            flow_records: self.flow_records - b.flow_records,
-        }
-    }
 }
 
 /// A repeat-based case: its frame, what it is, and the counter delta one run
