@@ -196,16 +196,18 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
     };
     let ifindex = sys::ifindex(&iface)?;
     let shutdown = shutdown_signal()?;
-    // Probes first: a bad target ends the run before anything is attached.
+    // Probes are prepared first, so a bad target ends the run before
+    // anything is attached; they start sending once the program counts.
     let probes = if args.ping.is_empty() && args.tcp.is_empty() {
         None
     } else {
         Some(
-            probe::continuous::ContinuousProbes::start(&args.ping, &args.tcp, args.interval)
+            probe::continuous::ContinuousProbes::prepare(&args.ping, &args.tcp, args.interval)
                 .await?,
         )
     };
     let attachment = sys::Attachment::attach(&iface, ifindex, args.xdp_mode, args.flow_slots)?;
+    let probes = probes.map(probe::continuous::Prepared::start);
     eprintln!(
         "netmon: counting on {iface} (ifindex {}) in {} XDP mode, up to {} flows, {} kernel flow \
          slots per CPU; {}",
@@ -238,9 +240,8 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
     let result = monitor::run(&cfg, &mut source, &mut out, shutdown, probes.as_ref())
         .await
         .context("monitor stopped");
-    if let Some(p) = probes {
-        p.stop().await;
-    }
+    // Finished by monitor::run; after an error, dropping them aborts them.
+    drop(probes);
     result?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -114,6 +114,11 @@ pub async fn run(
         }
     }
 
+    // Probes end before the program is detached: the replies they count
+    // crossed the interface while it counted (see ContinuousProbes).
+    if let Some(p) = probes {
+        p.finish().await;
+    }
     source.finish();
     source.drain_log();
     // Flows first: reading them counts the packets of flows the table

@@ -6,6 +6,10 @@ use std::{
     collections::HashMap,
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -54,7 +58,7 @@ fn udp_exact(v6: bool) {
     const S: usize = 100;
     let pair = Pair::new();
     let (src, dst) = if v6 { (B6, A6) } else { (B4, A4) };
-    let netmon = Netmon::start(
+    let mut netmon = Netmon::start(
         &pair.a,
         &[
             "--iface",
@@ -79,7 +83,15 @@ fn udp_exact(v6: bool) {
     }
     .parse()
     .unwrap();
+    let receiver = pair.a.enter(|| udp_receiver(to));
     let sent = pair.b.enter(|| send_udp(from, to, N, S));
+    // Everything sent has passed XDP before the 7 s are up (or the test
+    // fails here, not on a count).
+    receive_all(&receiver, sent);
+    assert!(
+        netmon.running(),
+        "netmon stopped before the traffic was through"
+    );
     let run = netmon.wait(Duration::from_secs(20));
     assert!(run.status.success(), "netmon failed: {}", run.stderr);
     let summary = run.summary();
@@ -152,17 +164,21 @@ fn tcp_exact(v6: bool) {
         50 * 200,
         "the listener got every byte"
     );
-    // The last ACK from b may still be in flight; wait until b's counter is
-    // stable before stopping netmon (bounded).
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut last = pair.sent("tcp_flow");
-    loop {
-        thread::sleep(Duration::from_millis(200));
-        let now = pair.sent("tcp_flow");
-        if now == last || Instant::now() > deadline {
-            break;
-        }
-        last = now;
+    // b's last packet is its ACK of a's FIN; a's socket leaves LAST_ACK
+    // (and the table) when that ACK reaches a's stack, after XDP saw it.
+    // Wait for that (bounded) rather than for a quiet spell.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pair
+        .a
+        .sh(&format!("ss -Htan '( sport = :{port} )'"))
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a still has a socket on port {port}"
+        );
+        thread::sleep(Duration::from_millis(10));
     }
     let run = netmon.stop();
     assert!(run.status.success(), "netmon failed: {}", run.stderr);
@@ -195,7 +211,9 @@ fn tcp_ipv6_flow_matches_the_senders_count() {
 }
 
 /// Sends `count` ICMP echo requests with `payload` bytes through an ICMP
-/// datagram socket (enabled for root's group in `b` only).
+/// datagram socket (enabled for root's group in `b` only), then waits
+/// (bounded) for the `count` replies: `a` answered each request after its
+/// XDP program saw it, so every request has been counted.
 fn send_echo(v6: bool, to: &str, count: u16, payload: usize) {
     use std::os::fd::{FromRawFd, OwnedFd};
     let (domain, proto) = if v6 {
@@ -223,6 +241,48 @@ fn send_echo(v6: bool, to: &str, count: u16, payload: usize) {
         msg.extend_from_slice(&seq.to_be_bytes());
         msg.resize(8 + payload, 0x5a);
         sock.send_to(&msg, to).expect("send echo request");
+    }
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 2048];
+    for n in 0..count {
+        sock.recv(&mut buf)
+            .unwrap_or_else(|e| panic!("echo reply {n} of {count}: {e}"));
+    }
+}
+
+/// A UDP socket bound to `at` in the current namespace.
+fn udp_receiver(at: SocketAddr) -> UdpSocket {
+    let s = UdpSocket::bind(at).expect("bind receiver");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Receives `count` datagrams on `socket` (panics after 5 s without one):
+/// the receiver's stack got each after the XDP program saw it.
+fn receive_all(socket: &UdpSocket, count: u64) {
+    let mut buf = [0u8; 2048];
+    for n in 0..count {
+        socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("datagram {n} of {count}: {e}"));
+    }
+}
+
+/// A receiver of `count` datagrams at `at` in `ns`, reading on a thread
+/// of its own while the test sends (so its buffer never overflows);
+/// [`Received::wait`] returns once all came.
+struct Received(thread::JoinHandle<()>);
+
+impl Received {
+    fn start(ns: &netmon_tests::Netns, at: SocketAddr, count: u64) -> Self {
+        let socket = ns.enter(|| udp_receiver(at));
+        Received(thread::spawn(move || receive_all(&socket, count)))
+    }
+
+    fn wait(self) {
+        self.0
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
     }
 }
 
@@ -279,14 +339,12 @@ fn generic_mode_counts_the_same() {
         "{}",
         netmon.stderr()
     );
-    let sent = pair.b.enter(|| {
-        send_udp(
-            format!("{B4}:40001").parse().unwrap(),
-            format!("{A4}:9002").parse().unwrap(),
-            300,
-            10,
-        )
-    });
+    let to: SocketAddr = format!("{A4}:9002").parse().unwrap();
+    let receiver = pair.a.enter(|| udp_receiver(to));
+    let sent = pair
+        .b
+        .enter(|| send_udp(format!("{B4}:40001").parse().unwrap(), to, 300, 10));
+    receive_all(&receiver, sent);
     let run = netmon.stop();
     let summary = run.summary();
     let flow = find_flow(&summary, B4, A4, 9002, "udp").expect("flow");
@@ -455,12 +513,15 @@ fn a_full_flow_table_keeps_totals_exact_and_says_what_it_missed() {
             "json",
         ],
     );
+    let to: SocketAddr = format!("{A4}:9100").parse().unwrap();
+    let received = Received::start(&pair.a, to, u64::from(FLOWS) * PER_FLOW);
     pair.b.enter(|| {
         for port in 0..FLOWS {
             let from: SocketAddr = format!("{B4}:{}", 41000 + port).parse().unwrap();
-            send_udp(from, format!("{A4}:9100").parse().unwrap(), PER_FLOW, 20);
+            send_udp(from, to, PER_FLOW, 20);
         }
     });
+    received.wait();
     let run = netmon.stop();
     let summary = run.summary();
     assert_eq!(u64_of(&summary["flows_tracked"]), TABLE, "{summary}");
@@ -505,6 +566,12 @@ fn flows_evicted_from_the_kernel_cache_keep_exact_counts() {
             "json",
         ],
     );
+    // A dual-stack socket takes the v4 and the v6 datagrams.
+    let received = Received::start(
+        &pair.a,
+        "[::]:9300".parse().unwrap(),
+        u64::from(FLOWS) * PER_FLOW,
+    );
     pair.b.enter(|| {
         // Round after round over all flows, so each flow's packets arrive
         // far apart and its slot has been taken in between.
@@ -528,6 +595,7 @@ fn flows_evicted_from_the_kernel_cache_keep_exact_counts() {
             }
         }
     });
+    received.wait();
     let run = netmon.stop();
     let summary = run.summary();
     assert_totals(&pair, &summary);
@@ -579,10 +647,13 @@ fn idle_flows_leave_the_table_but_keep_their_counts() {
     );
     let from: SocketAddr = format!("{B4}:42000").parse().unwrap();
     let to: SocketAddr = format!("{A4}:9200").parse().unwrap();
+    let received = Received::start(&pair.a, to, 11);
     pair.b.enter(|| send_udp(from, to, 7, 30));
     // Bounded wait until the flow has gone idle and been removed.
     thread::sleep(Duration::from_millis(900));
     pair.b.enter(|| send_udp(from, to, 4, 30));
+    received.wait();
+    // Intervals that see the second burst before the stop.
     thread::sleep(Duration::from_millis(300));
     let run = netmon.stop();
     let lines = run.json_lines();
@@ -612,22 +683,29 @@ fn idle_flows_leave_the_table_but_keep_their_counts() {
     assert_totals(&pair, &summary);
 }
 
+/// Probes and counters cover the same window: the probes start once the
+/// program is attached and the last one is answered before it is detached,
+/// so every reply a probe counted was counted by XDP too, exactly.
 #[test]
 fn monitor_probes_ping_and_tcp_beside_the_counters() {
     let pair = Pair::new();
     let listener = pair
         .b
         .enter(|| TcpListener::bind(format!("{B4}:9300")).expect("listen in b"));
-    // Accept the probes' connections for a bounded time.
-    let server = thread::spawn(move || {
-        listener.set_nonblocking(true).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if listener.accept().is_err() {
-                thread::sleep(Duration::from_millis(5));
+    // Accept the probes' connections until the test is done (bounded).
+    let done = Arc::new(AtomicBool::new(false));
+    let server = {
+        let done = Arc::clone(&done);
+        thread::spawn(move || {
+            listener.set_nonblocking(true).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if listener.accept().is_err() {
+                    thread::sleep(Duration::from_millis(5));
+                }
             }
-        }
-    });
+        })
+    };
     let tcp_target = format!("{B4}:9300");
     let netmon = Netmon::start(
         &pair.a,
@@ -642,11 +720,15 @@ fn monitor_probes_ping_and_tcp_beside_the_counters() {
             B4,
             "--tcp",
             &tcp_target,
+            "--top",
+            "1000",
             "--format",
             "json",
         ],
     );
     let run = netmon.wait(Duration::from_secs(20));
+    done.store(true, Ordering::Relaxed);
+    server.join().unwrap();
     assert!(run.status.success(), "{}", run.stderr);
     let lines = run.json_lines();
     let intervals = lines.iter().filter(|v| v["type"] == "probes").count();
@@ -660,8 +742,26 @@ fn monitor_probes_ping_and_tcp_beside_the_counters() {
         assert_eq!(u64_of(&p["received"]), sent, "no loss on a quiet veth: {p}");
         assert!(p["rtt_ms"]["p50"].as_f64().unwrap() > 0.0, "{p}");
     }
-    // The echo replies crossed the watched interface: netmon counted them.
+    let (icmp, tcp) = (&probes[0], &probes[1]);
+    assert_eq!(icmp["kind"], "icmp");
+    assert_eq!(tcp["kind"], "tcp");
+    // Every echo reply crossed the watched interface while XDP counted, and
+    // nothing else of ICMP did (b is silent on its own).
     let replies = find_flow(&summary, B4, A4, 0, "icmp").expect("echo replies from b");
-    assert!(u64_of(&replies["packets"]) >= u64_of(&probes[0]["received"]) - 1);
-    server.join().unwrap();
+    assert_eq!(replies["packets"], icmp["received"], "{summary}");
+    assert_eq!(summary["counters"]["icmp"], icmp["received"], "{summary}");
+    // Every SYN-ACK likewise: one per answered connect, on the reply flows
+    // from the listener's port; b sends no other SYN.
+    assert_eq!(summary["counters"]["tcp_syn"], tcp["received"], "{summary}");
+    let syn_flows = summary["flows"]
+        .as_array()
+        .expect("flows")
+        .iter()
+        .filter(|f| {
+            f["src"] == B4 && f["sport"] == 9300 && f["proto"] == "tcp" && {
+                u64_of(&f["tcp_flags"]) & 0x02 != 0
+            }
+        })
+        .count() as u64;
+    assert_eq!(syn_flows, u64_of(&tcp["received"]), "{summary}");
 }

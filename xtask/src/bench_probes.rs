@@ -187,26 +187,12 @@ fn sh(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(tool))
-            .find(|f| f.is_file())
-    })
-}
-
-/// fping and nmap, installed from Debian when missing.
+/// fping and nmap (and ip), installed from Debian when missing.
 fn ensure_tools() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    if which("fping").is_none() || which("nmap").is_none() {
-        eprintln!("xtask: installing fping and nmap (apt-get)");
-        sh(Command::new("apt-get")
-            .args(["install", "-y", "-q", "fping", "nmap"])
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-        .context("installing fping and nmap; try `apt-get update` first")?;
-    }
+    crate::provision::ensure_tools(crate::provision::BENCH_PROBES_TOOLS, "bench probes")?;
     Ok((
-        which("fping").context("fping not found")?,
-        which("nmap").context("nmap not found")?,
+        crate::provision::require("fping", "fping")?,
+        crate::provision::require("nmap", "nmap")?,
     ))
 }
 
@@ -382,8 +368,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
     let (sweep_ratio, scan_ratio) = (ratio(&nm_sweep, &fp_sweep), ratio(&nm_scan, &nmap_scan));
     let report = json!({
         "repeats": REPEATS,
-        "kernel": version(Path::new("uname"), "-r"),
-        "cpus": thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        "machine": crate::bench_util::machine(),
         "sweep": {
             "range": SWEEP_RANGE,
             "hosts": hosts,
@@ -432,6 +417,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
             "NO"
         }
     );
+    crate::bench_util::print_machine(&report["machine"]);
     eprintln!("xtask: wrote {}", path.display());
     ensure!(
         nm_sweep.mismatches == 0 && nm_scan.mismatches == 0,

@@ -125,14 +125,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
         "{} does not exist; build it with `cargo xtask build`",
         netmon.display()
     );
-    crate::provision::ensure_tools(
-        &[
-            ("ip", "iproute2"),
-            ("nft", "nftables"),
-            ("ethtool", "ethtool"),
-        ],
-        "bench veth",
-    )?;
+    crate::provision::ensure_tools(crate::provision::BENCH_VETH_TOOLS, "bench veth")?;
     // The object `cargo xtask bench` built (main.rs's EBPF_OBJECT): the
     // generator's program and the XDP_PASS-only program.
     let object = root.join(crate::EBPF_OBJECT);
@@ -178,6 +171,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
     let report = Report { results, checks };
     print!("{}", report.table());
     let json = report.json(started.elapsed());
+    crate::bench_util::print_machine(&json["machine"]);
     let path = write_report(root, "veth.json", &json)?;
     println!("written: {}", path.display());
     if report.ratio(Config::Netmon) < TARGET_RATIO {
@@ -1404,7 +1398,7 @@ impl Report {
                 CONFIGS.map(Config::name).join(", ")
             ),
             "configs": configs,
-            "machine": crate::bench_xdp::machine(),
+            "machine": crate::bench_util::machine(),
             "elapsed_s": elapsed.as_secs_f64(),
         })
     }

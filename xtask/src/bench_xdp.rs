@@ -163,6 +163,7 @@ pub fn run(root: &Path, object: &Path) -> Result<()> {
     );
     print!("{}", report.table());
     let json = report.json(started.elapsed());
+    crate::bench_util::print_machine(&json["machine"]);
     let path = write_report(root, "xdp.json", &json)?;
     println!("written: {}", path.display());
     for missed in report.missed() {
@@ -918,7 +919,7 @@ impl Report {
             "new_flows_per_round": NEW_FLOWS,
             "slots_per_cpu": SLOTS,
             "frame_len": FRAME_LEN,
-            "machine": machine(),
+            "machine": crate::bench_util::machine(),
             "elapsed_s": elapsed.as_secs_f64(),
         })
     }
@@ -937,22 +938,4 @@ impl Report {
             })
             .collect()
     }
-}
-
-/// What the figures were measured on.
-pub fn machine() -> Value {
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_default();
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    json!({ "cpu": cpu, "cpus": cpus, "kernel": kernel })
 }

@@ -29,8 +29,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Check the BPF toolchain and install what is missing (idempotent).
-    Provision,
+    /// Install what is missing of everything the other commands call: the
+    /// BPF toolchain, and the tools of the tests and benches (idempotent).
+    Provision {
+        /// Only list what the commands rely on and whether each is there;
+        /// install nothing (exit status 1 when something is missing).
+        #[arg(long)]
+        check: bool,
+    },
     /// Build the XDP object and target/release/netmon with it embedded.
     Build,
     /// Build, then run `netmon ARGS` (as root, via sudo when needed).
@@ -80,8 +86,13 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     match cli.command {
-        Cmd::Provision => {
-            provision::ensure()?;
+        Cmd::Provision { check: true } => {
+            if !provision::check() {
+                std::process::exit(1);
+            }
+        }
+        Cmd::Provision { check: false } => {
+            provision::ensure_all()?;
         }
         Cmd::Build => {
             build(&root)?;
@@ -108,8 +119,16 @@ fn run() -> Result<()> {
             }
             provision::ensure_test_tools()?;
             step("running unit and integration tests");
+            // Every test binary runs even when an earlier one fails, so one
+            // report shows every failure.
             let status = cargo()
-                .args(["test", "--workspace", "--exclude", "netmon-ebpf"])
+                .args([
+                    "test",
+                    "--workspace",
+                    "--exclude",
+                    "netmon-ebpf",
+                    "--no-fail-fast",
+                ])
                 .args(&args)
                 .env("NETMON_BIN", &bin)
                 .env("NETMON_EBPF_OBJ", root.join(EBPF_OBJECT))
@@ -260,7 +279,9 @@ fn lint(root: &Path) -> Result<()> {
         step("skipping kernel clippy: it needs Debian's clippy for BPF (rust-web-clippy)");
         return Ok(());
     };
-    let ok = clean_cargo(Path::new(provision::DEBIAN_CARGO))
+    let debian_cargo = provision::require(provision::DEBIAN_CARGO, "cargo-web")?;
+    provision::require("/usr/bin/clippy-driver", "rust-web-clippy")?;
+    let ok = clean_cargo(&debian_cargo)
         .current_dir(root)
         .args([
             "clippy",

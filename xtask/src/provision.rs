@@ -31,16 +31,27 @@ const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
     "rust-web-clippy",
+    "cargo-web",
     "llvm-22-dev",
     "libpolly-22-dev",
     "zlib1g-dev",
     "libzstd-dev",
 ];
-const TEST_TOOLS: &[(&str, &str)] = &[
+/// Programs the integration tests call, with the Debian package of each.
+pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nft", "nftables"),
     ("sysctl", "procps"),
 ];
+/// Programs `cargo xtask bench veth` calls.
+pub const BENCH_VETH_TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("ethtool", "ethtool"),
+];
+/// Programs `cargo xtask bench probes` compares netmon with.
+pub const BENCH_PROBES_TOOLS: &[(&str, &str)] =
+    &[("ip", "iproute2"), ("fping", "fping"), ("nmap", "nmap")];
 
 pub enum Kind {
     /// Debian's rustc with a prebuilt `core` for BPF.
@@ -89,6 +100,7 @@ fn debian_complete() -> bool {
     debian_bpf_core()
         && Path::new(LLVM_PREFIX).join("lib/libLLVM.so").exists()
         && Path::new("/usr/bin/clippy-driver").exists()
+        && Path::new(DEBIAN_CARGO).exists()
 }
 
 fn nightly_with_rust_src() -> bool {
@@ -117,7 +129,36 @@ fn have_apt() -> bool {
     Path::new("/usr/bin/apt-get").exists()
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
+/// Where `program` is: itself when it is a path, else the first match on
+/// PATH.
+pub fn which(program: impl AsRef<Path>) -> Option<PathBuf> {
+    let program = program.as_ref();
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|f| f.is_file())
+}
+
+/// `program`'s path, or an error that names it and the Debian package that
+/// has it (never a bare "No such file or directory").
+pub fn require(program: impl AsRef<Path>, package: &str) -> Result<PathBuf> {
+    let program = program.as_ref();
+    which(program).with_context(|| {
+        format!(
+            "{} not found: it comes with the Debian package {package} \
+             (`cargo xtask provision`, as root, installs it; \
+             `cargo xtask provision --check` lists everything)",
+            program.display()
+        )
+    })
+}
+
+/// Runs `cmd` after checking that its program exists.
+fn run(cmd: &mut Command, what: &str, package: &str) -> Result<()> {
+    require(cmd.get_program(), package)?;
     let status = cmd
         .status()
         .with_context(|| format!("cannot start: {what}"))?;
@@ -143,6 +184,7 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     run(
         Command::new("apt-get").args(["update", "-q"]),
         "apt-get update",
+        "apt",
     )?;
     run(
         Command::new("apt-get")
@@ -150,6 +192,7 @@ fn apt_install(packages: &[&str]) -> Result<()> {
             .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
         "apt-get install",
+        "apt",
     )
 }
 
@@ -215,6 +258,7 @@ pub fn ensure() -> Result<Toolchain> {
                 .args(["--no-default-features", "--features", "llvm-22"])
                 .env("LLVM_PREFIX", LLVM_PREFIX),
             "cargo install bpf-linker",
+            "cargo (rustup)",
         )?;
     }
     step(match kind {
@@ -240,23 +284,180 @@ pub fn ensure_test_tools() -> Result<()> {
 }
 
 /// Installs with apt the packages of the `(binary, package)` pairs whose
-/// binary is not on PATH; `who` names the caller in the error when apt is
-/// not there.
+/// binary is not on PATH, then checks that each binary is there; `who`
+/// names the caller in the error when apt is not there.
 pub fn ensure_tools(tools: &[(&str, &str)], who: &str) -> Result<()> {
-    let path = env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<&str> = tools
+    let mut missing: Vec<&str> = tools
         .iter()
-        .filter(|(bin, _)| !env::split_paths(&path).any(|dir| dir.join(bin).is_file()))
+        .filter(|(bin, _)| which(bin).is_none())
         .map(|(_, pkg)| *pkg)
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
-    if !have_apt() {
+    if !(is_root() && have_apt()) {
         bail!(
-            "{who} need {}; install them and run again",
-            missing.join(", ")
+            "{who} need the Debian packages {}; install them (as root: apt-get install {}) and run again",
+            missing.join(", "),
+            missing.join(" ")
         );
     }
-    apt_install(&missing)
+    apt_install(&missing)?;
+    for (bin, pkg) in tools {
+        require(bin, pkg)?;
+    }
+    Ok(())
+}
+
+/// Everything the xtask commands call: the BPF toolchain, the tools of the
+/// tests and of the benches.
+pub fn ensure_all() -> Result<Toolchain> {
+    let toolchain = ensure()?;
+    let mut tools: Vec<(&str, &str)> = Vec::new();
+    for t in TEST_TOOLS
+        .iter()
+        .chain(BENCH_VETH_TOOLS)
+        .chain(BENCH_PROBES_TOOLS)
+    {
+        if !tools.contains(t) {
+            tools.push(*t);
+        }
+    }
+    ensure_tools(&tools, "the tests and benches")?;
+    Ok(toolchain)
+}
+
+/// One thing the xtask commands rely on.
+struct Need {
+    /// A program name (looked up on PATH) or an absolute path; a path
+    /// ending in `*` matches any file with that prefix.
+    probe: String,
+    /// Where it comes from.
+    source: String,
+    /// Which command needs it.
+    used_by: &'static str,
+}
+
+fn present(probe: &str) -> bool {
+    if let Some(prefix) = probe.strip_suffix('*') {
+        let prefix = Path::new(prefix);
+        let (Some(dir), Some(stem)) = (prefix.parent(), prefix.file_name()) else {
+            return false;
+        };
+        return std::fs::read_dir(dir).is_ok_and(|d| {
+            d.filter_map(Result::ok).any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&*stem.to_string_lossy())
+            })
+        });
+    }
+    which(probe).is_some()
+}
+
+fn needs() -> Vec<Need> {
+    let deb = |probe: &str, package: &str, used_by| Need {
+        probe: probe.to_owned(),
+        source: format!("apt: {package}"),
+        used_by,
+    };
+    let mut v = vec![
+        deb("apt-get", "apt", "provision"),
+        deb(
+            DEBIAN_RUSTC,
+            "rustc-web",
+            "build: compiles the kernel crate",
+        ),
+        deb(
+            &format!("{DEBIAN_BPF_CORE_DIR}/libcore-*"),
+            "libstd-rust-web-dev-bpf",
+            "build: core for bpfel-unknown-none",
+        ),
+        deb(
+            "/usr/bin/clippy-driver",
+            "rust-web-clippy",
+            "lint: kernel crate",
+        ),
+        deb(DEBIAN_CARGO, "cargo-web", "lint: kernel crate"),
+        deb(
+            &format!("{LLVM_PREFIX}/lib/libLLVM.so"),
+            "llvm-22-dev",
+            "provision: builds bpf-linker",
+        ),
+        deb(
+            &format!("{LLVM_PREFIX}/lib/libPolly*"),
+            "libpolly-22-dev",
+            "provision: builds bpf-linker",
+        ),
+        deb(
+            "/usr/include/zlib.h",
+            "zlib1g-dev",
+            "provision: builds bpf-linker",
+        ),
+        deb(
+            "/usr/include/zstd.h",
+            "libzstd-dev",
+            "provision: builds bpf-linker",
+        ),
+        Need {
+            probe: cargo_bin_dir()
+                .join("bpf-linker")
+                .to_string_lossy()
+                .into_owned(),
+            source: format!("cargo install bpf-linker --version {BPF_LINKER_VERSION}"),
+            used_by: "build: links the kernel object",
+        },
+    ];
+    for (tools, used_by) in [
+        (TEST_TOOLS, "test"),
+        (BENCH_VETH_TOOLS, "bench veth"),
+        (BENCH_PROBES_TOOLS, "bench probes"),
+    ] {
+        for (bin, pkg) in tools {
+            if let Some(n) = v.iter_mut().find(|n| n.probe == *bin) {
+                n.used_by = if n.used_by == "test" {
+                    "test, benches"
+                } else {
+                    n.used_by
+                };
+            } else {
+                v.push(deb(bin, pkg, used_by));
+            }
+        }
+    }
+    v
+}
+
+/// Lists everything the xtask commands rely on and whether each is there.
+/// Installs nothing. Returns whether all are present.
+pub fn check() -> bool {
+    let needs = needs();
+    let mut missing = 0;
+    println!(
+        "{:<8} {:<52} {:<44} needed by",
+        "status", "looked for", "comes from"
+    );
+    for n in &needs {
+        let ok = present(&n.probe);
+        if !ok {
+            missing += 1;
+        }
+        println!(
+            "{:<8} {:<52} {:<44} {}",
+            if ok { "ok" } else { "MISSING" },
+            n.probe,
+            n.source,
+            n.used_by
+        );
+    }
+    if missing == 0 {
+        println!("all {} present", needs.len());
+    } else {
+        println!(
+            "{missing} of {} missing: `cargo xtask provision` (as root, with apt) installs them",
+            needs.len()
+        );
+    }
+    missing == 0
 }

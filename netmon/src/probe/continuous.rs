@@ -33,14 +33,30 @@ struct Slot {
     extra_seen: Extra,
 }
 
-/// Running continuous probes. Dropping it without [`Self::stop`] aborts them.
+/// Running continuous probes. Dropping it without [`Self::finish`] aborts
+/// them.
+///
+/// They cover the monitor's counting window: they are [prepared](Self::prepare)
+/// (targets resolved, sockets opened) before the program is attached,
+/// [started](Prepared::start) after it, and [finished](Self::finish) —
+/// no new probe, every probe in flight answered or timed out — before it
+/// is detached. So every reply a probe counts crossed the interface while
+/// the program counted.
 pub struct ContinuousProbes {
     // A std Mutex: held only to add an outcome or copy the statistics,
     // never across an .await.
     slots: Arc<Mutex<Vec<Slot>>>,
     pinger: Option<Arc<Pinger>>,
     stop_tx: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Probes with their targets resolved and sockets open, not yet sending.
+pub struct Prepared {
+    targets: Vec<Target>,
+    slots: Vec<ProbeStats>,
+    pinger: Option<Arc<Pinger>>,
+    interval: Duration,
 }
 
 /// How long a continuous probe waits for its answer: the interval, but at
@@ -56,14 +72,14 @@ enum Target {
 }
 
 impl ContinuousProbes {
-    /// Resolves the targets, opens the ICMP sockets needed and starts one
-    /// task per target. Errors: bad `HOST:PORT`, unresolvable names, no
-    /// permission for ICMP.
-    pub async fn start(
+    /// Resolves the targets and opens the ICMP sockets needed; sends
+    /// nothing. Errors: bad `HOST:PORT`, unresolvable names, no permission
+    /// for ICMP.
+    pub async fn prepare(
         ping: &[String],
         tcp: &[String],
         interval: Duration,
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<Prepared> {
         let mut targets = Vec::new();
         let mut slots = Vec::new();
         for t in ping {
@@ -99,6 +115,25 @@ impl ContinuousProbes {
             }
             Some(Arc::new(p))
         };
+        Ok(Prepared {
+            targets,
+            slots,
+            pinger,
+            interval,
+        })
+    }
+}
+
+impl Prepared {
+    /// Starts one task per target: the first probes go out now.
+    #[must_use]
+    pub fn start(self) -> ContinuousProbes {
+        let Prepared {
+            targets,
+            slots,
+            pinger,
+            interval,
+        } = self;
         let slots = Arc::new(Mutex::new(
             slots
                 .into_iter()
@@ -123,8 +158,9 @@ impl ContinuousProbes {
                     let mut inflight = JoinSet::new();
                     loop {
                         tokio::select! {
-                            _ = tick.tick() => {}
+                            biased;
                             _ = stop.changed() => break,
+                            _ = tick.tick() => {}
                         }
                         // Reap finished probes so the set stays small.
                         while inflight.try_join_next().is_some() {}
@@ -142,18 +178,22 @@ impl ContinuousProbes {
                             s[i].cumulative.record(rtt);
                         });
                     }
-                    inflight.abort_all();
+                    // Every probe in flight ends by itself within the
+                    // timeout; its outcome counts.
+                    while inflight.join_next().await.is_some() {}
                 })
             })
             .collect();
-        Ok(Self {
+        ContinuousProbes {
             slots,
             pinger,
             stop_tx,
-            tasks,
-        })
+            tasks: Mutex::new(tasks),
+        }
     }
+}
 
+impl ContinuousProbes {
     fn with_extra(&self, take: bool) -> Vec<ProbeStats> {
         let extras: Vec<Option<Extra>> = {
             let s = self.slots.lock().expect("probe stats poisoned");
@@ -204,10 +244,13 @@ impl ContinuousProbes {
         self.with_extra(false)
     }
 
-    /// Stops every probe task; probes still in flight are not counted.
-    pub async fn stop(mut self) {
+    /// Sends no new probe and waits until every probe in flight is
+    /// answered or timed out (at most [`probe_timeout`]), so the statistics
+    /// are final.
+    pub async fn finish(&self) {
         let _ = self.stop_tx.send(true);
-        for t in self.tasks.drain(..) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("probe tasks poisoned"));
+        for t in tasks {
             let _ = t.await;
         }
     }
@@ -215,7 +258,7 @@ impl ContinuousProbes {
 
 impl Drop for ContinuousProbes {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.get_mut().expect("probe tasks poisoned").iter() {
             t.abort();
         }
     }
@@ -301,13 +344,14 @@ mod tests {
             .local_addr()
             .unwrap()
             .to_string();
-        let p = ContinuousProbes::start(
+        let p = ContinuousProbes::prepare(
             &[],
             &[open.clone(), closed.clone()],
             Duration::from_millis(20),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .start();
         // Bounded wait for at least five outcomes per target.
         for _ in 0..200 {
             if p.cumulative().iter().all(|s| s.sent >= 5) {
@@ -318,7 +362,7 @@ mod tests {
         let first = p.take_interval();
         let second = p.take_interval();
         let all = p.cumulative();
-        p.stop().await;
+        p.finish().await;
         assert_eq!(all[0].target, open);
         assert!(
             all[0].sent >= 5 && all[0].received == all[0].sent,
@@ -338,14 +382,14 @@ mod tests {
 
     #[tokio::test]
     async fn icmp_probes_on_loopback() {
-        let p = match ContinuousProbes::start(
+        let p = match ContinuousProbes::prepare(
             &["127.0.0.1".into(), "::1".into()],
             &[],
             Duration::from_millis(20),
         )
         .await
         {
-            Ok(p) => p,
+            Ok(p) => p.start(),
             Err(e) if e.to_string().contains("no permission") => {
                 eprintln!("skipped: ICMP needs root or ping_group_range ({e})");
                 return;
@@ -359,7 +403,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let all = p.cumulative();
-        p.stop().await;
+        p.finish().await;
         for s in &all {
             assert!(s.sent >= 5 && s.received == s.sent, "{s:?}");
             assert_eq!(s.duplicates, 0);
@@ -369,7 +413,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_targets_are_refused() {
-        let e = ContinuousProbes::start(&[], &["nope".into()], Duration::from_secs(1))
+        let e = ContinuousProbes::prepare(&[], &["nope".into()], Duration::from_secs(1))
             .await
             .err()
             .unwrap();
