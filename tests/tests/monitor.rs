@@ -83,11 +83,11 @@ fn udp_exact(v6: bool) {
     }
     .parse()
     .unwrap();
-    let receiver = pair.a.enter(|| udp_receiver(to));
+    let received = Received::start(&pair.a, to, N);
     let sent = pair.b.enter(|| send_udp(from, to, N, S));
     // Everything sent has passed XDP before the 7 s are up (or the test
     // fails here, not on a count).
-    receive_all(&receiver, sent);
+    received.wait();
     assert!(
         netmon.running(),
         "netmon stopped before the traffic was through"
@@ -340,11 +340,11 @@ fn generic_mode_counts_the_same() {
         netmon.stderr()
     );
     let to: SocketAddr = format!("{A4}:9002").parse().unwrap();
-    let receiver = pair.a.enter(|| udp_receiver(to));
+    let received = Received::start(&pair.a, to, 300);
     let sent = pair
         .b
         .enter(|| send_udp(format!("{B4}:40001").parse().unwrap(), to, 300, 10));
-    receive_all(&receiver, sent);
+    received.wait();
     let run = netmon.stop();
     let summary = run.summary();
     let flow = find_flow(&summary, B4, A4, 9002, "udp").expect("flow");
