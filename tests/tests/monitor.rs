@@ -250,9 +250,24 @@ fn send_echo(v6: bool, to: &str, count: u16, payload: usize) {
     }
 }
 
-/// A UDP socket bound to `at` in the current namespace.
+/// A UDP socket bound to `at` in the current namespace, with a receive
+/// buffer (16 MiB, forced: the tests run as root) that holds every datagram
+/// a test sends even while the reading thread is not scheduled.
 fn udp_receiver(at: SocketAddr) -> UdpSocket {
+    use std::os::fd::AsRawFd;
     let s = UdpSocket::bind(at).expect("bind receiver");
+    let size: libc::c_int = 16 << 20;
+    // SAFETY: setsockopt on a valid socket with a c_int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s
 }
