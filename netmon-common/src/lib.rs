@@ -34,6 +34,12 @@ pub const FLOW_SLOTS_MAP: &str = "FLOW_SLOTS";
 pub const EVICTED_MAP: &str = "EVICTED";
 /// Name of the per-CPU array (one entry) of [`Pending`] evictions.
 pub const PENDING_MAP: &str = "PENDING";
+/// Name of the array (one `u64`) holding the clock the program stamps flows
+/// with: kernel monotonic time in ns, which userspace writes every 10 ms.
+/// Reading it is a plain load; the kernel's clock helpers are a call whose
+/// return, on CPUs with return-thunk mitigations (AMD's "Safe RET"), costs
+/// more than the rest of an established packet's path.
+pub const CLOCK_MAP: &str = "CLOCK";
 /// Name of the global (read-only data) holding the slot-index mask: slots
 /// per CPU minus one. Userspace sets it at load time.
 pub const SLOT_MASK_GLOBAL: &str = "SLOT_MASK";
@@ -160,8 +166,11 @@ pub struct FlowSlot {
 
 /// Occupants evicted per ring record: the program collects evictions in
 /// its CPU's [`PENDING_MAP`] entry and sends them to the ring together, one
-/// ring operation (a lock and two atomics) per batch instead of per flow.
-pub const EVICT_BATCH: usize = 8;
+/// ring operation (a helper call, a lock and two atomics) per batch instead
+/// of per flow. 32 rather than 8: on AMD EPYC with "Safe RET" the helper
+/// call alone made up about 60 ns of each new flow at 8 (`cargo xtask bench
+/// xdp`, see BENCHMARKS.md).
+pub const EVICT_BATCH: usize = 32;
 
 /// Record in the [`EVICTED_MAP`] ring: the final state of [`EVICT_BATCH`]
 /// occupancies of slots, pushed out by other flows.

@@ -94,9 +94,10 @@ pub struct MonitorArgs {
     /// Flow slots per CPU in the kernel's flow cache (a power of two, 64 to
     /// 1048576); a flow whose slot is taken by another goes to userspace
     /// with its counts, so this trades memory for fewer evictions
-    #[arg(long, value_name = "N", default_value_t = netmon_common::DEFAULT_SLOTS_PER_CPU,
-          value_parser = parse_flow_slots)]
-    pub flow_slots: u32,
+    /// [default: as many as fit a quarter of the CPU's L2 cache, 1024 to
+    /// 16384; 4096 when the L2 size is unknown]
+    #[arg(long, value_name = "N", value_parser = parse_flow_slots)]
+    pub flow_slots: Option<u32>,
 
     /// Number of flows listed in the summary and, in NDJSON, per interval
     #[arg(long, value_name = "N", default_value_t = 10)]

@@ -135,10 +135,13 @@ impl monitor::Source for XdpSource {
         Ok(self.table.remove(key))
     }
     fn service(&mut self) {
+        if let Err(e) = self.attachment.publish_clock() {
+            log::warn!("{e}");
+        }
         self.drain();
     }
     fn now_ns(&self) -> u64 {
-        clock_ns(libc::CLOCK_MONOTONIC_COARSE) as u64
+        sys::monotonic_ns()
     }
     fn finish(&mut self) {
         self.attachment.detach();
@@ -164,7 +167,7 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 }
 
 /// Offset from CLOCK_MONOTONIC to Unix time. The kernel stamps flows with
-/// the coarse monotonic clock, the same clock at tick resolution.
+/// the monotonic time netmon publishes to it every 10 ms.
 fn mono_to_unix_ns() -> i128 {
     let mono = clock_ns(libc::CLOCK_MONOTONIC);
     clock_ns(libc::CLOCK_REALTIME) - mono
@@ -206,15 +209,20 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
                 .await?,
         )
     };
-    let attachment = sys::Attachment::attach(&iface, ifindex, args.xdp_mode, args.flow_slots)?;
+    let slot_bytes = size_of::<netmon_common::FlowSlot>() as u64;
+    let flow_slots = args
+        .flow_slots
+        .unwrap_or_else(|| netif::default_flow_slots(netif::l2_cache_bytes(), slot_bytes));
+    let attachment = sys::Attachment::attach(&iface, ifindex, args.xdp_mode, flow_slots)?;
     let probes = probes.map(probe::continuous::Prepared::start);
     eprintln!(
         "netmon: counting on {iface} (ifindex {}) in {} XDP mode, up to {} flows, {} kernel flow \
-         slots per CPU; {}",
+         slots per CPU ({} KiB each); {}",
         ifindex,
         attachment.mode.as_str(),
         args.max_flows,
-        args.flow_slots,
+        flow_slots,
+        (u64::from(flow_slots) * slot_bytes) >> 10,
         match args.duration {
             Some(d) => format!("stopping after {d:?} or on Ctrl-C"),
             None => "Ctrl-C to stop".to_owned(),

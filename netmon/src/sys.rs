@@ -10,13 +10,13 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{Xdp, XdpMode as AyaXdpMode, links::FdLink, xdp::XdpLink},
 };
 use aya_log::EbpfLogger;
 use netmon_common::{
-    COUNTERS_MAP, Counters, EVICT_BATCH, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP, FlowSlot,
-    HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL, XDP_PROGRAM,
+    CLOCK_MAP, COUNTERS_MAP, Counters, EVICT_BATCH, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP,
+    FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL, XDP_PROGRAM,
 };
 use thiserror::Error;
 
@@ -132,6 +132,8 @@ pub struct Attachment {
     logger: EbpfLogger<&'static dyn log::Log>,
     /// The eviction ring, taken out of `ebpf` (reading it needs `&mut`).
     ring: RingBuf<MapData>,
+    /// The clock the program stamps flows with (see [`Self::publish_clock`]).
+    clock: Array<MapData, u64>,
     ebpf: Ebpf,
     slots_per_cpu: u32,
     /// Possible CPUs: per-CPU values come in this many copies.
@@ -181,6 +183,12 @@ impl Attachment {
             .take_map(EVICTED_MAP)
             .ok_or_else(|| SysError::Load(format!("no map {EVICTED_MAP} in the object")))
             .and_then(|m| RingBuf::try_from(m).map_err(|e| SysError::Load(chain(&e))))?;
+        let mut clock: Array<MapData, u64> = ebpf
+            .take_map(CLOCK_MAP)
+            .ok_or_else(|| SysError::Load(format!("no map {CLOCK_MAP} in the object")))
+            .and_then(|m| Array::try_from(m).map_err(|e| SysError::Load(chain(&e))))?;
+        // The first packets are stamped with the time of the attach.
+        write_clock(&mut clock).map_err(|e| SysError::Load(e.to_string()))?;
         let program: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM)
             .ok_or_else(|| SysError::Load(format!("no program {XDP_PROGRAM} in the object")))?
@@ -217,6 +225,7 @@ impl Attachment {
                         link: Some(link),
                         logger,
                         ring,
+                        clock,
                         ebpf,
                         slots_per_cpu,
                         cpus,
@@ -249,6 +258,13 @@ impl Attachment {
                 "; is another XDP program attached? (`ip link show` shows it)"
             },
         })
+    }
+
+    /// Writes the kernel monotonic time into the program's clock. The
+    /// program stamps flows' first and last packets with it, so its
+    /// resolution is how often this runs (every 10 ms in the monitor).
+    pub fn publish_clock(&mut self) -> Result<(), SysError> {
+        write_clock(&mut self.clock)
     }
 
     /// Detaches the program from the interface. The maps stay readable, so
@@ -359,11 +375,32 @@ impl Attachment {
     }
 }
 
+/// Kernel monotonic time (`CLOCK_MONOTONIC`, the clock of
+/// `bpf_ktime_get_ns`) in ns.
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer for clock_gettime.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn write_clock(clock: &mut Array<MapData, u64>) -> Result<(), SysError> {
+    clock.set(0, monotonic_ns(), 0).map_err(|e| SysError::Map {
+        map: CLOCK_MAP,
+        reason: chain(&e),
+    })
+}
+
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
 /// Size of the eviction ring: 256 KiB per CPU (rounded up to a power of
-/// two), 1 MiB at least. A record carries [`EVICT_BATCH`] flows in 784
-/// bytes, so 1 MiB holds about 10,000 evicted flows between two reads.
+/// two), 1 MiB at least. A record carries [`EVICT_BATCH`] flows in 3,088
+/// bytes (with its header), so 1 MiB holds about 10,800 evicted flows
+/// between two reads.
 fn ring_bytes(cpus: usize) -> u32 {
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX).next_power_of_two();
     (1u32 << 20)
