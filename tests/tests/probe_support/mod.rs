@@ -142,12 +142,18 @@ pub fn vm_rss_kib(pid: i32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Kernel receive times (CLOCK_REALTIME, ns) of the IPv6 frames that
-/// arrive on `iface` in `ns`, captured with a packet socket until `stop`
-/// is set (then up to 200 ms more, for frames still queued).
+/// The socket ioctl that reads a packet's receive time in ns
+/// (linux/sockios.h; not in the libc crate).
+const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
+
+/// Kernel receive times (CLOCK_REALTIME, ns) of the IPv6 packets that
+/// arrive on `iface` in `ns` and that `keep` accepts (it sees the packet
+/// from the IPv6 header on), captured with a packet socket until `stop`
+/// is set (then up to 200 ms more, for packets still queued).
 pub fn capture_ipv6(
     ns: &Netns,
     iface: &str,
+    keep: impl Fn(&[u8]) -> bool + Send + Sync,
     ready: std::sync::mpsc::Sender<()>,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Vec<i128> {
@@ -217,12 +223,15 @@ pub fn capture_ipv6(
             // SAFETY: buf is valid for its length.
             let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n > 0 {
+                if !keep(&buf[..n as usize]) {
+                    continue;
+                }
                 let mut ts = libc::timespec {
                     tv_sec: 0,
                     tv_nsec: 0,
                 };
                 // SAFETY: SIOCGSTAMPNS writes one timespec.
-                let rc = unsafe { libc::ioctl(fd, libc::SIOCGSTAMPNS as _, &raw mut ts) };
+                let rc = unsafe { libc::ioctl(fd, SIOCGSTAMPNS as _, &raw mut ts) };
                 assert_eq!(rc, 0, "SIOCGSTAMPNS: {}", std::io::Error::last_os_error());
                 times.push(i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec));
                 continue;
