@@ -313,7 +313,7 @@ fn a_sweep_of_2_pow_24_addresses_streams_at_its_rate() {
         };
         let capture = {
             let (b, if_b, stop) = (&pair.b, &pair.if_b, &stop);
-            s.spawn(move || probe_support::capture_ipv6(b, if_b, swept, ready_tx, stop))
+            s.spawn(move || probe_support::capture_ipv6(b, if_b, swept, &ready_tx, stop))
         };
         ready_rx
             .recv_timeout(Duration::from_secs(10))
@@ -414,7 +414,7 @@ fn an_interrupted_sweep_prints_what_it_found() {
                 format,
             ],
         );
-        std::thread::sleep(Duration::from_millis(1000));
+        std::thread::sleep(Duration::from_secs(1));
         run.signal(signal);
         let out = run.wait(Duration::from_secs(10));
         assert_eq!(out.status.code(), Some(0), "{}", out.stderr);

@@ -130,11 +130,7 @@ pub async fn run(args: PingArgs) -> anyhow::Result<ExitCode> {
 /// before this.
 #[must_use]
 pub fn exit_status(received_per_target: impl IntoIterator<Item = u64>) -> u8 {
-    if received_per_target.into_iter().all(|r| r > 0) {
-        0
-    } else {
-        1
-    }
+    u8::from(received_per_target.into_iter().any(|r| r == 0))
 }
 
 #[cfg(test)]

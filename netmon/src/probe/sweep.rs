@@ -163,7 +163,7 @@ impl<I: Iterator<Item = IpAddr>> Plan<I> {
 /// could not be probed at all.
 #[must_use]
 pub fn exit_status(alive: usize, not_sent: u64) -> u8 {
-    if alive > 0 && not_sent == 0 { 0 } else { 1 }
+    u8::from(alive == 0 || not_sent > 0)
 }
 
 /// Requests in flight, by a small slot number (the tag the pinger hands
@@ -208,6 +208,10 @@ struct Summary {
     elapsed: f64,
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one send/receive/timeout loop, easier to follow in one piece"
+)]
 pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     if args.rate == 0 || args.rate > MAX_RATE {
         return Err(UsageError(format!(
@@ -215,13 +219,13 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let set = parse_ranges(&args.targets, args.force)?;
-    if set.is_empty() {
+    let ranges = parse_ranges(&args.targets, args.force)?;
+    if ranges.is_empty() {
         return Err(UsageError("the ranges hold no address".into()).into());
     }
     // Late replies are not reported by a sweep: finished probes are
     // remembered only as long as a probe waits.
-    let pinger = Pinger::with_memory(set.has_v4(), set.has_v6(), args.timeout)?;
+    let pinger = Pinger::with_memory(ranges.has_v4(), ranges.has_v6(), args.timeout)?;
     let in_flight = (f64::from(args.rate) * args.timeout.as_secs_f64() * 2.0) as usize;
     pinger.reserve(in_flight.min(1 << 20));
     for (family, kind) in pinger.kinds() {
@@ -230,14 +234,14 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let mut shutdown = std::pin::pin!(crate::shutdown_signal()?);
     let stdout = io::stdout();
     let started = Instant::now();
-    let mut plan = Plan::new(set.iter(), args.retries);
+    let mut plan = Plan::new(ranges.iter(), args.retries);
     let mut pacer = Pacer::new(args.rate, started);
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Duration)>();
     // (deadline, probe id, slot), in send order: one timeout for all, so
     // deadlines come in order.
     let mut deadlines: VecDeque<(Instant, u64, usize)> = VecDeque::new();
     let mut slots = Slots::default();
-    let mut progress = Progress::new("sweep", u64::try_from(set.len()).unwrap_or(u64::MAX));
+    let mut progress = Progress::new("sweep", u64::try_from(ranges.len()).unwrap_or(u64::MAX));
     let mut sent = 0u64;
     let mut interrupted = false;
     loop {
@@ -310,7 +314,7 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     found.sort();
     let summary = Summary {
         scanned: plan.taken,
-        total: set.len(),
+        total: ranges.len(),
         sent,
         interrupted,
         elapsed,
@@ -508,7 +512,7 @@ mod tests {
     #[test]
     fn plan_streams_without_holding_the_ranges() {
         // A range of 2^24 addresses: the plan holds the iterator, not them.
-        let set = crate::probe::targets::parse_ranges(&["2001:db8:ff::/104".into()], true).unwrap();
+        let set = parse_ranges(&["2001:db8:ff::/104".into()], true).unwrap();
         let mut plan = Plan::new(set.iter(), 1);
         for _ in 0..1000 {
             let (addr, attempt) = plan.next().unwrap();

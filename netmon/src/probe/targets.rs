@@ -396,10 +396,7 @@ mod tests {
         let mut it = big.iter();
         assert_eq!(it.next().unwrap().to_string(), "2001:db8:ff::");
         assert_eq!(it.nth(255).unwrap().to_string(), "2001:db8:ff::100");
-        assert_eq!(
-            std::mem::size_of_val(&big),
-            std::mem::size_of::<Vec<AddrRange>>()
-        );
+        assert_eq!(size_of_val(&big), size_of::<Vec<AddrRange>>());
         // The edges of the address space do not overflow.
         let edge = set(&["255.255.255.254-255.255.255.255", "255.255.255.255"]);
         assert_eq!(edge.len(), 2);

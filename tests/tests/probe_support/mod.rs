@@ -154,7 +154,7 @@ pub fn capture_ipv6(
     ns: &Netns,
     iface: &str,
     keep: impl Fn(&[u8]) -> bool + Send + Sync,
-    ready: std::sync::mpsc::Sender<()>,
+    ready: &std::sync::mpsc::Sender<()>,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Vec<i128> {
     use std::{os::fd::FromRawFd, sync::atomic::Ordering};
@@ -177,7 +177,7 @@ pub fn capture_ipv6(
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = proto;
-        sll.sll_ifindex = ifindex as i32;
+        sll.sll_ifindex = i32::try_from(ifindex).expect("ifindex fits i32");
         let setopt = |name: i32, v: &libc::timeval| {
             // SAFETY: v outlives the call.
             unsafe {
