@@ -472,7 +472,7 @@ mod tests {
             (100_000, Duration::from_micros(1500), 150, 0.99),
             // Stalls longer than the burst are not made up for.
             (100_000, Duration::from_millis(30), 5000, 0.5),
-            (7, Duration::from_millis(900), 3, 0.5),
+            (7, Duration::from_millis(900), 3, 0.3),
         ] {
             let times = drive(rate, 5, stall, every);
             let max = max_per_second(&times);
