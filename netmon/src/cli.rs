@@ -134,6 +134,27 @@ fn parse_flow_slots(s: &str) -> Result<u32, String> {
     }
 }
 
+/// One line for a command-line error: clap's first line (which names the
+/// bad value), or, for missing arguments, which ones ("a TARGET is required").
+#[must_use]
+pub fn usage_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::MissingRequiredArgument {
+        if let Some(ContextValue::Strings(args)) = e.get(ContextKind::InvalidArg) {
+            let names: Vec<String> = args
+                .iter()
+                .map(|a| a.trim_end_matches("...").replace(['<', '>'], ""))
+                .collect();
+            if !names.is_empty() {
+                return format!("a {} is required", names.join(" and a "));
+            }
+        }
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -162,6 +183,24 @@ mod tests {
         assert_eq!(cli.monitor.duration, Some(Duration::from_secs(7)));
         assert_eq!(cli.monitor.format, Format::Json);
         assert_eq!(cli.monitor.interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn missing_arguments_are_named() {
+        for (args, want) in [
+            (&["netmon", "ping"][..], "a TARGET is required"),
+            (
+                &["netmon", "sweep", "--rate", "5"],
+                "a CIDR|RANGE is required",
+            ),
+            (&["netmon", "scan", "-p", "80"], "a HOST is required"),
+        ] {
+            let err = Cli::try_parse_from(args).expect_err("must be rejected");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert_eq!(usage_line(&err), want, "{args:?}");
+        }
+        let err = Cli::try_parse_from(["netmon", "--duration", "7x"]).unwrap_err();
+        assert!(usage_line(&err).contains("'7x'"), "{}", usage_line(&err));
     }
 
     #[test]

@@ -35,11 +35,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // One line: clap's first line, which names the bad value.
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("netmon: {first} (see netmon --help)");
+            eprintln!("netmon: {} (see netmon --help)", cli::usage_line(&e));
             return ExitCode::from(2);
         }
     };

@@ -178,10 +178,23 @@ pub fn nft_counter(ns: &Netns, table: &str, name: &str) -> (u64, u64) {
 impl Pair {
     #[must_use]
     pub fn new() -> Self {
-        let a = Netns::new("nma");
-        let b = Netns::new("nmb");
-        let if_a = unique("va");
-        let if_b = unique("vb");
+        Self::named("nm")
+    }
+
+    /// Like [`Pair::new`], with names that start with `prefix` (namespaces
+    /// `{prefix}a…`/`{prefix}b…`, links `{prefix}va…`/`{prefix}vb…`).
+    #[must_use]
+    pub fn named(prefix: &str) -> Self {
+        let a = Netns::new(&format!("{prefix}a"));
+        let b = Netns::new(&format!("{prefix}b"));
+        let (if_a, if_b) = if prefix == "nm" {
+            (unique("va"), unique("vb"))
+        } else {
+            (
+                unique(&format!("{prefix}va")),
+                unique(&format!("{prefix}vb")),
+            )
+        };
         run(Command::new("ip").args([
             "link", "add", &if_a, "netns", &a.name, "type", "veth", "peer", "name", &if_b, "netns",
             &b.name,

@@ -361,3 +361,165 @@ fn errors_are_one_line_and_nonzero() {
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     }
 }
+
+/// Issue 14, item 2: a request that cannot leave is not a lost request.
+/// Ground truth: the namespace has only loopback (no route to
+/// 203.0.113.1; 255.255.255.255 and the v4-mapped address go nowhere), and
+/// nftables counts the echo requests that did leave: the loopback ones.
+#[test]
+fn send_errors_are_named_not_counted_as_loss() {
+    let ns = Netns::new("prp");
+    nft(
+        &ns,
+        "table inet probe {
+           counter requests { }
+           chain out {
+             type filter hook output priority 0; policy accept;
+             meta l4proto { icmp, ipv6-icmp } counter name requests
+           }
+         }",
+    );
+    let targets = [
+        "203.0.113.1",
+        "::ffff:127.0.0.1",
+        "255.255.255.255",
+        "127.0.0.1",
+    ];
+    let mut args = vec!["ping"];
+    args.extend(targets);
+    args.extend([
+        "-c",
+        "3",
+        "--interval",
+        "10ms",
+        "--timeout",
+        "300ms",
+        "--format",
+        "json",
+    ]);
+    let out = netmon_run(&ns, &args, Duration::from_secs(10));
+    // Some target could not be probed: not a success.
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let pings = of_type(&out, "ping");
+    assert_eq!(pings.len(), 4, "{}", out.stdout);
+    for p in &pings[..3] {
+        assert_eq!(p["sent"], 0, "{p}");
+        assert_eq!(p["not_sent"], 3, "{p}");
+        assert_eq!(p["received"], 0, "{p}");
+        assert_eq!(p["error"], "Network is unreachable", "{p}");
+        assert!(p["loss_pct"].is_null(), "no loss of what never left: {p}");
+    }
+    let lo = &pings[3];
+    assert_eq!(
+        (lo["sent"].as_u64(), lo["received"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(lo["not_sent"], 0);
+    assert!(lo["error"].is_null());
+    // Requests and replies of 127.0.0.1 only: 3 each.
+    assert_eq!(nft_counter(&ns, "inet probe", "requests").0, 6);
+    // Text: the reason on each line and in the summary.
+    let text = netmon_run(
+        &ns,
+        &["ping", "203.0.113.1", "-c", "2", "--interval", "10ms"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(text.status.code(), Some(1), "{}", text.stderr);
+    assert_eq!(
+        text.stdout,
+        "203.0.113.1 (203.0.113.1): seq=0 not sent: Network is unreachable\n\
+         203.0.113.1 (203.0.113.1): seq=1 not sent: Network is unreachable\n\
+         \n\
+         --- 203.0.113.1 (203.0.113.1) icmp ---\n\
+         0 sent, 0 received, 2 not sent (Network is unreachable)\n"
+    );
+}
+
+/// Issue 14, item 6: like fping, `ping A B` fails when B never answers,
+/// though A does. Ground truth: nftables in the far namespace drops every
+/// echo request to its second address and counts them.
+#[test]
+fn one_silent_target_is_exit_1() {
+    let pair = Pair::named("pr");
+    let mac_b = netmon_tests::mac(&pair.b, &pair.if_b);
+    pair.b
+        .ip(&format!("addr add 198.51.100.3/24 dev {}", pair.if_b));
+    pair.a.ip(&format!(
+        "neigh replace 198.51.100.3 lladdr {mac_b} dev {} nud permanent",
+        pair.if_a
+    ));
+    nft(
+        &pair.b,
+        "table inet probe {
+           counter dropped { }
+           chain input {
+             type filter hook input priority 0; policy accept;
+             ip daddr 198.51.100.3 icmp type echo-request counter name dropped drop
+           }
+         }",
+    );
+    let out = netmon_run(
+        &pair.a,
+        &[
+            "ping",
+            B4,
+            "198.51.100.3",
+            "-c",
+            "3",
+            "--interval",
+            "10ms",
+            "--timeout",
+            "300ms",
+            "--format",
+            "json",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let pings = of_type(&out, "ping");
+    assert_eq!(
+        (pings[0]["sent"].as_u64(), pings[0]["received"].as_u64()),
+        (Some(3), Some(3))
+    );
+    let dropped = nft_counter(&pair.b, "inet probe", "dropped").0;
+    assert_eq!(dropped, 3);
+    assert_eq!(pings[1]["sent"], dropped);
+    assert_eq!(pings[1]["received"], 0);
+    assert_eq!(pings[1]["not_sent"], 0);
+    // Both answer: 0.
+    let ok = netmon_run(
+        &pair.a,
+        &["ping", B4, A4, "-c", "2", "--interval", "10ms"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(ok.status.code(), Some(0), "{}", ok.stderr);
+}
+
+/// Issue 14, item 5: a missing target is named, exit 2.
+#[test]
+fn a_missing_target_is_named() {
+    let ns = Netns::new("prp");
+    for (args, line) in [
+        (
+            &["ping"][..],
+            "netmon: a TARGET is required (see netmon --help)\n",
+        ),
+        (
+            &["ping", "-c", "3"],
+            "netmon: a TARGET is required (see netmon --help)\n",
+        ),
+        (
+            &["sweep"],
+            "netmon: a CIDR|RANGE is required (see netmon --help)\n",
+        ),
+        (
+            &["scan", "-p", "80"],
+            "netmon: a HOST is required (see netmon --help)\n",
+        ),
+    ] {
+        let out = netmon_run(&ns, args, Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr, line, "{args:?}");
+        assert!(out.stdout.is_empty());
+    }
+}

@@ -178,3 +178,106 @@ fn bad_specs_are_usage_errors() {
         out.stderr
     );
 }
+
+/// Port states of an `nmap -oG` line: (port, state) for every port listed.
+fn nmap_states(grepable: &str) -> Vec<(u16, String)> {
+    let ports = grepable
+        .lines()
+        .find_map(|l| l.split_once("Ports: ").map(|(_, p)| p))
+        .unwrap_or_else(|| panic!("no Ports in nmap output:\n{grepable}"));
+    ports
+        .split(", ")
+        .map(|p| {
+            let mut f = p.split('/');
+            let port = f.next().unwrap().trim().parse().unwrap();
+            (port, f.next().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// The far end of a pair set up as the rate-limited target: a listener
+/// on port 22, every other port of 20-30 rejected with ICMP port
+/// unreachable, ICMP errors limited as Linux does by default (one a second
+/// per peer after a burst of 6; 1000 a second after a burst of 50).
+fn rate_limited_target(pair: &Pair) -> TcpListener {
+    let b4: Ipv4Addr = netmon_tests::B4.parse().unwrap();
+    let listener = pair.b.enter(|| TcpListener::bind((b4, 22)).expect("bind"));
+    pair.b.sh(
+        "sysctl -qw net.ipv4.icmp_ratelimit=1000 net.ipv4.icmp_ratemask=6168 \
+         net.ipv4.icmp_msgs_per_sec=1000 net.ipv4.icmp_msgs_burst=50",
+    );
+    nft(
+        &pair.b,
+        "table inet probe {
+           counter rejected { }
+           chain input {
+             type filter hook input priority 0; policy accept;
+             tcp dport 20-30 tcp dport != 22 counter name rejected reject with icmp type port-unreachable
+           }
+         }",
+    );
+    listener
+}
+
+/// Issue 14, item 4: a target that rejects with ICMP port unreachable and
+/// rate-limits ICMP. nmap -sT says closed; so must netmon, every time.
+/// Each run uses fresh namespaces for each tool (the limit is per peer
+/// and per namespace), both scanned at the same time; 20 runs.
+#[test]
+fn rate_limited_icmp_rejects_read_closed_like_nmap() {
+    let expected: Vec<(u16, String)> = (20..=30)
+        .map(|p| (p, if p == 22 { "open" } else { "closed" }.to_owned()))
+        .collect();
+    for run in 0..20 {
+        let (for_nmap, for_netmon) = (Pair::named("pr"), Pair::named("pr"));
+        let names = [
+            for_nmap.a.name.clone(),
+            for_nmap.b.name.clone(),
+            for_netmon.a.name.clone(),
+            for_netmon.b.name.clone(),
+        ];
+        let listeners = [
+            rate_limited_target(&for_nmap),
+            rate_limited_target(&for_netmon),
+        ];
+        let (nmap, netmon) = std::thread::scope(|s| {
+            let nmap = s.spawn(|| {
+                for_nmap.a.sh(&format!(
+                    "timeout 120 nmap -n -Pn -sT -p 20-30 -oG - {}",
+                    netmon_tests::B4
+                ))
+            });
+            let netmon = netmon_run(
+                &for_netmon.a,
+                &["scan", netmon_tests::B4, "-p", "20-30", "--format", "json"],
+                Duration::from_secs(120),
+            );
+            (nmap.join().expect("nmap thread"), netmon)
+        });
+        let nmap = nmap_states(&nmap);
+        assert!(netmon.status.success(), "{}", netmon.stderr);
+        let summary = &of_type(&netmon, "scan_summary")[0];
+        eprintln!(
+            "run {run}: netmon {summary}, {} rejects; nmap {nmap:?}",
+            netmon_tests::nft_counter(&for_netmon.b, "inet probe", "rejected").0
+        );
+        assert_eq!(nmap, expected, "nmap, run {run}");
+        let mine: Vec<(u16, String)> = (20..=30)
+            .map(|p| {
+                let state = if ports(&summary["open"]).contains(&p) {
+                    "open"
+                } else if ports(&summary["filtered_ports"]).contains(&p) {
+                    "filtered"
+                } else {
+                    "closed"
+                };
+                (p, state.to_owned())
+            })
+            .collect();
+        assert_eq!(mine, nmap, "netmon against nmap, run {run}");
+        assert_eq!(summary["closed"], 10);
+        drop(listeners);
+        drop((for_nmap, for_netmon));
+        assert_gone(&names);
+    }
+}

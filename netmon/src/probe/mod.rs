@@ -23,6 +23,11 @@ use clap::Args;
 use crate::{cli::Format, units::parse_positive_duration};
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 every target answered; 1 some target never answered \
+    (no reply, or no echo request could be sent to it: the reason is in the output), or a \
+    runtime failure; 2 usage error."
+)]
 pub struct PingArgs {
     /// Hosts to ping: names, IPv4 or IPv6 addresses
     #[arg(required = true, value_name = "TARGET")]
@@ -45,11 +50,18 @@ pub struct PingArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Ctrl-C or SIGTERM stops a sweep early; it then prints the hosts found \
+    so far and the summary.\n\n\
+    Exit status: 0 some host answered and every address could be probed; 1 no host answered, \
+    or some address could not be probed (no echo request could be sent: the reason is in the \
+    output), or a runtime failure; 2 usage error."
+)]
 pub struct SweepArgs {
     /// Address ranges: CIDR (192.0.2.0/24, 2001:db8::/120) or A-B
     #[arg(required = true, value_name = "CIDR|RANGE")]
     pub targets: Vec<String>,
-    /// Echo requests per second, all targets together
+    /// Echo requests per second, all targets together, in every second (at most 1000000)
     #[arg(long, value_name = "PPS", default_value_t = 1000)]
     pub rate: u32,
     /// How long to wait for a reply before retrying
@@ -83,7 +95,8 @@ pub struct ScanArgs {
     /// How long to wait for each connect
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_positive_duration)]
     pub timeout: Duration,
-    /// Extra attempts for a port that timed out
+    /// Extra attempts for a port that timed out (more, one at a time, on a
+    /// host that rate-limits its answers)
     #[arg(long, default_value_t = 1)]
     pub retries: u32,
     /// Output format

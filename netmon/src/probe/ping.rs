@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::{
     PingArgs,
-    pinger::Pinger,
+    pinger::{Outcome, Pinger},
     render::{ProbeKind, ProbeStats, ms, stats_json, write_stats_text},
     targets::resolve,
 };
@@ -72,25 +72,32 @@ pub async fn run(args: PingArgs) -> anyhow::Result<ExitCode> {
                 let pinger = Arc::clone(&pinger);
                 let target = target.clone();
                 waits.push(tokio::spawn(async move {
-                    let rtt = pinger.probe(addr, timeout).await;
+                    let outcome = pinger.probe_outcome(addr, timeout).await;
                     if text {
-                        let line = match rtt {
-                            Some(r) => format!(
+                        let line = match &outcome {
+                            Outcome::Reply(r) => format!(
                                 "{target} ({addr}): seq={seq} time={} ms",
                                 ms(r.as_secs_f64() * 1e3)
                             ),
-                            None => format!("{target} ({addr}): seq={seq} no reply"),
+                            Outcome::NoReply => format!("{target} ({addr}): seq={seq} no reply"),
+                            Outcome::NotSent(why) => {
+                                format!("{target} ({addr}): seq={seq} not sent: {why}")
+                            }
                         };
                         // Broken pipes are caught when the summary is written.
                         let _ = writeln!(io::stdout().lock(), "{line}");
                     }
-                    rtt
+                    outcome
                 }));
             }
             let mut stats = ProbeStats::new(ProbeKind::Icmp, &target, Some(addr), None);
             // In send order, as the jitter estimate wants.
             for w in waits {
-                stats.record(w.await.unwrap_or(None));
+                match w.await.unwrap_or(Outcome::NoReply) {
+                    Outcome::Reply(rtt) => stats.record(Some(rtt)),
+                    Outcome::NoReply => stats.record(None),
+                    Outcome::NotSent(why) => stats.record_not_sent(&why),
+                }
             }
             stats
         }));
@@ -114,16 +121,29 @@ pub async fn run(args: PingArgs) -> anyhow::Result<ExitCode> {
         }
     }
     out.flush()?;
-    Ok(if all.iter().any(|s| s.received > 0) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(ExitCode::from(exit_status(all.iter().map(|s| s.received))))
+}
+
+/// fping-style exit status of a ping: 0 when every target answered at
+/// least once; 1 when some target never did (no reply, or no request could
+/// be sent to it). Usage errors (2) and runtime failures (1) end the run
+/// before this.
+#[must_use]
+pub fn exit_status(received_per_target: impl IntoIterator<Item = u64>) -> u8 {
+    u8::from(received_per_target.into_iter().any(|r| r == 0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_status_is_zero_only_when_every_target_answered() {
+        assert_eq!(exit_status([3, 1]), 0);
+        assert_eq!(exit_status([3, 0]), 1);
+        assert_eq!(exit_status([0, 0]), 1);
+        assert_eq!(exit_status([0]), 1);
+    }
 
     #[test]
     fn schedule_is_evenly_spaced_and_bounded() {

@@ -20,8 +20,31 @@ use tokio::{
 
 use super::icmp::{IcmpError, IcmpSocket, Reply, SocketKind, realtime_ns};
 
-/// How long a finished probe is remembered to recognise duplicates and late replies.
+/// How long a finished probe is remembered to recognise duplicates and late
+/// replies (by default; sweeps remember less, see [`Pinger::with_memory`]).
 const REMEMBER: Duration = Duration::from_secs(60);
+
+/// What became of one echo request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered after this long.
+    Reply(Duration),
+    /// Sent, and no reply came in time.
+    NoReply,
+    /// Never left this host; the reason (e.g. "Network is unreachable").
+    NotSent(String),
+}
+
+/// The reason of a failed send in words: the OS's text without the
+/// "(os error N)" suffix.
+#[must_use]
+pub fn reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_owned(),
+        _ => text,
+    }
+}
 
 /// Where the RTT of an answered probe goes.
 pub enum Notify {
@@ -54,15 +77,15 @@ pub struct Extra {
 #[derive(Default)]
 struct Table {
     probes: HashMap<u64, Entry>,
-    /// Finished probes, oldest first, to forget after [`REMEMBER`].
+    /// Finished probes, oldest first, to forget after a while.
     finished: VecDeque<(Instant, u64)>,
     extra: HashMap<IpAddr, Extra>,
 }
 
 impl Table {
-    fn forget_old(&mut self, now: Instant) {
+    fn forget_old(&mut self, now: Instant, remember: Duration) {
         while let Some(&(t, id)) = self.finished.front() {
-            if now.duration_since(t) < REMEMBER {
+            if now.duration_since(t) < remember {
                 break;
             }
             self.finished.pop_front();
@@ -112,6 +135,8 @@ impl Table {
 
 struct Shared {
     cookie: u64,
+    /// How long finished probes are remembered.
+    remember: Duration,
     next_probe: AtomicU64,
     // Std Mutexes: every critical section is a few map operations and none
     // is held across an .await. Striped by probe number, so that senders on
@@ -180,9 +205,17 @@ fn random_u64() -> u64 {
 impl Pinger {
     /// Opens the sockets of the families asked for and starts their receivers.
     pub fn new(v4: bool, v6: bool) -> Result<Self, IcmpError> {
+        Self::with_memory(v4, v6, REMEMBER)
+    }
+
+    /// Like [`Self::new`], remembering finished probes for `remember` (late
+    /// replies and duplicates after that are ignored, not counted). Sweeps
+    /// keep it short, so that the table holds about `rate * remember` probes.
+    pub fn with_memory(v4: bool, v6: bool, remember: Duration) -> Result<Self, IcmpError> {
         let cookie = random_u64();
         let shared = Arc::new(Shared {
             cookie,
+            remember,
             next_probe: AtomicU64::new(cookie >> 40),
             tables: (0..STRIPES).map(|_| Mutex::default()).collect(),
         });
@@ -271,7 +304,8 @@ impl Pinger {
         {
             let now = Instant::now();
             let mut t = self.shared.table(id);
-            t.forget_old(now);
+            let remember = self.shared.remember;
+            t.forget_old(now, remember);
             let entry = Entry {
                 addr,
                 seq,
@@ -298,11 +332,23 @@ impl Pinger {
 
     /// Sends and waits: the RTT, or `None` after `timeout` or a send error.
     pub async fn probe(&self, addr: IpAddr, timeout: Duration) -> Option<Duration> {
+        match self.probe_outcome(addr, timeout).await {
+            Outcome::Reply(rtt) => Some(rtt),
+            Outcome::NoReply | Outcome::NotSent(_) => None,
+        }
+    }
+
+    /// Sends and waits: a reply, no reply within `timeout`, or why the
+    /// request could not be sent.
+    pub async fn probe_outcome(&self, addr: IpAddr, timeout: Duration) -> Outcome {
         match self.send(addr).await {
-            Ok(f) => f.wait(timeout).await,
+            Ok(f) => f
+                .wait(timeout)
+                .await
+                .map_or(Outcome::NoReply, Outcome::Reply),
             Err(e) => {
                 log::debug!("echo request to {addr} not sent: {e}");
-                None
+                Outcome::NotSent(reason(&e))
             }
         }
     }
@@ -472,14 +518,21 @@ mod tests {
     }
 
     #[test]
+    fn send_errors_read_as_the_os_says_them() {
+        let e = std::io::Error::from_raw_os_error(libc::ENETUNREACH);
+        assert_eq!(reason(&e), "Network is unreachable");
+        assert_eq!(reason(&std::io::Error::other("odd")), "odd");
+    }
+
+    #[test]
     fn finished_probes_are_forgotten_after_a_while() {
         let mut t = Table::default();
         let _rx = waiting(&mut t, 1, 1);
         let now = Instant::now();
         t.on_reply(&reply(1, 1, 9), now, 9);
-        t.forget_old(now + REMEMBER / 2);
+        t.forget_old(now + REMEMBER / 2, REMEMBER);
         assert_eq!(t.probes.len(), 1);
-        t.forget_old(now + REMEMBER);
+        t.forget_old(now + REMEMBER, REMEMBER);
         assert!(t.probes.is_empty());
     }
 }

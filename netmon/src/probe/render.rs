@@ -39,8 +39,12 @@ pub struct ProbeStats {
     pub addr: Option<IpAddr>,
     /// TCP only.
     pub port: Option<u16>,
-    /// Probes whose outcome is known (answered or timed out).
+    /// Probes sent whose outcome is known (answered or timed out).
     pub sent: u64,
+    /// Probes that could not be sent at all (no route, refused locally).
+    pub not_sent: u64,
+    /// Why the last probe that could not be sent failed.
+    pub error: Option<String>,
     pub received: u64,
     pub duplicates: u64,
     pub late: u64,
@@ -56,6 +60,8 @@ impl ProbeStats {
             addr,
             port,
             sent: 0,
+            not_sent: 0,
+            error: None,
             received: 0,
             duplicates: 0,
             late: 0,
@@ -72,6 +78,15 @@ impl ProbeStats {
         }
     }
 
+    /// A probe that never left this host, and why.
+    pub fn record_not_sent(&mut self, reason: &str) {
+        self.not_sent += 1;
+        if self.error.as_deref() != Some(reason) {
+            self.error = Some(reason.to_owned());
+        }
+    }
+
+    /// Share of the sent probes that got no answer (0 when none was sent).
     #[must_use]
     pub fn loss_pct(&self) -> f64 {
         if self.sent == 0 {
@@ -98,7 +113,10 @@ pub fn stats_json(s: &ProbeStats) -> Value {
         "addr": s.addr.map(|a| a.to_string()),
         "sent": s.sent,
         "received": s.received,
-        "loss_pct": s.loss_pct(),
+        // Loss of nothing is undefined when every probe failed to leave.
+        "loss_pct": if s.sent == 0 && s.not_sent > 0 { Value::Null } else { json!(s.loss_pct()) },
+        "not_sent": s.not_sent,
+        "error": s.error,
         "duplicates": s.duplicates,
         "late": s.late,
         "rtt_ms": rtt,
@@ -132,15 +150,20 @@ pub fn write_stats_text(w: &mut impl Write, s: &ProbeStats, hist_bins: usize) ->
         (k, _) => k.as_str().to_owned(),
     };
     writeln!(w, "--- {} ({addr}) {what} ---", s.target)?;
-    write!(
-        w,
-        "{} sent, {} received, {:.1}% loss",
-        s.sent,
-        s.received,
-        s.loss_pct()
-    )?;
+    write!(w, "{} sent, {} received", s.sent, s.received)?;
+    if s.sent > 0 || s.not_sent == 0 {
+        write!(w, ", {:.1}% loss", s.loss_pct())?;
+    }
     if s.duplicates > 0 || s.late > 0 {
         write!(w, ", {} duplicates, {} late", s.duplicates, s.late)?;
+    }
+    if s.not_sent > 0 {
+        write!(
+            w,
+            ", {} not sent ({})",
+            s.not_sent,
+            s.error.as_deref().unwrap_or("send failed")
+        )?;
     }
     writeln!(w)?;
     if let Some(l) = s.latency.summary() {
@@ -261,6 +284,31 @@ mod tests {
         assert!(v["rtt_ms"].is_null());
         assert_eq!(v["port"], 1);
         assert_eq!(v["loss_pct"], 0.0);
+    }
+
+    #[test]
+    fn requests_that_never_left_are_not_loss() {
+        let mut s = ProbeStats::new(ProbeKind::Icmp, "203.0.113.1", None, None);
+        for _ in 0..3 {
+            s.record_not_sent("Network is unreachable");
+        }
+        let v = stats_json(&s);
+        assert_eq!(v["sent"], 0);
+        assert_eq!(v["not_sent"], 3);
+        assert_eq!(v["error"], "Network is unreachable");
+        assert!(v["loss_pct"].is_null(), "{v}");
+        let mut out = Vec::new();
+        write_stats_text(&mut out, &s, 4).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text.lines().nth(1),
+            Some("0 sent, 0 received, 3 not sent (Network is unreachable)")
+        );
+        // A probe that did leave keeps the usual meaning of loss.
+        s.record(None);
+        let v = stats_json(&s);
+        assert_eq!(v["loss_pct"], 100.0);
+        assert!(stats_json(&sample())["error"].is_null());
     }
 
     #[test]

@@ -117,14 +117,70 @@ pub fn parse_range(text: &str) -> Result<AddrRange, UsageError> {
     })
 }
 
-/// All addresses of `specs`, in order, without repeats. Refuses more than
+/// The addresses of some ranges: IPv4 first, then IPv6, each in ascending
+/// order, overlaps once. Held as a few merged intervals and walked lazily,
+/// so its memory does not depend on how many addresses it holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeSet {
+    /// Sorted by (family, first); disjoint and not adjacent.
+    ranges: Vec<AddrRange>,
+}
+
+impl RangeSet {
+    /// The union of `ranges`.
+    #[must_use]
+    pub fn new(mut ranges: Vec<AddrRange>) -> Self {
+        ranges.sort_by_key(|r| (r.v6, r.first));
+        let mut merged: Vec<AddrRange> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match merged.last_mut() {
+                Some(m) if m.v6 == r.v6 && r.first <= m.last.saturating_add(1) => {
+                    m.last = m.last.max(r.last);
+                }
+                _ => merged.push(r),
+            }
+        }
+        Self { ranges: merged }
+    }
+
+    /// How many addresses (saturating at u128::MAX).
+    #[must_use]
+    pub fn len(&self) -> u128 {
+        self.ranges
+            .iter()
+            .fold(0u128, |n, r| n.saturating_add(r.len()))
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    #[must_use]
+    pub fn has_v4(&self) -> bool {
+        self.ranges.iter().any(|r| !r.v6)
+    }
+
+    #[must_use]
+    pub fn has_v6(&self) -> bool {
+        self.ranges.iter().any(|r| r.v6)
+    }
+
+    /// Every address, one at a time.
+    pub fn iter(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ranges.iter().flat_map(AddrRange::iter)
+    }
+}
+
+/// The addresses of `specs`, without repeats. Refuses more than
 /// [`MAX_TARGETS`] unless `force`.
-pub fn expand_ranges(specs: &[String], force: bool) -> Result<Vec<IpAddr>, UsageError> {
+pub fn parse_ranges(specs: &[String], force: bool) -> Result<RangeSet, UsageError> {
     let ranges = specs
         .iter()
         .map(|s| parse_range(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let total: u128 = ranges.iter().map(AddrRange::len).sum();
+    let set = RangeSet::new(ranges);
+    let total = set.len();
     if total > MAX_TARGETS && !force {
         return Err(UsageError(format!(
             "{total} targets is more than {MAX_TARGETS}; narrow the ranges or add --force"
@@ -135,16 +191,7 @@ pub fn expand_ranges(specs: &[String], force: bool) -> Result<Vec<IpAddr>, Usage
             "{total} targets is more than netmon sweeps at once (16,777,216)"
         )));
     }
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(total as usize);
-    for r in &ranges {
-        for a in r.iter() {
-            if seen.insert(a) {
-                out.push(a);
-            }
-        }
-    }
-    Ok(out)
+    Ok(set)
 }
 
 /// Parses a port spec: `22,80,443`, `1-1024`, `-` (1-65535), `8000-` (to
@@ -303,18 +350,61 @@ mod tests {
     #[test]
     fn expansion_refuses_too_many_without_force() {
         assert_eq!(
-            expand_ranges(&["10.0.0.0/16".into()], false).unwrap().len(),
+            parse_ranges(&["10.0.0.0/16".into()], false).unwrap().len(),
             65534
         );
-        let e = expand_ranges(&["10.0.0.0/15".into()], false).unwrap_err();
+        let e = parse_ranges(&["10.0.0.0/15".into()], false).unwrap_err();
         assert!(e.0.contains("--force"), "{e}");
         assert_eq!(
-            expand_ranges(&["10.0.0.0/15".into()], true).unwrap().len(),
+            parse_ranges(&["10.0.0.0/15".into()], true).unwrap().len(),
             131_070
         );
-        // Overlaps count once.
-        let v = expand_ranges(&["192.0.2.0/30".into(), "192.0.2.1-3".into()], false).unwrap();
-        assert_eq!(v.len(), 3);
+        assert_eq!(
+            parse_ranges(&["2001:db8:ff::/104".into()], true)
+                .unwrap()
+                .len(),
+            1 << 24
+        );
+        let e = parse_ranges(&["2001:db8:ff::/103".into()], true).unwrap_err();
+        assert!(e.0.contains("16,777,216"), "{e}");
+    }
+
+    #[test]
+    fn range_sets_merge_overlaps_and_stream_in_order() {
+        let set = |specs: &[&str]| {
+            parse_ranges(
+                &specs.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+                false,
+            )
+            .unwrap()
+        };
+        // Overlaps count once; the union comes out sorted, IPv4 first.
+        let v = set(&["192.0.2.1-3", "::1", "192.0.2.0/30", "192.0.2.9"]);
+        assert_eq!(v.len(), 5);
+        let all: Vec<String> = v.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            all,
+            ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.9", "::1"]
+        );
+        // Adjacent ranges merge; a range inside another disappears.
+        let v = set(&["10.0.0.0-10.0.0.4", "10.0.0.5-10.0.0.9", "10.0.0.2-3"]);
+        assert_eq!(v, set(&["10.0.0.0-10.0.0.9"]));
+        assert!(!v.has_v6() && v.has_v4());
+        // Streaming a range of 2^24 takes no memory up front: the first
+        // and a later address come at once.
+        let big = parse_ranges(&["2001:db8:ff::/104".into()], true).unwrap();
+        let mut it = big.iter();
+        assert_eq!(it.next().unwrap().to_string(), "2001:db8:ff::");
+        assert_eq!(it.nth(255).unwrap().to_string(), "2001:db8:ff::100");
+        assert_eq!(size_of_val(&big), size_of::<Vec<AddrRange>>());
+        // The edges of the address space do not overflow.
+        let edge = set(&["255.255.255.254-255.255.255.255", "255.255.255.255"]);
+        assert_eq!(edge.len(), 2);
+        let top = RangeSet::new(vec![
+            parse_range("ffff::/16").unwrap(),
+            parse_range("ffff:ffff::/32").unwrap(),
+        ]);
+        assert_eq!(top.len(), 1 << 112);
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub enum Attempt {
     Closed,
     /// No answer within the timeout.
     Timeout,
-    /// ICMP unreachable or prohibited, or a local firewall refused it.
+    /// An ICMP error other than port unreachable (destination unreachable,
+    /// prohibited, time exceeded), or a local firewall refused it.
     Unreachable,
     /// Not a verdict on the port (our own ephemeral port, out of local
     /// ports or descriptors): try again.
@@ -30,12 +31,19 @@ pub enum Attempt {
 pub fn classify(e: &io::Error) -> Option<Attempt> {
     match e.raw_os_error()? {
         libc::ECONNREFUSED => Some(Attempt::Closed),
+        // Every ICMP destination unreachable but port unreachable (which
+        // Linux reports as ECONNREFUSED), time exceeded and parameter
+        // problem end a connect with one of these; so does a local firewall.
         libc::EHOSTUNREACH
         | libc::ENETUNREACH
+        | libc::ENETDOWN
         | libc::EACCES
         | libc::EPERM
         | libc::EHOSTDOWN
-        | libc::ENONET => Some(Attempt::Unreachable),
+        | libc::ENONET
+        | libc::ENOPROTOOPT
+        | libc::EOPNOTSUPP
+        | libc::EPROTO => Some(Attempt::Unreachable),
         libc::ETIMEDOUT => Some(Attempt::Timeout),
         libc::EADDRNOTAVAIL
         | libc::EADDRINUSE
@@ -160,6 +168,11 @@ mod tests {
         let e = |n| io::Error::from_raw_os_error(n);
         assert_eq!(classify(&e(libc::ECONNREFUSED)), Some(Attempt::Closed));
         assert_eq!(classify(&e(libc::EHOSTUNREACH)), Some(Attempt::Unreachable));
+        // ICMP protocol unreachable (IPv4 type 3 code 2), source route
+        // failed (code 5), parameter problem.
+        assert_eq!(classify(&e(libc::ENOPROTOOPT)), Some(Attempt::Unreachable));
+        assert_eq!(classify(&e(libc::EOPNOTSUPP)), Some(Attempt::Unreachable));
+        assert_eq!(classify(&e(libc::EPROTO)), Some(Attempt::Unreachable));
         assert_eq!(classify(&e(libc::EADDRNOTAVAIL)), Some(Attempt::Again));
         assert_eq!(classify(&e(libc::EINVAL)), None);
     }
