@@ -48,6 +48,11 @@ pub enum SysError {
         hint: &'static str,
     },
     #[error(
+        "another XDP program is attached to {iface}; netmon does not replace it \
+         (`ip link show dev {iface}` shows it: detach it, or stop the netmon that holds it)"
+    )]
+    Busy { iface: String },
+    #[error(
         "this kernel attached XDP without a bpf_link, which would outlive netmon; \
          netmon needs Linux 5.9 or newer"
     )]
@@ -74,6 +79,35 @@ fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
         cur = e.source();
     }
     false
+}
+
+/// Does `err` (or anything it wraps) carry the OS error `errno`?
+fn has_errno(err: &(dyn std::error::Error + 'static), errno: i32) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(errno))
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// An attach error that no other mode can get past: missing privileges,
+/// or EBUSY (a program or link holds this mode already) / EEXIST (one
+/// holds the other mode: native and generic exclude each other).
+fn fatal_attach_error(err: &(dyn std::error::Error + 'static), iface: &str) -> Option<SysError> {
+    if is_permission(err) {
+        Some(SysError::Permission)
+    } else if has_errno(err, libc::EBUSY) || has_errno(err, libc::EEXIST) {
+        Some(SysError::Busy {
+            iface: iface.to_owned(),
+        })
+    } else {
+        None
+    }
 }
 
 /// Full error chain on one line.
@@ -234,8 +268,8 @@ impl Attachment {
                     });
                 }
                 Err(e) => {
-                    if is_permission(&e) {
-                        return Err(SysError::Permission);
+                    if let Some(fatal) = fatal_attach_error(&e, iface) {
+                        return Err(fatal);
                     }
                     if mode == XdpMode::Auto && attempt == AttachedMode::Native {
                         log::info!(

@@ -449,6 +449,63 @@ fn sigterm_ends_with_a_summary_and_detaches() {
     assert!(!pair.xdp_attached());
 }
 
+/// SIGHUP (a closed terminal, a supervisor) ends the run like SIGTERM:
+/// the summary with every packet, exit 0, nothing left attached. (Before,
+/// it killed netmon with status 129 and no summary.)
+#[test]
+fn sighup_ends_with_a_summary_and_detaches() {
+    let pair = Pair::new();
+    let netmon = Netmon::start(&pair.a, &["--iface", &pair.if_a, "--format", "json"]);
+    let to: SocketAddr = format!("{A4}:9400").parse().unwrap();
+    let received = Received::start(&pair.a, to, 25);
+    let sent = pair
+        .b
+        .enter(|| send_udp(format!("{B4}:40400").parse().unwrap(), to, 25, 20));
+    received.wait();
+    netmon.signal(libc::SIGHUP);
+    let run = netmon.wait(Duration::from_secs(10));
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    let summary = run.summary();
+    let flow = find_flow(&summary, B4, A4, 9400, "udp").expect("the flow");
+    assert_eq!(u64_of(&flow["packets"]), sent);
+    assert_totals(&pair, &summary);
+    assert!(!pair.xdp_attached());
+}
+
+/// A second netmon (or any XDP program) on the interface: the attach fails
+/// with EBUSY, and netmon says so in one line, whatever the mode, instead
+/// of blaming the driver or showing only the generic-mode error.
+#[test]
+fn an_interface_with_a_program_already_attached_is_named_as_busy() {
+    let pair = Pair::new();
+    let first = Netmon::start(&pair.a, &["--iface", &pair.if_a, "--format", "json"]);
+    for mode in ["native", "auto", "generic"] {
+        let run = netmon_run(
+            &pair.a,
+            &[
+                "--iface",
+                &pair.if_a,
+                "--xdp-mode",
+                mode,
+                "--duration",
+                "1s",
+            ],
+            Duration::from_secs(30),
+        );
+        assert_one_line_error(&run, 1, "another XDP program is attached");
+        assert!(
+            !run.stderr.contains("driver may lack"),
+            "{mode}: {}",
+            run.stderr
+        );
+    }
+    // The first one is untouched and still counts.
+    assert!(pair.xdp_attached());
+    let run = first.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(!pair.xdp_attached());
+}
+
 /// One line on stderr, exit status `code`, nothing on stdout, no panic.
 fn assert_one_line_error(run: &netmon_tests::Finished, code: i32, needle: &str) {
     assert_eq!(run.status.code(), Some(code), "stderr: {}", run.stderr);
