@@ -34,12 +34,15 @@ use netmon_common::{
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 
-/// Each CPU's flow cache: direct-mapped slots, see [`FlowSlot`]. Userspace
-/// sizes it before load (a power of two, with [`SLOT_MASK`] to match).
-/// From Linux 6.10 the verifier inlines lookups in per-CPU arrays (no
-/// helper call); older kernels call the helper, which is slower but works.
+/// Every CPU's flow cache: direct-mapped slots, CPU `c`'s at
+/// `c << SLOT_SHIFT`, see [`FlowSlot`] and `FLOW_SLOTS_MAP`. One plain,
+/// page-aligned array rather than a per-CPU array: its lookup is inlined to
+/// a bounds check and a multiply, and each 96-byte slot spans exactly two
+/// cache lines. Each CPU writes only its own slots. Userspace sizes it
+/// before load.
 #[map(name = "FLOW_SLOTS")]
-static FLOW_SLOTS: PerCpuArray<FlowSlot> = PerCpuArray::with_max_entries(DEFAULT_SLOTS_PER_CPU, 0);
+static FLOW_SLOTS: Array<FlowSlot> =
+    Array::with_max_entries(DEFAULT_SLOTS_PER_CPU, netmon_common::BPF_F_MMAPABLE);
 
 /// Each CPU's evictions not yet in the ring (one entry, see [`Pending`]).
 #[map(name = "PENDING")]
@@ -64,6 +67,10 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 /// Slots per CPU minus one. Set by userspace at load time.
 #[unsafe(no_mangle)]
 static SLOT_MASK: u32 = DEFAULT_SLOTS_PER_CPU - 1;
+
+/// log2 of the slots per CPU. Set by userspace at load time.
+#[unsafe(no_mangle)]
+static SLOT_SHIFT: u32 = DEFAULT_SLOTS_PER_CPU.trailing_zeros();
 
 /// Seed of the slot hash. Set by userspace at load time.
 #[unsafe(no_mangle)]
@@ -466,7 +473,7 @@ fn count_flow(c: &mut Counters, key: &FlowKey, len: u64, tcp_flags: u8) -> bool 
     let Some(slot) = FLOW_SLOTS.get_ptr_mut(slot_index(key)) else {
         return false;
     };
-    // SAFETY: a slot of a per-CPU array: this CPU's copy, written by no other
+    // SAFETY: one of this CPU's slots (see slot_index), written by no other
     // CPU, and XDP programs do not nest on one CPU.
     let slot = unsafe { &mut *slot };
     // An empty slot's key is all zero, which no parsed key is (ip_version
@@ -582,24 +589,28 @@ unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
 }
 
 /// The slot of `key` in this CPU's cache: a seeded multiply-xorshift hash of
-/// the key's five words, masked to the slot count.
+/// the key's five words, masked to the slot count, in this CPU's part of the
+/// array.
 #[inline(always)]
 fn slot_index(key: &FlowKey) -> u32 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
     // SAFETY: globals in read-only data, set by userspace before load.
-    let (seed, mask) = unsafe {
+    let (seed, mask, shift) = unsafe {
         (
             read_volatile(&raw const HASH_SEED),
             read_volatile(&raw const SLOT_MASK),
+            read_volatile(&raw const SLOT_SHIFT),
         )
     };
+    // SAFETY: no preconditions; the verifier inlines it (x86-64, arm64).
+    let cpu = unsafe { bpf_get_smp_processor_id() };
     let w = key.words();
     let mut h = seed;
     for &x in w {
         h = (h ^ x).wrapping_mul(K);
         h ^= h >> 29;
     }
-    (h >> 32) as u32 & mask
+    (cpu << shift) | ((h >> 32) as u32 & mask)
 }
 
 #[cfg(not(test))]

@@ -213,7 +213,7 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
     let slot_bytes = size_of::<netmon_common::FlowSlot>() as u64;
     let flow_slots = args
         .flow_slots
-        .unwrap_or_else(|| netif::default_flow_slots(netif::l2_cache_bytes(), slot_bytes));
+        .unwrap_or_else(|| netmon_common::default_flow_slots(netif::l2_cache_bytes(), slot_bytes));
     let attachment = sys::Attachment::attach(&iface, ifindex, args.xdp_mode, flow_slots)?;
     let probes = probes.map(probe::continuous::Prepared::start);
     eprintln!(

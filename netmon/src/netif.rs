@@ -77,69 +77,14 @@ pub fn l2_cache_bytes() -> Option<u64> {
     for entry in dir.filter_map(Result::ok) {
         let read = |f: &str| fs::read_to_string(entry.path().join(f)).ok();
         if read("level")?.trim() == "2" && read("type")?.trim() != "Instruction" {
-            return parse_cache_size(&read("size")?);
+            return netmon_common::parse_cache_size(&read("size")?);
         }
     }
     None
 }
 
-/// A cache size as sysfs writes it (`512K`, `2048K`, `1M`), in bytes.
-#[must_use]
-pub fn parse_cache_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => s.split_at(i),
-        None => (s, ""),
-    };
-    let n: u64 = digits.parse().ok()?;
-    let mult = match unit {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        _ => return None,
-    };
-    Some(n * mult)
-}
-
-/// Default slots per CPU of the kernel's flow cache: the largest power of
-/// two whose slots (`slot_bytes` each) fill at most a quarter of the L2
-/// cache, within 1024..=16384; 4096 when the L2 size is unknown.
-///
-/// Why a quarter: a new flow's slot is a random one, and what it costs is
-/// mostly whether that slot is still in the L2 beside the packet data, the
-/// ring and the rest of the kernel. On an AMD EPYC (512 KiB L2) `cargo
-/// xtask bench xdp` measured a new flow at 57, 87 and 153 ns over the floor
-/// with 256, 1024 and 4096 slots (24, 96 and 384 KiB).
-#[must_use]
-pub fn default_flow_slots(l2_bytes: Option<u64>, slot_bytes: u64) -> u32 {
-    let Some(l2) = l2_bytes else {
-        return 4096;
-    };
-    let fit = (l2 / 4 / slot_bytes).max(1);
-    let pow2 = 1u64 << fit.ilog2();
-    pow2.clamp(1024, 16384) as u32
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn flow_slots_follow_the_l2() {
-        use super::{default_flow_slots, parse_cache_size};
-        assert_eq!(parse_cache_size("512K"), Some(512 << 10));
-        assert_eq!(parse_cache_size("2048K\n"), Some(2 << 20));
-        assert_eq!(parse_cache_size("1M"), Some(1 << 20));
-        assert_eq!(parse_cache_size("12"), Some(12));
-        assert_eq!(parse_cache_size("1G"), None);
-        assert_eq!(parse_cache_size("K"), None);
-        // AMD EPYC (Zen 3): 512 KiB L2 -> 1365 slots of 96 bytes fit a
-        // quarter -> 1024.
-        assert_eq!(default_flow_slots(Some(512 << 10), 96), 1024);
-        // Intel Xeon model 167: 2 MiB -> 5461 -> 4096.
-        assert_eq!(default_flow_slots(Some(2 << 20), 96), 4096);
-        assert_eq!(default_flow_slots(Some(64 << 20), 96), 16384);
-        assert_eq!(default_flow_slots(Some(64 << 10), 96), 1024);
-        assert_eq!(default_flow_slots(None, 96), 4096);
-    }
 
     use super::*;
 

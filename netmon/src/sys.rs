@@ -16,7 +16,8 @@ use aya::{
 use aya_log::EbpfLogger;
 use netmon_common::{
     CLOCK_MAP, COUNTERS_MAP, Counters, EVICT_BATCH, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP,
-    FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL, XDP_PROGRAM,
+    FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL, SLOT_SHIFT_GLOBAL,
+    XDP_PROGRAM,
 };
 use thiserror::Error;
 
@@ -169,9 +170,9 @@ pub struct Attachment {
     /// The clock the program stamps flows with (see [`Self::publish_clock`]).
     clock: Array<MapData, u64>,
     ebpf: Ebpf,
-    slots_per_cpu: u32,
-    /// Possible CPUs: per-CPU values come in this many copies.
-    cpus: usize,
+    /// Entries of the slot array: CPU `c`'s slots start at `c << slot_shift`.
+    slot_entries: u32,
+    slot_shift: u32,
     /// The id of each possible CPU, in the order of the per-CPU copies (the
     /// ids the program puts in ring records).
     cpu_ids: Vec<u32>,
@@ -196,22 +197,7 @@ impl Attachment {
             .ok()
             .and_then(|s| parse_cpu_list(&s))
             .ok_or_else(|| SysError::Load(format!("cannot read the CPU list {POSSIBLE_CPUS}")))?;
-        let cpus = cpu_ids.len();
-        let mask = slots_per_cpu - 1;
-        let seed = random_seed();
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(FLOW_SLOTS_MAP, slots_per_cpu)
-            .map_max_entries(EVICTED_MAP, ring_bytes(cpus))
-            .override_global(SLOT_MASK_GLOBAL, &mask, true)
-            .override_global(HASH_SEED_GLOBAL, &seed, true)
-            .load(XDP_OBJECT)
-            .map_err(|e| {
-                if is_permission(&e) {
-                    SysError::Permission
-                } else {
-                    SysError::Load(chain(&e))
-                }
-            })?;
+        let mut ebpf = load_object(&cpu_ids, slots_per_cpu)?;
         let logger = EbpfLogger::init(&mut ebpf).map_err(|e| SysError::Load(chain(&e)))?;
         let ring = ebpf
             .take_map(EVICTED_MAP)
@@ -261,8 +247,8 @@ impl Attachment {
                         ring,
                         clock,
                         ebpf,
-                        slots_per_cpu,
-                        cpus,
+                        slot_entries: slot_entries(&cpu_ids, slots_per_cpu)?,
+                        slot_shift: slots_per_cpu.trailing_zeros(),
                         cpu_ids,
                         mode: attempt,
                     });
@@ -328,10 +314,10 @@ impl Attachment {
 
     fn map_fd(&self, name: &'static str) -> Result<RawFd, SysError> {
         match self.ebpf.map(name) {
-            Some(aya::maps::Map::PerCpuArray(data)) => Ok(data.fd().as_fd().as_raw_fd()),
+            Some(aya::maps::Map::Array(data)) => Ok(data.fd().as_fd().as_raw_fd()),
             _ => Err(SysError::Map {
                 map: name,
-                reason: "missing from the object, or not a per-CPU array".into(),
+                reason: "missing from the object, or not an array".into(),
             }),
         }
     }
@@ -341,26 +327,17 @@ impl Attachment {
     /// Copies torn across a change of occupant (`seq != seq_end`) are left
     /// out: the next read has them.
     pub fn occupancies(&self) -> Result<Vec<Occupancy>, SysError> {
-        let mut out = Vec::new();
-        let mut take = |position: usize, s: &FlowSlot| {
-            if s.seq != 0 && s.seq == s.seq_end {
-                out.push(Occupancy {
-                    cpu: self.cpu_ids[position],
-                    seq: s.seq,
-                    key: s.key,
-                    value: s.value,
-                });
-            }
-        };
-        let rows: Vec<FlowSlot> =
-            lookup_batch_percpu(self.map_fd(FLOW_SLOTS_MAP)?, self.slots_per_cpu, self.cpus)
-                .map_err(|e| SysError::Map {
-                    map: FLOW_SLOTS_MAP,
-                    reason: format!("batch lookup: {e}"),
-                })?;
-        for (i, slot) in rows.iter().enumerate() {
-            take(i % self.cpus, slot);
-        }
+        let rows: Vec<FlowSlot> = lookup_batch(self.map_fd(FLOW_SLOTS_MAP)?, self.slot_entries)
+            .map_err(|e| SysError::Map {
+                map: FLOW_SLOTS_MAP,
+                reason: format!("batch lookup: {e}"),
+            })?;
+        // A slot's place in the array names its CPU.
+        let mut out: Vec<Occupancy> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| occupancy((i >> self.slot_shift) as u32, s))
+            .collect();
         let map_err = |e: aya::maps::MapError| SysError::Map {
             map: PENDING_MAP,
             reason: chain(&e),
@@ -371,11 +348,13 @@ impl Attachment {
         })?;
         let pending: PerCpuArray<&MapData, Pending> =
             PerCpuArray::try_from(map).map_err(map_err)?;
-        for (cpu, p) in pending.get(&0, 0).map_err(map_err)?.iter().enumerate() {
+        for (position, p) in pending.get(&0, 0).map_err(map_err)?.iter().enumerate() {
             let n = usize::try_from(p.count).map_or(0, |n| n.min(EVICT_BATCH));
-            for slot in &p.batch.slots[..n] {
-                take(cpu, slot);
-            }
+            out.extend(
+                p.batch.slots[..n]
+                    .iter()
+                    .filter_map(|s| occupancy(self.cpu_ids[position], s)),
+            );
         }
         Ok(out)
     }
@@ -499,14 +478,55 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
     }
 }
 
-/// Reads a whole per-CPU array of `entries` values with
-/// `BPF_MAP_LOOKUP_BATCH`: `cpus` values per entry, entry-major (the value
-/// of entry `i` on CPU `c` is at `i * cpus + c`).
-fn lookup_batch_percpu<V: Copy + Default>(
-    fd: RawFd,
-    entries: u32,
-    cpus: usize,
-) -> io::Result<Vec<V>> {
+/// Loads the object into the kernel (its maps; programs are loaded later),
+/// sized for `slots_per_cpu` flow slots on each CPU of `cpu_ids`.
+fn load_object(cpu_ids: &[u32], slots_per_cpu: u32) -> Result<Ebpf, SysError> {
+    let mask = slots_per_cpu - 1;
+    let shift = slots_per_cpu.trailing_zeros();
+    let seed = random_seed();
+    EbpfLoader::new()
+        .map_max_entries(FLOW_SLOTS_MAP, slot_entries(cpu_ids, slots_per_cpu)?)
+        .map_max_entries(EVICTED_MAP, ring_bytes(cpu_ids.len()))
+        .override_global(SLOT_MASK_GLOBAL, &mask, true)
+        .override_global(SLOT_SHIFT_GLOBAL, &shift, true)
+        .override_global(HASH_SEED_GLOBAL, &seed, true)
+        .load(XDP_OBJECT)
+        .map_err(|e| {
+            if is_permission(&e) {
+                SysError::Permission
+            } else {
+                SysError::Load(chain(&e))
+            }
+        })
+}
+
+/// Entries of the slot array: `slots_per_cpu` for every CPU id the kernel
+/// can hand out (the highest possible id + 1).
+fn slot_entries(cpu_ids: &[u32], slots_per_cpu: u32) -> Result<u32, SysError> {
+    cpu_ids
+        .iter()
+        .max()
+        .map_or(0, |&m| m + 1)
+        .checked_mul(slots_per_cpu)
+        .ok_or_else(|| SysError::Load("too many flow slots for the CPU count".into()))
+}
+
+/// A whole copy of an occupied slot or pending entry, as seen by CPU `cpu`;
+/// `None` for an empty one or one torn across a change of occupant
+/// (`seq != seq_end`: the next read has it).
+fn occupancy(cpu: u32, s: &FlowSlot) -> Option<Occupancy> {
+    (s.seq != 0 && s.seq == s.seq_end).then_some(Occupancy {
+        cpu,
+        seq: s.seq,
+        key: s.key,
+        value: s.value,
+    })
+}
+
+/// Reads a whole array of `entries` values with `BPF_MAP_LOOKUP_BATCH`
+/// (Linux 5.6), a few syscalls instead of one per entry.
+fn lookup_batch<V: Copy + Default>(fd: RawFd, entries: u32) -> io::Result<Vec<V>> {
+    let cpus = 1;
     // The kernel copies each CPU's value rounded up to 8 bytes.
     const { assert!(size_of::<V>().is_multiple_of(8)) };
     let total = entries as usize;

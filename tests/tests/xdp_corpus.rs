@@ -59,7 +59,7 @@ use corpus::Frame;
 use netmon_common::{
     CLOCK_MAP, COUNTERS_MAP, Counters, EVICT_BATCH, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP,
     FlowKey, FlowSlot, FlowValue, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL,
-    XDP_PROGRAM,
+    SLOT_SHIFT_GLOBAL, XDP_PROGRAM,
 };
 use reference::Outcome;
 
@@ -241,7 +241,8 @@ struct Kernel {
     // Owns the program; the maps below were taken out of it.
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, Counters>,
-    slots: PerCpuArray<MapData, FlowSlot>,
+    /// Every CPU's slots, CPU `c`'s at `c * slot_count`.
+    slots: Array<MapData, FlowSlot>,
     slot_count: u32,
     pending: PerCpuArray<MapData, Pending>,
     ring: RingBuf<MapData>,
@@ -270,14 +271,18 @@ impl Kernel {
             )
         });
         let mask = slots - 1;
+        let shift = slots.trailing_zeros();
+        // The possible CPUs of a test machine are 0..n.
+        let cpus = u32::try_from(aya::util::nr_cpus().expect("possible CPUs")).unwrap();
         let seed = 0x1234_5678_9abc_def0_u64;
         let mut loader = EbpfLoader::new();
         if let Some(bytes) = ring_bytes {
             loader.map_max_entries(EVICTED_MAP, bytes);
         }
         let mut ebpf = loader
-            .map_max_entries(FLOW_SLOTS_MAP, slots)
+            .map_max_entries(FLOW_SLOTS_MAP, cpus * slots)
             .override_global(SLOT_MASK_GLOBAL, &mask, true)
+            .override_global(SLOT_SHIFT_GLOBAL, &shift, true)
             .override_global(HASH_SEED_GLOBAL, &seed, true)
             .load_file(&path)
             .unwrap_or_else(|e| panic!("loading {path} (needs root): {e:?}"));
@@ -302,7 +307,7 @@ impl Kernel {
         let ring = take(EVICTED_MAP);
         Self {
             counters: PerCpuArray::try_from(counters).expect("COUNTERS is a per-CPU array"),
-            slots: PerCpuArray::try_from(slots_map).expect("FLOW_SLOTS is a per-CPU array"),
+            slots: Array::try_from(slots_map).expect("FLOW_SLOTS is an array"),
             slot_count: slots,
             pending: PerCpuArray::try_from(pending).expect("PENDING is a per-CPU array"),
             ring: RingBuf::try_from(ring).expect("EVICTED is a ring buffer"),
@@ -376,17 +381,16 @@ impl Kernel {
     /// What is still in the kernel: the occupied slots and the pending
     /// evictions of every CPU. The program does not run while this reads,
     /// so every copy is whole.
-    /// With the CPU of each (its position among the per-CPU copies; the
-    /// possible CPUs of a test machine are 0..n).
+    /// With the CPU of each (for a slot, its part of the array; for a
+    /// pending entry, its position among the per-CPU copies; the possible
+    /// CPUs of a test machine are 0..n).
     fn live(&self) -> Vec<(u32, FlowSlot)> {
         let mut out = Vec::new();
-        for i in 0..self.slot_count {
-            let per_cpu = self.slots.get(&i, 0).expect("read FLOW_SLOTS");
-            for (cpu, slot) in per_cpu.iter().enumerate() {
-                if slot.seq != 0 {
-                    assert_eq!(slot.seq, slot.seq_end, "a slot copy is whole");
-                    out.push((cpu as u32, *slot));
-                }
+        for i in 0..self.slots.len() {
+            let slot = self.slots.get(&i, 0).expect("read FLOW_SLOTS");
+            if slot.seq != 0 {
+                assert_eq!(slot.seq, slot.seq_end, "a slot copy is whole");
+                out.push((i / self.slot_count, slot));
             }
         }
         let pending = self.pending.get(&0, 0).expect("read PENDING");

@@ -50,8 +50,8 @@ use aya::{
 };
 use netmon_common::{
     BENCH_NEW_FLOW_OFFSET, BENCH_TAIL_MAP, CLOCK_MAP, COUNTERS_MAP, Counters,
-    DEFAULT_EVICTED_BYTES, DEFAULT_SLOTS_PER_CPU, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP,
-    FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL, XDP_BENCH_NEW_FLOW_PROGRAM,
+    DEFAULT_EVICTED_BYTES, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL,
+    PENDING_MAP, Pending, SLOT_MASK_GLOBAL, SLOT_SHIFT_GLOBAL, XDP_BENCH_NEW_FLOW_PROGRAM,
     XDP_FLOOR_PROGRAM, XDP_PROGRAM,
 };
 use serde_json::{Value, json};
@@ -70,8 +70,15 @@ const NF_REPEAT: u32 = 8000;
 /// Calls per round and per program (the floor and netmon alternate) of the
 /// tail-call method.
 const NF_CALLS: u32 = 25;
-/// Slots per CPU: netmon's default.
-const SLOTS: u32 = DEFAULT_SLOTS_PER_CPU;
+/// Slots per CPU: netmon's default on this machine (a quarter of the L2).
+static SLOTS: std::sync::LazyLock<u32> = std::sync::LazyLock::new(default_slots);
+
+fn default_slots() -> u32 {
+    let l2 = fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index2/size")
+        .ok()
+        .and_then(|s| netmon_common::parse_cache_size(&s));
+    netmon_common::default_flow_slots(l2, size_of::<FlowSlot>() as u64)
+}
 /// Eviction ring: netmon's default size.
 const RING_BYTES: u32 = DEFAULT_EVICTED_BYTES;
 /// The bench reads the ring after this many new flows, as netmon's poller
@@ -213,7 +220,7 @@ fn new_flow_tail_round(bench: &mut Bench, frame: &[u8]) -> Result<(f64, f64)> {
          {sent}"
     );
     ensure!(
-        evictions + u64::from(SLOTS) >= sent,
+        evictions + u64::from(*SLOTS) >= sent,
         "tail-call new_flow: only {evictions} of {sent} new flows evicted an occupant"
     );
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
@@ -278,7 +285,8 @@ fn new_flow_round(bench: &mut Bench, round: u32, established: &[u8]) -> Result<N
 struct Bench {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, Counters>,
-    slots: PerCpuArray<MapData, FlowSlot>,
+    /// Every CPU's slots, CPU `c`'s at `c * SLOTS` (see FLOW_SLOTS_MAP).
+    slots: aya::maps::Array<MapData, FlowSlot>,
     pending: PerCpuArray<MapData, Pending>,
     ring: RingBuf<MapData>,
     tail: ProgramArray<MapData>,
@@ -301,12 +309,14 @@ impl Prog {
 
 impl Bench {
     fn load(bytes: &[u8]) -> Result<Self> {
-        let mask = SLOTS - 1;
+        let mask = *SLOTS - 1;
+        let shift = SLOTS.trailing_zeros();
         let seed: u64 = 0x5eed_5eed_5eed_5eed;
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(FLOW_SLOTS_MAP, SLOTS)
+            .map_max_entries(FLOW_SLOTS_MAP, slot_entries()?)
             .map_max_entries(EVICTED_MAP, RING_BYTES)
             .override_global(SLOT_MASK_GLOBAL, &mask, true)
+            .override_global(SLOT_SHIFT_GLOBAL, &shift, true)
             .override_global(HASH_SEED_GLOBAL, &seed, true)
             .load(bytes)
             .context("loading the XDP object failed")?;
@@ -332,7 +342,7 @@ impl Bench {
         let mut clock: aya::maps::Array<_, u64> = aya::maps::Array::try_from(take(CLOCK_MAP)?)?;
         clock.set(0, 1_000_000_000, 0)?;
         let counters = PerCpuArray::try_from(take(COUNTERS_MAP)?)?;
-        let slots = PerCpuArray::try_from(take(FLOW_SLOTS_MAP)?)?;
+        let slots = aya::maps::Array::try_from(take(FLOW_SLOTS_MAP)?)?;
         let pending = PerCpuArray::try_from(take(PENDING_MAP)?)?;
         let ring = RingBuf::try_from(take(EVICTED_MAP)?)?;
         let tail = ProgramArray::try_from(take(BENCH_TAIL_MAP)?)?;
@@ -417,9 +427,13 @@ impl Bench {
     /// Packets of the flows now in a slot, all CPUs.
     fn packets_in_slots(&self) -> Result<u64> {
         let mut n = 0;
-        for i in 0..SLOTS {
-            let per_cpu = self.slots.get(&i, 0).context("reading FLOW_SLOTS")?;
-            n += per_cpu.iter().map(|s| s.value.packets).sum::<u64>();
+        for i in 0..self.slots.len() {
+            n += self
+                .slots
+                .get(&i, 0)
+                .context("reading FLOW_SLOTS")?
+                .value
+                .packets;
         }
         Ok(n)
     }
@@ -458,9 +472,10 @@ impl Bench {
     /// Empties the slots of every CPU and the ring.
     fn clear_flows(&mut self) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        for i in 0..SLOTS {
-            let empty = PerCpuValues::try_from(vec![FlowSlot::default(); cpus])?;
-            self.slots.set(i, empty, 0).context("emptying FLOW_SLOTS")?;
+        for i in 0..self.slots.len() {
+            self.slots
+                .set(i, FlowSlot::default(), 0)
+                .context("emptying FLOW_SLOTS")?;
         }
         let empty = PerCpuValues::try_from(vec![Pending::default(); cpus])?;
         self.pending.set(0, empty, 0).context("emptying PENDING")?;
@@ -475,6 +490,13 @@ fn program<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
         .program(name)
         .with_context(|| format!("no program {name}"))?
         .try_into()?)
+}
+
+/// Entries of the slot array: [`SLOTS`] for every possible CPU (the
+/// possible CPUs of a bench machine are 0..n).
+fn slot_entries() -> Result<u32> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    Ok(u32::try_from(cpus)? * *SLOTS)
 }
 
 /// Pins this process to the CPU it runs on, so that every test run uses the
@@ -714,8 +736,9 @@ impl Report {
         let (floor_tail, new_flow) = Self::tail_rows(tail);
         let repeat_method = format!("repeat={REPEAT}, median of {ROUNDS} rounds");
         let r1_method = format!(
-            "repeat=1, {NEW_FLOWS} calls/round into {SLOTS} slots (nearly all evict), 99 % mean \
-             per round, median of {ROUNDS} rounds"
+            "repeat=1, {NEW_FLOWS} calls/round into {} slots (nearly all evict), 99 % mean \
+             per round, median of {ROUNDS} rounds",
+            *SLOTS
         );
         let floor_ns = median(floor_rounds);
         let floor = Row {
@@ -794,7 +817,8 @@ impl Report {
     fn tail_rows(tail: &[(f64, f64)]) -> (Row, Row) {
         let tail_method = format!(
             "{XDP_BENCH_NEW_FLOW_PROGRAM} + tail call, {NF_CALLS} calls of repeat={NF_REPEAT} per \
-             round into {SLOTS} slots, mean per round, median of {ROUNDS} rounds"
+             round into {} slots, mean per round, median of {ROUNDS} rounds",
+            *SLOTS
         );
         let tail_floor: Vec<f64> = tail.iter().map(|t| t.0).collect();
         let tail_netmon: Vec<f64> = tail.iter().map(|t| t.1).collect();
@@ -915,13 +939,14 @@ impl Report {
                  frame of a new flow, {NEW_FLOWS} per round, {ROUNDS} rounds, per-round mean of \
                  the per-call durations without the slowest 1 % (interrupts), then median over \
                  rounds; the ring is read every {DRAIN_EVERY} new flows, as netmon's poller would; its floor is {XDP_FLOOR_PROGRAM} \
-                 at repeat=1 on the same frames, interleaved call by call; {SLOTS} slots per CPU \
-                 (netmon's default), emptied between rounds, process pinned to one CPU"
+                 at repeat=1 on the same frames, interleaved call by call; {} slots per CPU \
+                 (netmon's default), emptied between rounds, process pinned to one CPU",
+                *SLOTS
             ),
             "repeat": REPEAT,
             "rounds": ROUNDS,
             "new_flows_per_round": NEW_FLOWS,
-            "slots_per_cpu": SLOTS,
+            "slots_per_cpu": *SLOTS,
             "frame_len": FRAME_LEN,
             "machine": crate::bench_util::machine(),
             "elapsed_s": elapsed.as_secs_f64(),
