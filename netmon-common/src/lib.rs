@@ -25,6 +25,14 @@ pub const XDP_BENCH_NEW_FLOW_PROGRAM: &str = "netmon_bench_new_flow";
 pub const BENCH_TAIL_MAP: &str = "BENCH_TAIL";
 /// Offset of the IPv4 source address in an untagged Ethernet frame.
 pub const BENCH_NEW_FLOW_OFFSET: usize = 26;
+/// Global of [`XDP_BENCH_NEW_FLOW_PROGRAM`]: when not 0, the driver cycles
+/// the source address through this many addresses from
+/// [`BENCH_CYCLE_BASE_GLOBAL`] (`cargo xtask bench flows`), instead of
+/// moving it on for ever.
+pub const BENCH_CYCLE_GLOBAL: &str = "BENCH_CYCLE";
+/// Global of [`XDP_BENCH_NEW_FLOW_PROGRAM`]: the first source address of the
+/// cycle, in host order.
+pub const BENCH_CYCLE_BASE_GLOBAL: &str = "BENCH_CYCLE_BASE";
 /// Name of the per-CPU array holding one [`Counters`] per CPU.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Name of the array of [`FlowSlot`]s: every CPU's flow cache, CPU `c`'s

@@ -126,14 +126,24 @@ pub fn netmon_bench_tx(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
+/// Addresses [`netmon_bench_new_flow`] cycles through (0: no cycle, a new
+/// address every run). Set by the bench at load time.
+#[unsafe(no_mangle)]
+static BENCH_CYCLE: u32 = 0;
+
+/// First address of the cycle, host order. Set by the bench at load time.
+#[unsafe(no_mangle)]
+static BENCH_CYCLE_BASE: u32 = 0;
+
 /// Tail-call target of [`netmon_bench_new_flow`], set by the bench.
 #[map(name = "BENCH_TAIL")]
 static BENCH_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// The `new_flow` driver of `cargo xtask bench xdp`: adds one to the IPv4
 /// source address of the frame in place, so that every run of a repeated
-/// test run carries a flow not seen before, then tail-calls netmon's program
-/// (or the floor, for the driver's own cost). The only program here that
+/// test run carries a flow not seen before (or, for `cargo xtask bench
+/// flows`, moves it round robin through [`BENCH_CYCLE`] addresses), then
+/// tail-calls netmon's program (or the floor, for the driver's own cost). The only program here that
 /// writes to a frame; never attached.
 #[xdp]
 #[expect(
@@ -143,8 +153,24 @@ static BENCH_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
 pub fn netmon_bench_new_flow(ctx: XdpContext) -> u32 {
     if let Ok(p) = ptr_at::<u32>(&ctx, BENCH_NEW_FLOW_OFFSET) {
         let p = p.cast_mut();
+        // SAFETY: globals in read-only data, set by the bench before load.
+        let (cycle, base) = unsafe {
+            (
+                read_volatile(&raw const BENCH_CYCLE),
+                read_volatile(&raw const BENCH_CYCLE_BASE),
+            )
+        };
         // SAFETY: ptr_at checked the 4 bytes; test runs own their frame.
-        unsafe { write_unaligned(p, read_unaligned(p).wrapping_add(1)) };
+        let raw = unsafe { read_unaligned(p) };
+        let next = if cycle == 0 {
+            raw.wrapping_add(1)
+        } else {
+            // The next address of the cycle, round robin.
+            let offset = u32::from_be(raw).wrapping_sub(base).wrapping_add(1) % cycle;
+            base.wrapping_add(offset).to_be()
+        };
+        // SAFETY: as above.
+        unsafe { write_unaligned(p, next) };
     }
     // SAFETY: entry 0 holds an XDP program (or nothing: then this returns).
     unsafe { BENCH_TAIL.tail_call(&ctx, 0) };

@@ -73,7 +73,10 @@ pub fn machine() -> Value {
         "family": cpuinfo_field(&cpuinfo, "cpu family"),
         "model": cpuinfo_field(&cpuinfo, "model"),
         "l2_per_core": l2,
-        "cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        // Online CPUs of the machine (a bench may have pinned itself to one,
+        // which available_parallelism would report).
+        // SAFETY: sysconf has no preconditions.
+        "cpus": unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) },
         "kernel": read_trimmed("/proc/sys/kernel/osrelease"),
         "vulnerabilities": vulns,
     })

@@ -49,10 +49,10 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use netmon_common::{
-    BENCH_NEW_FLOW_OFFSET, BENCH_TAIL_MAP, CLOCK_MAP, COUNTERS_MAP, Counters,
-    DEFAULT_EVICTED_BYTES, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL,
-    PENDING_MAP, Pending, SLOT_MASK_GLOBAL, SLOT_SHIFT_GLOBAL, XDP_BENCH_NEW_FLOW_PROGRAM,
-    XDP_FLOOR_PROGRAM, XDP_PROGRAM,
+    BENCH_CYCLE_BASE_GLOBAL, BENCH_CYCLE_GLOBAL, BENCH_NEW_FLOW_OFFSET, BENCH_TAIL_MAP, CLOCK_MAP,
+    COUNTERS_MAP, Counters, DEFAULT_EVICTED_BYTES, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP,
+    FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL, SLOT_SHIFT_GLOBAL,
+    XDP_BENCH_NEW_FLOW_PROGRAM, XDP_FLOOR_PROGRAM, XDP_PROGRAM,
 };
 use serde_json::{Value, json};
 
@@ -71,7 +71,7 @@ const NF_REPEAT: u32 = 8000;
 /// tail-call method.
 const NF_CALLS: u32 = 25;
 /// Slots per CPU: netmon's default on this machine (a quarter of the L2).
-static SLOTS: std::sync::LazyLock<u32> = std::sync::LazyLock::new(default_slots);
+pub(crate) static SLOTS: std::sync::LazyLock<u32> = std::sync::LazyLock::new(default_slots);
 
 fn default_slots() -> u32 {
     let l2 = fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index2/size")
@@ -282,7 +282,7 @@ fn new_flow_round(bench: &mut Bench, round: u32, established: &[u8]) -> Result<N
 
 /// The loaded object: both programs, and the maps taken out of it so that
 /// they can be read while the programs are borrowed.
-struct Bench {
+pub(crate) struct Bench {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, Counters>,
     /// Every CPU's slots, CPU `c`'s at `c * SLOTS` (see FLOW_SLOTS_MAP).
@@ -293,7 +293,7 @@ struct Bench {
 }
 
 #[derive(Clone, Copy)]
-enum Prog {
+pub(crate) enum Prog {
     Floor,
     Netmon,
 }
@@ -309,6 +309,12 @@ impl Prog {
 
 impl Bench {
     fn load(bytes: &[u8]) -> Result<Self> {
+        Self::load_cycling(bytes, 0, 0)
+    }
+
+    /// Loads the object with the driver cycling through `cycle` source
+    /// addresses from `base` (host order); `cycle` 0: no cycle.
+    pub(crate) fn load_cycling(bytes: &[u8], cycle: u32, base: u32) -> Result<Self> {
         let mask = *SLOTS - 1;
         let shift = SLOTS.trailing_zeros();
         let seed: u64 = 0x5eed_5eed_5eed_5eed;
@@ -318,6 +324,8 @@ impl Bench {
             .override_global(SLOT_MASK_GLOBAL, &mask, true)
             .override_global(SLOT_SHIFT_GLOBAL, &shift, true)
             .override_global(HASH_SEED_GLOBAL, &seed, true)
+            .override_global(BENCH_CYCLE_GLOBAL, &cycle, true)
+            .override_global(BENCH_CYCLE_BASE_GLOBAL, &base, true)
             .load(bytes)
             .context("loading the XDP object failed")?;
         for name in [
@@ -366,7 +374,7 @@ impl Bench {
 
     /// `repeat` runs of `name` on `frame`: the kernel's average ns per run
     /// and the frame it handed back, after checking the verdict.
-    fn test_run(&self, name: &str, frame: &[u8], repeat: u32) -> Result<(f64, Vec<u8>)> {
+    pub(crate) fn test_run(&self, name: &str, frame: &[u8], repeat: u32) -> Result<(f64, Vec<u8>)> {
         let xdp = program(&self.ebpf, name)?;
         let mut out = vec![0u8; frame.len() + 256];
         let res = xdp
@@ -387,7 +395,7 @@ impl Bench {
     }
 
     /// Points the driver's tail call at `prog`.
-    fn set_tail(&mut self, prog: Prog) -> Result<()> {
+    pub(crate) fn set_tail(&mut self, prog: Prog) -> Result<()> {
         let xdp = program(&self.ebpf, prog.name())?;
         self.tail
             .set(0, xdp.fd()?, 0)
@@ -415,7 +423,7 @@ impl Bench {
     }
 
     /// This machine's counters summed over CPUs.
-    fn counters(&self) -> Result<Counters> {
+    pub(crate) fn counters(&self) -> Result<Counters> {
         let per_cpu = self.counters.get(&0, 0).context("reading COUNTERS")?;
         let mut sum = Counters::default();
         for c in per_cpu.iter() {
@@ -425,7 +433,7 @@ impl Bench {
     }
 
     /// Packets of the flows now in a slot, all CPUs.
-    fn packets_in_slots(&self) -> Result<u64> {
+    pub(crate) fn packets_in_slots(&self) -> Result<u64> {
         let mut n = 0;
         for i in 0..self.slots.len() {
             n += self
@@ -439,7 +447,7 @@ impl Bench {
     }
 
     /// Empties the ring: (evictions, packets in them).
-    fn drain_ring(&mut self) -> (u64, u64) {
+    pub(crate) fn drain_ring(&mut self) -> (u64, u64) {
         let (mut evictions, mut packets) = (0, 0);
         while let Some(item) = self.ring.next() {
             if item.len() >= size_of::<EvictBatch>() {
@@ -457,7 +465,7 @@ impl Bench {
     }
 
     /// Evictions waiting for a batch, all CPUs: (evictions, packets).
-    fn pending(&self) -> Result<(u64, u64)> {
+    pub(crate) fn pending(&self) -> Result<(u64, u64)> {
         let per_cpu = self.pending.get(&0, 0).context("reading PENDING")?;
         let (mut evictions, mut packets) = (0, 0);
         for p in per_cpu.iter() {
@@ -470,7 +478,7 @@ impl Bench {
     }
 
     /// Empties the slots of every CPU and the ring.
-    fn clear_flows(&mut self) -> Result<()> {
+    pub(crate) fn clear_flows(&mut self) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         for i in 0..self.slots.len() {
             self.slots
@@ -501,7 +509,7 @@ fn slot_entries() -> Result<u32> {
 
 /// Pins this process to the CPU it runs on, so that every test run uses the
 /// same CPU's slots.
-fn pin_to_one_cpu() -> Result<()> {
+pub(crate) fn pin_to_one_cpu() -> Result<()> {
     // SAFETY: plain libc calls on a zeroed cpu_set_t owned here.
     unsafe {
         let cpu = libc::sched_getcpu();
@@ -577,7 +585,7 @@ const DST_V4: [u8; 4] = [198, 51, 100, 1];
 
 /// A [`FRAME_LEN`]-byte IPv4/TCP frame (ACK) from `src`:`sport` to
 /// 198.51.100.1:9000, behind the VLAN tags `(tpid, vid)` given.
-fn ipv4_tcp_frame(src: [u8; 4], sport: u16, tags: &[(u16, u16)]) -> Vec<u8> {
+pub(crate) fn ipv4_tcp_frame(src: [u8; 4], sport: u16, tags: &[(u16, u16)]) -> Vec<u8> {
     let mut f = Vec::with_capacity(FRAME_LEN);
     f.extend_from_slice(&DST_MAC);
     f.extend_from_slice(&SRC_MAC);

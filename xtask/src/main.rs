@@ -5,6 +5,7 @@
 //! has `rust-src` (`-Z build-std=core`), and linked by bpf-linker. See
 //! ARCHITECTURE.md and the shared TOOLCHAIN notes.
 
+mod bench_flows;
 mod bench_probes;
 mod bench_util;
 mod bench_veth;
@@ -66,6 +67,9 @@ enum Bench {
     /// Per-packet cost of the XDP program under BPF_PROG_TEST_RUN, in ns
     /// above a bare XDP_PASS program.
     Xdp,
+    /// Per-packet cost of the XDP program with 1,000 to 1,000,000 active
+    /// flows sending round robin, in ns above the floor.
+    Flows,
     /// Packets pushed across a veth pair with and without netmon attached.
     Veth,
     /// netmon sweep and scan side by side with fping and nmap.
@@ -146,6 +150,7 @@ fn run() -> Result<()> {
             match which {
                 // The object is all this bench loads.
                 Bench::Xdp => bench_xdp::run(&root, &build_ebpf(&root)?)?,
+                Bench::Flows => bench_flows::run(&root, &build_ebpf(&root)?)?,
                 Bench::Veth => bench_veth::run(&root, &build(&root)?)?,
                 Bench::Probes => bench_probes::run(&root, &build(&root)?)?,
             }
