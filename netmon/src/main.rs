@@ -2,6 +2,8 @@
 
 mod cli;
 mod flowtable;
+#[cfg(test)]
+mod fuzz;
 mod monitor;
 mod netif;
 mod output;

@@ -55,6 +55,15 @@ enum Cmd {
     /// Format check and clippy on every crate, the kernel crate for its BPF
     /// target included.
     Lint,
+    /// Property-based fuzzing of every parser of user and wire input
+    /// (netmon/src/fuzz.rs), each target for a bounded time; the XDP
+    /// parser is fuzzed against its reference by `cargo xtask test`
+    /// (random frames of the xdp_corpus test, NETMON_CORPUS_SEED).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// Benchmarks; results go to target/bench/*.json and BENCHMARKS.md.
     Bench {
         #[command(subcommand)]
@@ -143,6 +152,31 @@ fn run() -> Result<()> {
             }
         }
         Cmd::Lint => lint(&root)?,
+        Cmd::Fuzz { seconds } => {
+            step(&format!(
+                "fuzzing the parsers, {seconds} s per target (release build)"
+            ));
+            let status = cargo()
+                .current_dir(&root)
+                .args([
+                    "test",
+                    "--release",
+                    "--package",
+                    "netmon",
+                    "--bin",
+                    "netmon",
+                    "--",
+                    "fuzz::",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .env("NETMON_FUZZ_SECS", seconds.to_string())
+                .status()?;
+            if !status.success() {
+                bail!("a fuzz target failed (its minimal failing input is printed above)");
+            }
+        }
         Cmd::Bench { which } => {
             if !is_root() {
                 bail!("benchmarks attach XDP programs and create namespaces: run as root");

@@ -12,9 +12,9 @@ mod pinger;
 mod render;
 mod scan;
 mod sweep;
-mod targets;
+pub(crate) mod targets;
 mod tcp;
-mod wire;
+pub(crate) mod wire;
 
 use std::time::Duration;
 
