@@ -1,7 +1,8 @@
 //! Property-based fuzzing (proptest) of every parser that takes user or wire
 //! input: durations, port specs, address ranges and sweep range sets,
 //! `HOST:PORT`, ICMP echo messages and the IPv4 header in front of them,
-//! and the decoding of flow keys from kernel records. Each target checks
+//! netlink link notifications, and the decoding of flow keys from kernel
+//! records. Each target checks
 //! that nothing panics on arbitrary input and, on inputs generated from the
 //! grammar, that the result equals an independent oracle.
 //!
@@ -285,6 +286,22 @@ fn fuzz_icmp_messages() {
             prop_assert!(p.checksum_ok());
             let back = EchoRepr::parse(&p).ok_or_else(|| TestCaseError::fail("no tag"))?;
             prop_assert_eq!(back, r);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn fuzz_netlink_link_messages() {
+    // Whatever the kernel (or anything else) sends on the netlink socket:
+    // no panic, and never more events than 16-byte headers fit.
+    let bytes = prop::collection::vec(any::<u8>(), 0..512);
+    fuzz(
+        "netlink: any bytes",
+        &(bytes, any::<u32>()),
+        |(b, ifindex)| {
+            let events = crate::netlink::parse_link_messages(&b, ifindex);
+            prop_assert!(events.len() <= b.len() / 32);
             Ok(())
         },
     );

@@ -6,6 +6,7 @@ mod flowtable;
 mod fuzz;
 mod monitor;
 mod netif;
+mod netlink;
 mod output;
 mod probe;
 mod stats;
@@ -201,6 +202,7 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         })?,
     };
     let ifindex = sys::ifindex(&iface)?;
+    let links = watch_link(&iface, ifindex)?;
     let shutdown = shutdown_signal()?;
     // Probes are prepared first, so a bad target ends the run before
     // anything is attached; they start sending once the program counts.
@@ -248,14 +250,69 @@ async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
     };
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    let result = monitor::run(&cfg, &mut source, &mut out, shutdown, probes.as_ref())
-        .await
-        .context("monitor stopped");
+    let result = monitor::run(
+        &cfg,
+        &mut source,
+        &mut out,
+        shutdown,
+        probes.as_ref(),
+        links,
+    )
+    .await
+    .context("monitor stopped");
     // Finished by monitor::run; after an error, dropping them aborts them.
     drop(probes);
-    result?;
+    let ended = result?;
     out.flush()?;
+    if ended == monitor::Ended::InterfaceGone {
+        eprintln!(
+            "netmon: interface {} was deleted or moved to another network namespace; \
+             stopped counting (the summary has everything counted until then)",
+            cfg.iface
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Watches `iface` (index `ifindex`) through rtnetlink: a channel of its
+/// link changes (up/down, each only when it changes) and its deletion.
+fn watch_link(
+    iface: &str,
+    ifindex: u32,
+) -> Result<tokio::sync::mpsc::UnboundedReceiver<netlink::LinkEvent>> {
+    let mut watch = netlink::LinkWatch::open(ifindex)
+        .context("cannot watch the interface's link state (netlink)")?;
+    // Checked again after subscribing, so a deletion in between is seen.
+    if sys::ifindex(iface).ok() != Some(ifindex) {
+        return Err(UsageError(format!(
+            "interface '{iface}' went away while netmon started"
+        ))
+        .into());
+    }
+    let mut up = netif::link_up(iface);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let events = match watch.next().await {
+                Ok(events) => events,
+                Err(e) => {
+                    log::warn!("netlink: {e}; link changes are no longer reported");
+                    return;
+                }
+            };
+            for event in events {
+                let report = match event {
+                    netlink::LinkEvent::Deleted => true,
+                    netlink::LinkEvent::State { up: now } => up.replace(now) != Some(now),
+                };
+                if report && tx.send(event).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// `log` backend: kernel (aya-log) and loader messages on stderr.

@@ -9,6 +9,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
 use crate::{
     cli::Format,
+    netlink::LinkEvent,
     output::{self, Summary},
     probe::continuous::ContinuousProbes,
     stats::{FlowTracker, Rates, top_by_bytes},
@@ -55,16 +56,27 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Runs until `duration` passes or `shutdown` completes, then writes the
-/// summary. `probes` (from `--ping`/`--tcp`) report every interval and in the
-/// summary.
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// `--duration` passed, or a signal asked.
+    Asked,
+    /// The interface went away (deleted, or moved to another namespace).
+    InterfaceGone,
+}
+
+/// Runs until `duration` passes, `shutdown` completes or `links` says the
+/// interface is gone, then writes the summary. `probes` (from
+/// `--ping`/`--tcp`) report every interval and in the summary; changes of
+/// the link state (`links`) are reported as they come.
 pub async fn run(
     cfg: &Config,
     source: &mut impl Source,
     out: &mut impl Write,
     shutdown: impl Future<Output = ()>,
     probes: Option<&ContinuousProbes>,
-) -> Result<()> {
+    mut links: tokio::sync::mpsc::UnboundedReceiver<LinkEvent>,
+) -> Result<Ended> {
     let start = Instant::now();
     let mut ticks = interval_at(start + cfg.interval, cfg.interval);
     // A slow reader must not produce a burst of catch-up lines.
@@ -85,10 +97,21 @@ pub async fn run(
     let mut first = true;
     let mut tracker = FlowTracker::default();
     let idle_ns = u64::try_from(cfg.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+    let mut ended = Ended::Asked;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             () = &mut until_deadline => break,
+            Some(event) = links.recv() => match event {
+                LinkEvent::Deleted => {
+                    ended = Ended::InterfaceGone;
+                    break;
+                }
+                LinkEvent::State { up } => {
+                    output::write_link(out, cfg.format, &cfg.iface, unix_now(), up)?;
+                    out.flush()?;
+                }
+            },
             _ = service.tick() => source.service(),
             _ = ticks.tick() => {
                 source.drain_log();
@@ -141,7 +164,7 @@ pub async fn run(
         },
     )?;
     out.flush()?;
-    Ok(())
+    Ok(ended)
 }
 
 #[cfg(test)]
@@ -224,9 +247,17 @@ mod tests {
         let cfg = json_config(Some(Duration::from_millis(3500)));
         let mut source = Fake::new(10);
         let mut out = Vec::new();
-        run(&cfg, &mut source, &mut out, std::future::pending(), None)
-            .await
-            .unwrap();
+        let (_link_tx, link_rx) = tokio::sync::mpsc::unbounded_channel();
+        run(
+            &cfg,
+            &mut source,
+            &mut out,
+            std::future::pending(),
+            None,
+            link_rx,
+        )
+        .await
+        .unwrap();
         let lines: Vec<Value> = String::from_utf8(out)
             .unwrap()
             .lines()
@@ -246,16 +277,52 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn link_changes_are_reported_and_a_vanished_interface_ends_the_run() {
+        let cfg = json_config(None);
+        let mut source = Fake::new(1);
+        let mut out = Vec::new();
+        let (tx, link_rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(LinkEvent::State { up: false }).unwrap();
+        tx.send(LinkEvent::State { up: true }).unwrap();
+        tx.send(LinkEvent::Deleted).unwrap();
+        let ended = run(
+            &cfg,
+            &mut source,
+            &mut out,
+            std::future::pending(),
+            None,
+            link_rx,
+        )
+        .await
+        .unwrap();
+        assert_eq!(ended, Ended::InterfaceGone);
+        let lines: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let states: Vec<&str> = lines
+            .iter()
+            .filter(|v| v["type"] == "link")
+            .map(|v| v["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, ["down", "up"]);
+        assert_eq!(lines.last().unwrap()["type"], "summary");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn shutdown_ends_the_run_with_a_summary() {
         let cfg = json_config(None);
         let mut source = Fake::new(1);
         let mut out = Vec::new();
+        let (_link_tx, link_rx) = tokio::sync::mpsc::unbounded_channel();
         run(
             &cfg,
             &mut source,
             &mut out,
             tokio::time::sleep(Duration::from_millis(1500)),
             None,
+            link_rx,
         )
         .await
         .unwrap();

@@ -69,6 +69,20 @@ pub fn link_speed_bps(iface: &str) -> Option<u64> {
     (mbps > 0).then(|| mbps as u64 * 1_000_000)
 }
 
+/// Whether `iface` is administratively up and has carrier (what the link
+/// watch reports as "up"); `None` if sysfs does not say.
+#[must_use]
+pub fn link_up(iface: &str) -> Option<bool> {
+    let base = format!("/sys/class/net/{iface}");
+    let flags = fs::read_to_string(format!("{base}/flags")).ok()?;
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
+    if flags & 1 == 0 {
+        return Some(false);
+    }
+    // `carrier` reads "1" or "0" when the interface is up.
+    Some(fs::read_to_string(format!("{base}/carrier")).ok()?.trim() == "1")
+}
+
 /// Size in bytes of CPU 0's L2 cache (`/sys/devices/system/cpu/cpu0/cache`,
 /// the unified level-2 entry), if the kernel says.
 #[must_use]

@@ -67,6 +67,34 @@ fn proto_text(proto: u8) -> String {
 }
 
 /// One line per interval (text: plus the interval's top flows by bytes).
+/// A change of the watched interface's link state (administratively up and
+/// with carrier, or not): one NDJSON `link` object, or one text line.
+pub fn write_link(
+    w: &mut impl Write,
+    format: Format,
+    iface: &str,
+    unix_time: f64,
+    up: bool,
+) -> io::Result<()> {
+    let state = if up { "up" } else { "down" };
+    match format {
+        Format::Json => {
+            let v = json!({"type": "link", "time": unix_time, "iface": iface, "state": state});
+            writeln!(w, "{v}")
+        }
+        Format::Text => {
+            let secs = unix_time as u64 % 86_400;
+            writeln!(
+                w,
+                "{:02}:{:02}:{:02}   link {iface} {state}",
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60
+            )
+        }
+    }
+}
+
 pub fn write_rates(
     w: &mut impl Write,
     format: Format,

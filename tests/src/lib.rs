@@ -337,6 +337,8 @@ pub struct Netmon {
     child: Child,
     stderr: Arc<Mutex<String>>,
     stdout: Option<thread::JoinHandle<String>>,
+    /// What netmon printed on stdout so far (the reader thread appends).
+    stdout_so_far: Arc<Mutex<String>>,
 }
 
 impl Netmon {
@@ -344,7 +346,11 @@ impl Netmon {
     #[must_use]
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
         let mut child = spawn_netmon(ns, args);
-        let stdout = Some(read_all(child.stdout.take().expect("piped")));
+        let stdout_so_far = Arc::new(Mutex::new(String::new()));
+        let stdout = Some(read_lines_into(
+            child.stdout.take().expect("piped"),
+            Arc::clone(&stdout_so_far),
+        ));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let err = child.stderr.take().expect("piped");
@@ -367,6 +373,7 @@ impl Netmon {
             child,
             stderr,
             stdout,
+            stdout_so_far,
         };
         if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
             let _ = netmon.child.kill();
@@ -392,6 +399,23 @@ impl Netmon {
     #[must_use]
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr buffer").clone()
+    }
+
+    /// Waits (at most `limit`) until netmon has printed a stdout line that
+    /// contains `needle`; panics if it did not.
+    pub fn wait_for_stdout(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let so_far = self.stdout_so_far.lock().expect("stdout buffer").clone();
+            if so_far.lines().any(|l| l.contains(needle)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "netmon printed no line with {needle:?} within {limit:?}; stdout so far:\n{so_far}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Sends `signal` to netmon.
@@ -456,6 +480,22 @@ fn spawn_netmon(ns: &Netns, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot start netmon")
+}
+
+/// Reads `pipe` line by line to its end on a thread of its own, appending
+/// each line to `so_far` as it comes; the thread returns the whole text.
+fn read_lines_into(
+    pipe: impl Read + Send + 'static,
+    so_far: Arc<Mutex<String>>,
+) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut s = so_far.lock().expect("stdout buffer");
+            s.push_str(&line);
+            s.push('\n');
+        }
+        so_far.lock().expect("stdout buffer").clone()
+    })
 }
 
 /// Reads `pipe` to its end on a thread of its own.

@@ -472,6 +472,66 @@ fn sighup_ends_with_a_summary_and_detaches() {
     assert!(!pair.xdp_attached());
 }
 
+/// An interface deleted under netmon (here with its veth peer's
+/// namespace intact: `ip link del` of the watched end) ends the run by
+/// itself: one line on stderr that says so, the summary with every packet
+/// counted until then, exit status 1. (Before, netmon printed zero lines
+/// for as long as it ran and exited 0.)
+#[test]
+fn a_deleted_interface_ends_the_run_with_the_summary_and_exit_1() {
+    let pair = Pair::new();
+    let netmon = Netmon::start(&pair.a, &["--iface", &pair.if_a, "--format", "json"]);
+    let to: SocketAddr = format!("{A4}:9410").parse().unwrap();
+    let received = Received::start(&pair.a, to, 30);
+    let sent = pair
+        .b
+        .enter(|| send_udp(format!("{B4}:40410").parse().unwrap(), to, 30, 20));
+    received.wait();
+    pair.a.ip(&format!("link del dev {}", pair.if_a));
+    let run = netmon.wait(Duration::from_secs(10));
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.lines().count(),
+        2,
+        "start line and one more: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("was deleted"), "{}", run.stderr);
+    let summary = run.summary();
+    let flow = find_flow(&summary, B4, A4, 9410, "udp").expect("the flow");
+    assert_eq!(u64_of(&flow["packets"]), sent);
+}
+
+/// Link down and up again are reported as they happen (NDJSON `link`
+/// events), and counting goes on after them.
+#[test]
+fn link_down_and_up_are_reported_and_counting_goes_on() {
+    let pair = Pair::new();
+    let netmon = Netmon::start(&pair.a, &["--iface", &pair.if_a, "--format", "json"]);
+    pair.a.ip(&format!("link set dev {} down", pair.if_a));
+    netmon.wait_for_stdout(r#""state":"down""#, Duration::from_secs(5));
+    pair.a.ip(&format!("link set dev {} up", pair.if_a));
+    netmon.wait_for_stdout(r#""state":"up""#, Duration::from_secs(5));
+    let to: SocketAddr = format!("{A4}:9420").parse().unwrap();
+    let received = Received::start(&pair.a, to, 20);
+    let sent = pair
+        .b
+        .enter(|| send_udp(format!("{B4}:40420").parse().unwrap(), to, 20, 20));
+    received.wait();
+    let run = netmon.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let states: Vec<String> = run
+        .json_lines()
+        .iter()
+        .filter(|v| v["type"] == "link")
+        .map(|v| v["state"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(states, ["down", "up"]);
+    let summary = run.summary();
+    let flow = find_flow(&summary, B4, A4, 9420, "udp").expect("the flow");
+    assert_eq!(u64_of(&flow["packets"]), sent);
+}
+
 /// A second netmon (or any XDP program) on the interface: the attach fails
 /// with EBUSY, and netmon says so in one line, whatever the mode, instead
 /// of blaming the driver or showing only the generic-mode error.
