@@ -58,11 +58,27 @@ where
     }
 }
 
+/// The encapsulations a frame's parse went through (for the corpus's
+/// coverage, not for counting).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seen {
+    pub vlan_tags: usize,
+    pub mpls: bool,
+    pub pppoe: bool,
+    pub ipv6_ah: bool,
+}
+
 pub fn parse(frame: &[u8]) -> Outcome {
-    match ethernet(frame) {
+    parse_seen(frame).0
+}
+
+pub fn parse_seen(frame: &[u8]) -> (Outcome, Seen) {
+    let mut seen = Seen::default();
+    let outcome = match ethernet(frame, &mut seen) {
         Ok(outcome) => outcome,
         Err(Malformed) => Outcome::Malformed,
-    }
+    };
+    (outcome, seen)
 }
 
 /// Adds what the program counts for a frame of `len` bytes with `outcome`.
@@ -90,7 +106,7 @@ pub fn count(c: &mut Counters, len: usize, outcome: &Outcome) {
     }
 }
 
-fn ethernet(frame: &[u8]) -> Result<Outcome, Malformed> {
+fn ethernet(frame: &[u8], seen: &mut Seen) -> Result<Outcome, Malformed> {
     let eth = Ethernet2HeaderSlice::from_slice(frame)?;
     let mut ether_type = eth.ether_type();
     let mut offset = eth.slice().len();
@@ -106,23 +122,30 @@ fn ethernet(frame: &[u8]) -> Result<Outcome, Malformed> {
         offset += tag.slice().len();
         tags += 1;
     }
+    seen.vlan_tags = tags;
     let rest = &frame[offset..];
     Ok(match ether_type {
         EtherType::IPV4 => Outcome::Ip(ipv4(rest)?),
-        EtherType::IPV6 => Outcome::Ip(ipv6(rest)?),
+        EtherType::IPV6 => Outcome::Ip(ipv6(rest, seen)?),
         EtherType::ARP => Outcome::Arp,
-        EtherType(MPLS_UNICAST | MPLS_MULTICAST) => mpls(rest)?,
-        EtherType(PPPOE_SESSION) => pppoe(rest)?,
+        EtherType(MPLS_UNICAST | MPLS_MULTICAST) => {
+            seen.mpls = true;
+            mpls(rest, seen)?
+        }
+        EtherType(PPPOE_SESSION) => {
+            seen.pppoe = true;
+            pppoe(rest, seen)?
+        }
         // Also a fifth VLAN tag.
         _ => Outcome::OtherL2,
     })
 }
 
 /// IP by its version nibble: 4 or 6, anything else is not IP to the program.
-fn ip_by_version(packet: &[u8]) -> Result<Outcome, Malformed> {
+fn ip_by_version(packet: &[u8], seen: &mut Seen) -> Result<Outcome, Malformed> {
     Ok(match packet.first().ok_or(Malformed)? >> 4 {
         4 => Outcome::Ip(ipv4(packet)?),
-        6 => Outcome::Ip(ipv6(packet)?),
+        6 => Outcome::Ip(ipv6(packet, seen)?),
         _ => Outcome::OtherL2,
     })
 }
@@ -130,14 +153,14 @@ fn ip_by_version(packet: &[u8]) -> Result<Outcome, Malformed> {
 /// `rest`: the frame from the first MPLS label stack entry on (RFC 3032: 20
 /// bits label, 3 bits traffic class, 1 bit bottom of stack, 8 bits TTL).
 /// By hand: etherparse 0.21 has no MPLS header.
-fn mpls(rest: &[u8]) -> Result<Outcome, Malformed> {
+fn mpls(rest: &[u8], seen: &mut Seen) -> Result<Outcome, Malformed> {
     for i in 0..MAX_MPLS_LABELS {
         let entry = rest.get(i * 4..i * 4 + 4).ok_or(Malformed)?;
         let entry = u32::from_be_bytes(entry.try_into()?);
         let bottom_of_stack = (entry >> 8) & 1 == 1;
         if bottom_of_stack {
             // The payload's first byte must be there to tell IPv4 from IPv6.
-            return ip_by_version(&rest[i * 4 + 4..]);
+            return ip_by_version(&rest[i * 4 + 4..], seen);
         }
     }
     // No bottom of stack among the entries the program reads.
@@ -148,14 +171,14 @@ fn mpls(rest: &[u8]) -> Result<Outcome, Malformed> {
 /// nibbles, code, session id, length), then the 2-byte PPP protocol
 /// (RFC 1661). By hand: etherparse 0.21 has no PPPoE header. The length
 /// field is not checked, as in the program.
-fn pppoe(rest: &[u8]) -> Result<Outcome, Malformed> {
+fn pppoe(rest: &[u8], seen: &mut Seen) -> Result<Outcome, Malformed> {
     let h = rest.get(..8).ok_or(Malformed)?;
     let (version, kind, code) = (h[0] >> 4, h[0] & 0x0f, h[1]);
     let protocol = u16::from_be_bytes([h[6], h[7]]);
     let ip = &rest[8..];
     Ok(match (version, kind, code, protocol) {
         (1, 1, 0, 0x0021) => Outcome::Ip(ipv4(ip)?),
-        (1, 1, 0, 0x0057) => Outcome::Ip(ipv6(ip)?),
+        (1, 1, 0, 0x0057) => Outcome::Ip(ipv6(ip, seen)?),
         _ => Outcome::OtherL2,
     })
 }
@@ -193,7 +216,7 @@ fn ipv4(rest: &[u8]) -> Result<IpPacket, Malformed> {
 }
 
 /// `rest`: the frame from the IPv6 header on.
-fn ipv6(rest: &[u8]) -> Result<IpPacket, Malformed> {
+fn ipv6(rest: &[u8], seen: &mut Seen) -> Result<IpPacket, Malformed> {
     // Checks the version and that the 40-byte header is in the frame.
     let ip = Ipv6HeaderSlice::from_slice(rest)?;
     // Payload length 0 (a jumbogram, RFC 2675): the frame says how long. The
@@ -260,6 +283,7 @@ fn ipv6(rest: &[u8]) -> Result<IpPacket, Malformed> {
                 }
                 next = IpNumber(h[0]);
                 offset += len;
+                seen.ipv6_ah = true;
             }
             _ => break,
         }
@@ -431,9 +455,14 @@ mod tests {
         let f = hex(&format!("{MACS} 8864 1100 0001 001e 0021 {UDP_V4}"));
         assert_eq!(ip(&f).key.proto, 17);
         // LCP (0xc021), a discovery code, a wrong version: other L2.
-        for (ver, code, proto) in [("11", "00", "c021"), ("11", "09", "0021"), ("21", "00", "0021")]
-        {
-            let f = hex(&format!("{MACS} 8864 {ver}{code} 0001 001e {proto} {UDP_V4}"));
+        for (ver, code, proto) in [
+            ("11", "00", "c021"),
+            ("11", "09", "0021"),
+            ("21", "00", "0021"),
+        ] {
+            let f = hex(&format!(
+                "{MACS} 8864 {ver}{code} 0001 001e {proto} {UDP_V4}"
+            ));
             assert_eq!(parse(&f), Outcome::OtherL2);
         }
         // The PPP protocol cut off.
