@@ -2,8 +2,7 @@
 //! it: every frame of a seeded corpus (valid templates truncated at every
 //! offset, flipped bytes, lying length fields, long and looping IPv6
 //! extension chains, VLAN stacks, MPLS, PPPoE and AH damaged, random bytes)
-//! goes through
-//! BPF_PROG_TEST_RUN once.
+//! goes through BPF_PROG_TEST_RUN once.
 //!
 //! - Fail-open: each run returns `XDP_PASS` and hands back the frame
 //!   unchanged (same length, same bytes).
