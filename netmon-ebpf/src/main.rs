@@ -82,7 +82,27 @@ const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
+const ETH_P_MPLS_UC: u16 = 0x8847;
+const ETH_P_MPLS_MC: u16 = 0x8848;
+/// PPPoE session stage (RFC 2516); discovery (0x8863) is other L2.
+const ETH_P_PPP_SES: u16 = 0x8864;
 const VLAN_HLEN: usize = 4;
+/// VLAN tags (802.1Q or 802.1ad, in any order) stepped over; a fifth tag
+/// leaves the frame "other L2".
+const MAX_VLAN_TAGS: usize = 4;
+/// One MPLS label stack entry (RFC 3032).
+const MPLS_HLEN: usize = 4;
+/// Bottom-of-stack bit, in byte 2 of a label stack entry.
+const MPLS_BOS: u8 = 0x01;
+/// MPLS label stack entries read; a stack without bottom-of-stack within
+/// them is "other L2" (nothing past the eighth entry is read).
+const MAX_MPLS_LABELS: usize = 8;
+/// PPPoE header (version/type, code, session, length) and the PPP protocol.
+const PPPOE_HLEN: usize = 8;
+/// PPPoE version 1, type 1; code 0 (session data).
+const PPPOE_VER_TYPE: u8 = 0x11;
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
 const IPV6_HLEN: usize = 40;
 const TCP_MIN_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
@@ -90,12 +110,15 @@ const UDP_HLEN: usize = 8;
 const ICMP_MIN_HLEN: usize = 4;
 /// Fragment offset bits of the IPv4 flags/fragment field.
 const IPV4_FRAG_OFFSET: u16 = 0x1fff;
-/// IPv6 extension headers walked before giving up (counted as other IP).
+/// IPv6 extension headers (hop-by-hop, routing, fragment, destination
+/// options, AH) walked before giving up (counted as other IP).
 const MAX_IPV6_EXT: usize = 8;
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_DSTOPTS: u8 = 60;
+/// Authentication Header (RFC 4302): (length + 2) * 4 bytes.
+const IPPROTO_AH: u8 = 51;
 
 #[xdp]
 #[expect(
@@ -292,23 +315,96 @@ enum L3 {
     OtherL2,
 }
 
+/// What the link layer carries, found by [`link`].
+enum Net {
+    Ipv4,
+    Ipv6,
+    Arp,
+    Other,
+}
+
 #[inline(always)]
 fn classify(ctx: &XdpContext) -> Result<L3, Stop> {
+    // One call site per network parser, whatever the encapsulation: the
+    // parsers are inlined, so a copy per path would multiply the code.
+    let (net, l3) = link(ctx)?;
+    match net {
+        Net::Ipv4 => parse_ipv4(ctx, l3).map(L3::Ip),
+        Net::Ipv6 => parse_ipv6(ctx, l3).map(L3::Ip),
+        Net::Arp => Ok(L3::Arp),
+        Net::Other => Ok(L3::OtherL2),
+    }
+}
+
+/// The link layer: Ethernet, up to [`MAX_VLAN_TAGS`] VLAN tags, then
+/// either the network layer (IPv4, IPv6, ARP), an MPLS label stack or a
+/// PPPoE session header in front of IP. Returns what follows and its offset.
+/// Accepted: Ethernet, VLAN tags*, (MPLS | PPPoE)?, IP. Nothing is stepped
+/// over after MPLS or PPPoE (no VLAN tag, no Ethernet pseudowire).
+#[inline(always)]
+fn link(ctx: &XdpContext) -> Result<(Net, usize), Stop> {
     let mut offset = ETH_HLEN;
     let mut ether_type = read_be16(ctx, 12)?;
-    // Up to two VLAN tags (802.1Q, or 802.1ad outer + 802.1Q inner).
-    for _ in 0..2 {
-        if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-            ether_type = read_be16(ctx, offset + 2)?;
-            offset += VLAN_HLEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        ether_type = read_be16(ctx, offset + 2)?;
+        offset += VLAN_HLEN;
+    }
+    let net = match ether_type {
+        ETH_P_IP => Net::Ipv4,
+        ETH_P_IPV6 => Net::Ipv6,
+        ETH_P_ARP => Net::Arp,
+        ETH_P_MPLS_UC | ETH_P_MPLS_MC => return mpls(ctx, offset),
+        ETH_P_PPP_SES => return pppoe(ctx, offset),
+        // Includes a tag after the fourth.
+        _ => Net::Other,
+    };
+    Ok((net, offset))
+}
+
+/// An MPLS label stack at `offset`: up to [`MAX_MPLS_LABELS`] entries, the
+/// last with bottom-of-stack set, then IP, told apart by the first nibble
+/// (4 or 6; anything else, e.g. a pseudowire control word, is other L2).
+/// An entry or the first payload byte cut off is malformed; a stack with no
+/// bottom-of-stack in its first eight entries is other L2.
+#[inline(always)]
+fn mpls(ctx: &XdpContext, mut offset: usize) -> Result<(Net, usize), Stop> {
+    for _ in 0..MAX_MPLS_LABELS {
+        let entry: [u8; MPLS_HLEN] = read(ctx, offset)?;
+        offset += MPLS_HLEN;
+        if entry[2] & MPLS_BOS != 0 {
+            let first: u8 = read(ctx, offset)?;
+            let net = match first >> 4 {
+                4 => Net::Ipv4,
+                6 => Net::Ipv6,
+                _ => Net::Other,
+            };
+            return Ok((net, offset));
         }
     }
-    match ether_type {
-        ETH_P_IP => parse_ipv4(ctx, offset).map(L3::Ip),
-        ETH_P_IPV6 => parse_ipv6(ctx, offset).map(L3::Ip),
-        ETH_P_ARP => Ok(L3::Arp),
-        _ => Ok(L3::OtherL2),
-    }
+    Ok((Net::Other, offset))
+}
+
+/// A PPPoE session header and PPP protocol at `offset` (8 bytes, else
+/// malformed). Version/type 0x11, code 0 and protocol 0x0021 (IPv4) or
+/// 0x0057 (IPv6) go on to IP; anything else is other L2. The PPPoE length
+/// field is not checked: the IP header's own length decides, as for
+/// untagged frames.
+#[inline(always)]
+fn pppoe(ctx: &XdpContext, offset: usize) -> Result<(Net, usize), Stop> {
+    let h: [u8; PPPOE_HLEN] = read(ctx, offset)?;
+    let net = if h[0] != PPPOE_VER_TYPE || h[1] != 0 {
+        Net::Other
+    } else {
+        match u16::from_be_bytes([h[6], h[7]]) {
+            PPP_IPV4 => Net::Ipv4,
+            PPP_IPV6 => Net::Ipv6,
+            _ => Net::Other,
+        }
+    };
+    Ok((net, offset + PPPOE_HLEN))
 }
 
 /// Length of the frame in bytes, for checks of the lengths that headers
@@ -410,6 +506,12 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Stop> {
                 first_fragment = u16::from_be_bytes([ext[2], ext[3]]) >> 3 == 0;
                 8
             }
+            IPPROTO_AH => {
+                let ext: [u8; 2] = read(ctx, offset)?;
+                next = ext[0];
+                // RFC 4302: the length is in 4-byte words, minus 2.
+                (usize::from(ext[1]) + 2) * 4
+            }
             _ => {
                 done = true;
                 break;
@@ -426,7 +528,7 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Stop> {
     let done = done
         || !matches!(
             next,
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH
         );
     key[4] = proto_word(IP_V6, next);
     let tcp_flags = if done && first_fragment {

@@ -1,8 +1,8 @@
 //! Fail-open and differential check of the XDP program, without attaching
 //! it: every frame of a seeded corpus (valid templates truncated at every
 //! offset, flipped bytes, lying length fields, long and looping IPv6
-//! extension chains, VLAN stacks, random bytes) goes through
-//! BPF_PROG_TEST_RUN once.
+//! extension chains, VLAN stacks, MPLS, PPPoE and AH damaged, random bytes)
+//! goes through BPF_PROG_TEST_RUN once.
 //!
 //! - Fail-open: each run returns `XDP_PASS` and hands back the frame
 //!   unchanged (same length, same bytes).
@@ -20,13 +20,22 @@
 //! the ring) on nearly every IP frame. At the end, the program's count of
 //! flow records must equal the occupancies found in ring, pending and slots.
 //!
-//! The rules both sides follow: Ethernet (< 14 bytes malformed), up to two
-//! VLAN tags (0x8100/0x88A8, a tag cut off is malformed, a third tag leaves
-//! "other L2"); IPv4 (version 4, IHL >= 20 bytes, IHL <= total length <=
-//! frame; padding after total length ignored; ports only when the fragment
-//! offset is 0); IPv6 (version 6, 40-byte header in the frame, payload length
-//! within the frame, 0 meaning "to the end of the frame"; up to 8 extension
-//! headers 0/43/60/44 walked, each wholly inside the packet; the last
+//! The rules both sides follow: Ethernet (< 14 bytes malformed), up to four
+//! VLAN tags (0x8100/0x88A8 in any order, a tag cut off is malformed, a
+//! fifth tag leaves "other L2"); then IPv4, IPv6, ARP, or one of: an MPLS
+//! label stack (0x8847/0x8848; up to 8 entries of 4 bytes, an entry cut off
+//! is malformed, no bottom of stack within 8 is "other L2"; after the bottom
+//! of stack the first nibble picks IPv4 (4) or IPv6 (6), anything else is
+//! "other L2", no payload byte is malformed) or a PPPoE session header
+//! (0x8864; 6 bytes and the 2-byte PPP protocol, cut off is malformed;
+//! version/type 0x11, code 0 and protocol 0x0021 (IPv4) or 0x0057 (IPv6),
+//! anything else "other L2"; the PPPoE length is not checked). Nothing is
+//! stepped over after MPLS or PPPoE. IPv4 (version 4, IHL >= 20 bytes, IHL
+//! <= total length <= frame; padding after total length ignored; ports only
+//! when the fragment offset is 0); IPv6 (version 6, 40-byte header in the
+//! frame, payload length within the frame, 0 meaning "to the end of the
+//! frame"; up to 8 extension headers 0/43/60/44/51 walked, each wholly
+//! inside the packet, AH (51) being (length + 2) * 4 bytes long; the last
 //! fragment header decides whether ports are read; a ninth extension header
 //! is "chain too long": other IP, keyed by that next header, ports 0); L4
 //! needs 20 (TCP), 8 (UDP) or 4 (ICMP, ICMPv6, by protocol number alone)
@@ -452,6 +461,37 @@ struct Fed {
     flows: StdHashMap<FlowKey, ExpectedFlow>,
     /// Time the kernel measured inside the program, summed.
     kernel_time: Duration,
+    /// IP frames (counted to a flow with its ports, not "chain too long")
+    /// behind 3-4 VLAN tags, MPLS, PPPoE, and IPv6 AH.
+    deep: Deep,
+}
+
+/// How many IP frames of the corpus the reference found behind each of the
+/// encapsulations stepped over since issue 14 (item 7).
+#[derive(Debug, Default)]
+struct Deep {
+    vlan3_4: u64,
+    mpls: u64,
+    pppoe: u64,
+    ipv6_ah: u64,
+}
+
+impl Deep {
+    fn add(&mut self, outcome: &Outcome, seen: &reference::Seen) {
+        if matches!(outcome, Outcome::Ip(p) if !p.chain_too_long) {
+            self.vlan3_4 += u64::from(seen.vlan_tags >= 3);
+            self.mpls += u64::from(seen.mpls);
+            self.pppoe += u64::from(seen.pppoe);
+            self.ipv6_ah += u64::from(seen.ipv6_ah);
+        }
+    }
+
+    fn smallest(&self) -> u64 {
+        self.vlan3_4
+            .min(self.mpls)
+            .min(self.pppoe)
+            .min(self.ipv6_ah)
+    }
 }
 
 /// Feeds every frame once; after each, checks the verdict and the frame
@@ -468,6 +508,7 @@ fn feed(kernel: &mut Kernel, frames: &[Frame]) -> Fed {
         counters: Counters::default(),
         flows: StdHashMap::new(),
         kernel_time: Duration::ZERO,
+        deep: Deep::default(),
     };
     let mut before = kernel.counters();
     assert_eq!(
@@ -489,7 +530,8 @@ fn feed(kernel: &mut Kernel, frames: &[Frame]) -> Fed {
             });
         }
 
-        let outcome = reference::parse(bytes);
+        let (outcome, seen) = reference::parse_seen(bytes);
+        fed.deep.add(&outcome, &seen);
         let mut want = Counters::default();
         reference::count(&mut want, bytes.len(), &outcome);
         fed.counters.accumulate(&want);
@@ -618,6 +660,17 @@ fn xdp_passes_every_frame_unchanged_and_counts_like_the_reference() {
         .map(|(name, n)| format!("{name} {n}"))
         .collect();
     println!("xdp_corpus: kernel counters: {}", coverage.join(", "));
+    println!(
+        "xdp_corpus: IP frames behind encapsulations: {:?}",
+        fed.deep
+    );
+    // The corpus reaches IP behind each encapsulation often enough to
+    // matter (a generator bug would otherwise pass unnoticed).
+    assert!(
+        fed.deep.smallest() >= 500,
+        "seed {seed:#x}: too few IP frames behind an encapsulation: {:?}",
+        fed.deep
+    );
     let mut report = String::new();
     for f in [
         &fed.verdicts,

@@ -4,7 +4,8 @@
 //!
 //! Three methods, because the kernel runs *the same frame* `repeat` times:
 //!
-//! - **repeat** (`floor`, `established`, `ipv6_udp`, `qinq`, `truncated`):
+//! - **repeat** (`floor`, `established`, `ipv6_udp`, `qinq`, `vlan4`, `mpls`,
+//!   `pppoe`, `ipv6_ah`, `truncated`):
 //!   one frame, `REPEAT` runs per call, the kernel's average per run; every
 //!   case once per round, [`ROUNDS`] rounds, median over rounds. The frame's
 //!   flow is inserted by a priming call, so every timed run finds it in its
@@ -555,6 +556,49 @@ fn repeat_cases() -> Vec<Case> {
             check: |d| expect(d.packets == 1 && d.tcp == 1, d),
         },
         Case {
+            name: "vlan4",
+            what: "four VLAN tags (802.1ad, 802.1Q x3), IPv4/TCP, 70 bytes, flow in the table",
+            // Tags 100 (802.1ad), 200, 300, 400 (802.1Q), then IPv4.
+            frame: ipv4_tcp_behind(
+                0x88A8,
+                &[
+                    0x00, 0x64, 0x81, 0x00, 0x00, 0xc8, 0x81, 0x00, 0x01, 0x2c, 0x81, 0x00, 0x01,
+                    0x90, 0x08, 0x00,
+                ],
+                [198, 51, 100, 5],
+            ),
+            check: |d| expect(d.packets == 1 && d.tcp == 1 && d.other_l2 == 0, d),
+        },
+        Case {
+            name: "mpls",
+            what: "MPLS, two labels, IPv4/TCP, flow already in the table",
+            // Label 16 (no bottom of stack), label 17 (bottom), TTL 64.
+            frame: ipv4_tcp_behind(
+                0x8847,
+                &[0x00, 0x01, 0x00, 0x40, 0x00, 0x01, 0x11, 0x40],
+                [198, 51, 100, 6],
+            ),
+            check: |d| expect(d.packets == 1 && d.tcp == 1 && d.other_l2 == 0, d),
+        },
+        Case {
+            name: "pppoe",
+            what: "PPPoE session, PPP IPv4, IPv4/TCP, flow already in the table",
+            // Version/type 0x11, code 0, session 1, length 48 (PPP protocol
+            // and the 46-byte IP packet), protocol 0x0021.
+            frame: ipv4_tcp_behind(
+                0x8864,
+                &[0x11, 0x00, 0x00, 0x01, 0x00, 0x30, 0x00, 0x21],
+                [198, 51, 100, 7],
+            ),
+            check: |d| expect(d.packets == 1 && d.tcp == 1 && d.other_l2 == 0, d),
+        },
+        Case {
+            name: "ipv6_ah",
+            what: "IPv6, AH (24 bytes), TCP (ACK), 98 bytes, flow already in the table",
+            frame: ipv6_ah_tcp_frame(),
+            check: |d| expect(d.packets == 1 && d.tcp == 1 && d.other_ip == 0, d),
+        },
+        Case {
             name: "truncated",
             what: "IPv4/TCP cut 10 bytes into the TCP header (44 bytes)",
             frame: ipv4_tcp_frame([198, 51, 100, 4], 40_002, &[])[..44].to_vec(),
@@ -615,6 +659,60 @@ pub(crate) fn ipv4_tcp_frame(src: [u8; 4], sport: u16, tags: &[(u16, u16)]) -> V
     tcp[14..16].copy_from_slice(&64_240u16.to_be_bytes());
     f.extend_from_slice(&tcp);
     f.resize(FRAME_LEN, 0);
+    f
+}
+
+/// An IPv4/TCP frame (ACK) from `src`:40004 to 198.51.100.1:9000 behind
+/// EtherType `ether_type` and `shim` (VLAN tags, an MPLS label stack, a
+/// PPPoE header): the frame of [`ipv4_tcp_frame`] with the IP packet
+/// shortened by the shim's length, down to its 40 bytes of headers. So
+/// [`FRAME_LEN`] bytes, or more for a shim longer than 10 bytes.
+fn ipv4_tcp_behind(ether_type: u16, shim: &[u8], src: [u8; 4]) -> Vec<u8> {
+    let plain = ipv4_tcp_frame(src, 40_004, &[]);
+    let mut f = plain[..12].to_vec();
+    f.extend_from_slice(&ether_type.to_be_bytes());
+    f.extend_from_slice(shim);
+    let mut ip = plain[14..FRAME_LEN - shim.len().min(FRAME_LEN - 14 - 40)].to_vec();
+    let total_len = ip.len() as u16;
+    ip[2..4].copy_from_slice(&total_len.to_be_bytes());
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let sum = ipv4_checksum(&ip[..20]);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f
+}
+
+/// IPv6, 2001:db8::3 -> 2001:db8::1, an Authentication Header (RFC 4302,
+/// payload length 4: 12 bytes and a 96-bit ICV), then TCP (ACK) 40005 ->
+/// 9000: 98 bytes.
+fn ipv6_ah_tcp_frame() -> Vec<u8> {
+    let mut f = Vec::with_capacity(98);
+    f.extend_from_slice(&DST_MAC);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&0x86DDu16.to_be_bytes());
+    let mut ip = [0u8; 40];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&44u16.to_be_bytes());
+    ip[6] = 51;
+    ip[7] = 64;
+    ip[8..12].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    ip[23] = 3;
+    ip[24..28].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    ip[39] = 1;
+    f.extend_from_slice(&ip);
+    let mut ah = [0u8; 24];
+    ah[0] = 6;
+    ah[1] = 4;
+    ah[4..8].copy_from_slice(&0x100u32.to_be_bytes()); // SPI
+    ah[8..12].copy_from_slice(&1u32.to_be_bytes()); // sequence number
+    f.extend_from_slice(&ah);
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&40_005u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&9000u16.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x10; // ACK
+    tcp[14..16].copy_from_slice(&64_240u16.to_be_bytes());
+    f.extend_from_slice(&tcp);
     f
 }
 

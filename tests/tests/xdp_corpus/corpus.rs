@@ -1,7 +1,10 @@
-//! The frames fed to the XDP program: valid templates, each truncated at
-//! every offset, and templates damaged on purpose (flipped bytes, lying
-//! length fields, long and looping IPv6 extension chains, VLAN stacks), plus
-//! random bytes. Everything comes from one seeded PRNG, so a seed names a
+//! The frames fed to the XDP program: valid templates (up to four VLAN
+//! tags, MPLS label stacks and PPPoE sessions in front of IP, IPv6 extension
+//! headers including AH), each truncated at every offset, and templates
+//! damaged on purpose (flipped bytes, lying length fields, long and looping
+//! IPv6 extension chains, AH lengths past the packet, VLAN stacks longer
+//! than four, MPLS stacks without bottom of stack or longer than eight, PPPoE
+//! that carries no IP), plus random bytes. Everything comes from one seeded PRNG, so a seed names a
 //! corpus.
 
 /// Shortest frame BPF_PROG_TEST_RUN accepts for XDP (ETH_HLEN): the kernel
@@ -124,7 +127,13 @@ const PORTS: [u16; 6] = [80, 443, 53, 0, 65535, 40000];
 /// SYN, SYN+ACK, ACK, FIN+ACK, RST, PSH+ACK, everything.
 const TCP_FLAGS: [u8; 7] = [0x02, 0x12, 0x10, 0x11, 0x04, 0x18, 0xff];
 /// Next-header values the program walks as IPv6 extension headers.
-const EXT_HEADERS: [u8; 4] = [0, 43, 60, 44];
+const EXT_HEADERS: [u8; 5] = [0, 43, 60, 44, 51];
+/// MPLS label stack entries the program reads.
+const MPLS_LABELS: usize = 8;
+/// VLAN tags the program steps over.
+const VLAN_TAGS: usize = 4;
+/// PPP protocols that are not IP: LCP, IPCP, IPv6CP, CHAP, MPLS unicast.
+const PPP_NOT_IP: [u16; 5] = [0xc021, 0x8021, 0x8057, 0xc223, 0x0281];
 
 fn pick_port(rng: &mut Rng) -> [u8; 2] {
     if rng.percent(80) {
@@ -258,6 +267,14 @@ fn ipv6_with(t: &mut Template, rng: &mut Rng, exts: &[u8], payload: usize) {
             t.push(&((offset << 3) | u16::from(rng.byte() & 1)).to_be_bytes());
             let id = rng.bytes(4);
             t.push(&id);
+        } else if ext == 51 {
+            // AH (RFC 4302): (payload length + 2) 4-byte words; 1 is the
+            // smallest real one (no ICV), 4 carries a 96-bit ICV.
+            let len = rng.pick(&[0, 1, 2, 4, 4, 5]);
+            t.fields.push(Field::HdrLen(t.bytes.len() + 1));
+            t.push(&[0, len]);
+            let rest = rng.bytes((usize::from(len) + 2) * 4 - 2);
+            t.push(&rest);
         } else {
             let hdrlen = rng.pick(&[0, 0, 0, 1, 2]);
             t.fields.push(Field::HdrLen(t.bytes.len() + 1));
@@ -284,24 +301,82 @@ fn ipv6(t: &mut Template, rng: &mut Rng, payload: usize) {
     ipv6_with(t, rng, &exts, payload);
 }
 
-/// A frame the program should parse to the end: 0-2 VLAN tags, then IPv4,
-/// IPv6, ARP or a random EtherType, with up to `max_payload` payload bytes.
+/// What sits between the Ethernet header (and its VLAN tags) and IP.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encap {
+    None,
+    /// A label stack of this many entries, bottom of stack on the last.
+    Mpls(usize),
+    Pppoe,
+}
+
+/// `n` MPLS label stack entries, bottom of stack on the last if `bottom`.
+fn mpls_labels(t: &mut Template, rng: &mut Rng, n: usize, bottom: bool) {
+    for i in 0..n {
+        let label = rng.range(0, 0xf_ffff) as u32;
+        let tc = u32::from(rng.byte() & 7);
+        let s = u32::from(bottom && i + 1 == n);
+        let entry = (label << 12) | (tc << 9) | (s << 8) | u32::from(rng.byte());
+        t.push(&entry.to_be_bytes());
+    }
+}
+
+/// A PPPoE session header (version/type, code, session, length) and the
+/// PPP protocol; the length is set by [`pppoe_length`].
+fn pppoe_header(t: &mut Template, rng: &mut Rng, ver_type: u8, code: u8, protocol: u16) {
+    t.push(&[ver_type, code]);
+    let session = rng.bytes(2);
+    t.push(&session);
+    t.fields.push(Field::Be16(t.bytes.len()));
+    t.push(&[0, 0]);
+    t.push(&protocol.to_be_bytes());
+}
+
+/// Sets the PPPoE length (at `at`) to what follows it, the PPP protocol
+/// included (RFC 2516).
+fn pppoe_length(t: &mut Template, at: usize) {
+    let len = t.bytes.len() - at - 2;
+    t.set_be16(at, len);
+}
+
+/// A frame the program should parse to the end: 0-4 VLAN tags, then IPv4,
+/// IPv6 (both also behind an MPLS label stack or a PPPoE session header),
+/// ARP or a random EtherType, with up to `max_payload` payload bytes.
 fn template(rng: &mut Rng, max_payload: usize) -> Template {
     let mut t = Template::default();
-    let tags = rng.pick(&[0, 0, 0, 1, 1, 2]);
+    let tags = rng.pick(&[0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 4]);
     let kind = match rng.range(0, 99) {
         0..=41 => L3Kind::Ipv4,
         42..=83 => L3Kind::Ipv6,
         84..=91 => L3Kind::Arp,
         _ => L3Kind::RandomEtherType,
     };
-    let ether_type = match kind {
-        L3Kind::Ipv4 => 0x0800,
-        L3Kind::Ipv6 => 0x86dd,
-        L3Kind::Arp => 0x0806,
-        L3Kind::RandomEtherType => rng.u16(),
+    let ip = matches!(kind, L3Kind::Ipv4 | L3Kind::Ipv6);
+    let encap = match rng.range(0, 99) {
+        _ if !ip => Encap::None,
+        0..=69 => Encap::None,
+        70..=84 => Encap::Mpls(rng.pick(&[1, 1, 2, 2, 3, MPLS_LABELS])),
+        _ => Encap::Pppoe,
+    };
+    let ether_type = match (kind, encap) {
+        (_, Encap::Mpls(_)) => rng.pick(&[0x8847, 0x8847, 0x8848]),
+        (_, Encap::Pppoe) => 0x8864,
+        (L3Kind::Ipv4, _) => 0x0800,
+        (L3Kind::Ipv6, _) => 0x86dd,
+        (L3Kind::Arp, _) => 0x0806,
+        (L3Kind::RandomEtherType, _) => rng.u16(),
     };
     ethernet(&mut t, rng, tags, ether_type);
+    let mut pppoe_at = None;
+    match encap {
+        Encap::None => {}
+        Encap::Mpls(n) => mpls_labels(&mut t, rng, n, true),
+        Encap::Pppoe => {
+            let protocol = if kind == L3Kind::Ipv4 { 0x0021 } else { 0x0057 };
+            pppoe_at = Some(t.bytes.len() + 4);
+            pppoe_header(&mut t, rng, 0x11, 0, protocol);
+        }
+    }
     let payload = rng.range(0, max_payload);
     match kind {
         L3Kind::Ipv4 => ipv4(&mut t, rng, payload),
@@ -316,6 +391,9 @@ fn template(rng: &mut Rng, max_payload: usize) -> Template {
             let body = rng.bytes(payload);
             t.push(&body);
         }
+    }
+    if let Some(at) = pppoe_at {
+        pppoe_length(&mut t, at);
     }
     pad(&mut t, rng);
     t
@@ -528,11 +606,11 @@ impl Corpus {
         }
     }
 
-    /// VLAN stacks of 3 to 6 tags: the program reads two.
+    /// VLAN stacks of 3 to 8 tags: the program steps over four.
     fn vlan_stacks(&mut self, n: usize) {
         for _ in 0..n {
             let mut t = Template::default();
-            let tags = self.rng.range(3, 6);
+            let tags = self.rng.range(3, 2 * VLAN_TAGS);
             let ether_type = self.rng.pick(&[0x0800, 0x86dd, 0x0806, 0x8100, 0x88a8]);
             ethernet(&mut t, &mut self.rng, tags, ether_type);
             match ether_type {
@@ -544,6 +622,146 @@ impl Corpus {
                 }
             }
             self.add(t.bytes, "vlan stack");
+        }
+    }
+
+    /// MPLS stacks and PPPoE headers that do not lead to IP, or lead to it
+    /// oddly: no bottom of stack, more entries than the program reads, a
+    /// payload that is neither IPv4 nor IPv6 (a pseudowire control word, an
+    /// Ethernet frame), an IP version that is not the one the PPP protocol
+    /// names, PPP protocols that are not IP, PPPoE discovery codes and wrong
+    /// versions; some cut short.
+    fn damaged_encapsulations(&mut self, n: usize) {
+        let rng = &mut self.rng;
+        for _ in 0..n {
+            let mut t = Template::default();
+            let tags = rng.pick(&[0, 0, 1, 2, VLAN_TAGS]);
+            let mpls = rng.percent(50);
+            ethernet(&mut t, rng, tags, if mpls { 0x8847 } else { 0x8864 });
+            let origin = if mpls {
+                match rng.range(0, 3) {
+                    0 => {
+                        let labels = rng.range(1, MPLS_LABELS + 4);
+                        mpls_labels(&mut t, rng, labels, false);
+                        "mpls without bottom of stack"
+                    }
+                    1 => {
+                        let labels = rng.range(MPLS_LABELS - 1, MPLS_LABELS + 4);
+                        mpls_labels(&mut t, rng, labels, true);
+                        "mpls stack at and past the limit"
+                    }
+                    2 => {
+                        let labels = rng.range(1, 3);
+                        mpls_labels(&mut t, rng, labels, true);
+                        // Control word (nibble 0), or an Ethernet frame.
+                        let any = rng.byte();
+                        let first = rng.pick(&[0x00, 0x10, 0x02, any]);
+                        t.push(&[first]);
+                        "mpls payload not ip by its first nibble"
+                    }
+                    _ => {
+                        mpls_labels(&mut t, rng, 1, true);
+                        "mpls payload cut"
+                    }
+                }
+            } else {
+                let at = t.bytes.len() + 4;
+                let origin = match rng.range(0, 2) {
+                    0 => {
+                        let protocol = if rng.percent(80) {
+                            rng.pick(&PPP_NOT_IP)
+                        } else {
+                            rng.u16()
+                        };
+                        pppoe_header(&mut t, rng, 0x11, 0, protocol);
+                        "pppoe not ip"
+                    }
+                    1 => {
+                        // Discovery codes (PADI, PADO, PADR, PADS, PADT)
+                        // or another version/type.
+                        let (vt, code) = if rng.percent(50) {
+                            (0x11, rng.pick(&[0x09, 0x07, 0x19, 0x65, 0xa7]))
+                        } else {
+                            {
+                                let any = rng.byte();
+                                (rng.pick(&[0x12, 0x21, 0x01, 0x10, any]), 0)
+                            }
+                        };
+                        pppoe_header(&mut t, rng, vt, code, 0x0021);
+                        "pppoe wrong version or code"
+                    }
+                    _ => {
+                        let protocol = rng.pick(&[0x0021, 0x0057]);
+                        pppoe_header(&mut t, rng, 0x11, 0, protocol);
+                        "pppoe with the other ip version"
+                    }
+                };
+                // Then IPv4 or IPv6 regardless of what the header says.
+                if rng.percent(50) {
+                    ipv4(&mut t, rng, 16);
+                } else {
+                    ipv6(&mut t, rng, 16);
+                }
+                pppoe_length(&mut t, at);
+                if rng.percent(20) {
+                    let field = rng.pick(&t.fields);
+                    lie(&mut t, rng, field);
+                }
+                origin
+            };
+            if mpls && rng.percent(80) {
+                if rng.percent(50) {
+                    ipv4(&mut t, rng, 16);
+                } else {
+                    ipv6(&mut t, rng, 16);
+                }
+            }
+            if rng.percent(15) {
+                let cut = rng.range(MIN_FRAME, t.bytes.len().max(MIN_FRAME));
+                t.bytes.truncate(cut);
+            }
+            t.bytes.resize(t.bytes.len().max(MIN_FRAME), 0);
+            self.frames.push(Frame {
+                bytes: t.bytes,
+                origin,
+            });
+        }
+    }
+
+    /// IPv6 with AH (alone, or among other extension headers) whose length
+    /// runs past the packet, or just fits.
+    fn ah_past_the_end(&mut self, n: usize) {
+        let rng = &mut self.rng;
+        for _ in 0..n {
+            let mut t = Template::default();
+            let tags = rng.pick(&[0, 1]);
+            ethernet(&mut t, rng, tags, 0x86dd);
+            let exts: &[u8] = rng.pick(&[&[51][..], &[0, 51], &[51, 60], &[44, 51, 43]]);
+            let payload = rng.range(0, 24);
+            ipv6_with(&mut t, rng, exts, payload);
+            // Walk the chain to the AH.
+            let l3 = MIN_FRAME + 4 * tags;
+            let (mut next, mut at) = (t.bytes[l3 + 6], l3 + 40);
+            while next != 51 {
+                let len = if next == 44 {
+                    8
+                } else {
+                    (usize::from(t.bytes[at + 1]) + 1) * 8
+                };
+                next = t.bytes[at];
+                at += len;
+            }
+            let room = t.bytes.len() - at;
+            t.bytes[at + 1] = match rng.range(0, 2) {
+                0 => rng.pick(&[0xff, 0x80, 0x40]),
+                // Just past the packet, or exactly to its end.
+                1 => u8::try_from((room / 4).saturating_sub(1)).unwrap_or(0xff),
+                _ => u8::try_from((room / 4).saturating_sub(2)).unwrap_or(0xff),
+            };
+            self.frames.push(Frame {
+                bytes: t.bytes,
+                origin: "ah length past the end",
+            });
         }
     }
 
@@ -595,6 +813,8 @@ pub fn generate(seed: u64) -> Vec<Frame> {
     c.extension_chains(12_000);
     c.hdrlen_past_the_end(2_000);
     c.vlan_stacks(5_000);
+    c.damaged_encapsulations(12_000);
+    c.ah_past_the_end(3_000);
     c.random_bytes(40_000);
     c.frames
 }

@@ -13,10 +13,17 @@ use netmon_common::{
     TCP_RST, TCP_SYN, size_class,
 };
 
-/// VLAN tags read before the EtherType decides; a third tag is "other L2".
-const MAX_VLAN_TAGS: usize = 2;
+/// VLAN tags read before the EtherType decides; a fifth tag is "other L2".
+const MAX_VLAN_TAGS: usize = 4;
+/// MPLS label stack entries read; no bottom of stack among them is "other
+/// L2".
+const MAX_MPLS_LABELS: usize = 8;
 /// IPv6 extension headers walked; a ninth is "chain too long".
 const MAX_IPV6_EXT: usize = 8;
+/// EtherTypes etherparse has no header parser for (MPLS, PPPoE session).
+const MPLS_UNICAST: u16 = 0x8847;
+const MPLS_MULTICAST: u16 = 0x8848;
+const PPPOE_SESSION: u16 = 0x8864;
 /// Bytes of the L4 header the program needs.
 const TCP_FIXED: usize = 20;
 const ICMP_FIXED: usize = 4;
@@ -51,11 +58,27 @@ where
     }
 }
 
+/// The encapsulations a frame's parse went through (for the corpus's
+/// coverage, not for counting).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seen {
+    pub vlan_tags: usize,
+    pub mpls: bool,
+    pub pppoe: bool,
+    pub ipv6_ah: bool,
+}
+
 pub fn parse(frame: &[u8]) -> Outcome {
-    match ethernet(frame) {
+    parse_seen(frame).0
+}
+
+pub fn parse_seen(frame: &[u8]) -> (Outcome, Seen) {
+    let mut seen = Seen::default();
+    let outcome = match ethernet(frame, &mut seen) {
         Ok(outcome) => outcome,
         Err(Malformed) => Outcome::Malformed,
-    }
+    };
+    (outcome, seen)
 }
 
 /// Adds what the program counts for a frame of `len` bytes with `outcome`.
@@ -83,24 +106,79 @@ pub fn count(c: &mut Counters, len: usize, outcome: &Outcome) {
     }
 }
 
-fn ethernet(frame: &[u8]) -> Result<Outcome, Malformed> {
+fn ethernet(frame: &[u8], seen: &mut Seen) -> Result<Outcome, Malformed> {
     let eth = Ethernet2HeaderSlice::from_slice(frame)?;
     let mut ether_type = eth.ether_type();
     let mut offset = eth.slice().len();
     // etherparse's packet slicers take a fixed tag layout of their own; the
-    // program reads at most two tags of either TPID, in any order.
-    for _ in 0..MAX_VLAN_TAGS {
-        if ether_type == EtherType::VLAN_TAGGED_FRAME || ether_type == EtherType::PROVIDER_BRIDGING
-        {
-            let tag = SingleVlanHeaderSlice::from_slice(&frame[offset..])?;
-            ether_type = tag.ether_type();
-            offset += tag.slice().len();
+    // program reads at most four tags of either TPID, in any order.
+    let mut tags = 0;
+    while tags < MAX_VLAN_TAGS
+        && (ether_type == EtherType::VLAN_TAGGED_FRAME
+            || ether_type == EtherType::PROVIDER_BRIDGING)
+    {
+        let tag = SingleVlanHeaderSlice::from_slice(&frame[offset..])?;
+        ether_type = tag.ether_type();
+        offset += tag.slice().len();
+        tags += 1;
+    }
+    seen.vlan_tags = tags;
+    let rest = &frame[offset..];
+    Ok(match ether_type {
+        EtherType::IPV4 => Outcome::Ip(ipv4(rest)?),
+        EtherType::IPV6 => Outcome::Ip(ipv6(rest, seen)?),
+        EtherType::ARP => Outcome::Arp,
+        EtherType(MPLS_UNICAST | MPLS_MULTICAST) => {
+            seen.mpls = true;
+            mpls(rest, seen)?
+        }
+        EtherType(PPPOE_SESSION) => {
+            seen.pppoe = true;
+            pppoe(rest, seen)?
+        }
+        // Also a fifth VLAN tag.
+        _ => Outcome::OtherL2,
+    })
+}
+
+/// IP by its version nibble: 4 or 6, anything else is not IP to the program.
+fn ip_by_version(packet: &[u8], seen: &mut Seen) -> Result<Outcome, Malformed> {
+    Ok(match packet.first().ok_or(Malformed)? >> 4 {
+        4 => Outcome::Ip(ipv4(packet)?),
+        6 => Outcome::Ip(ipv6(packet, seen)?),
+        _ => Outcome::OtherL2,
+    })
+}
+
+/// `rest`: the frame from the first MPLS label stack entry on (RFC 3032: 20
+/// bits label, 3 bits traffic class, 1 bit bottom of stack, 8 bits TTL).
+/// By hand: etherparse 0.21 has no MPLS header.
+fn mpls(rest: &[u8], seen: &mut Seen) -> Result<Outcome, Malformed> {
+    for i in 0..MAX_MPLS_LABELS {
+        let entry = rest.get(i * 4..i * 4 + 4).ok_or(Malformed)?;
+        let entry = u32::from_be_bytes(entry.try_into()?);
+        let bottom_of_stack = (entry >> 8) & 1 == 1;
+        if bottom_of_stack {
+            // The payload's first byte must be there to tell IPv4 from IPv6.
+            return ip_by_version(&rest[i * 4 + 4..], seen);
         }
     }
-    Ok(match ether_type {
-        EtherType::IPV4 => Outcome::Ip(ipv4(&frame[offset..])?),
-        EtherType::IPV6 => Outcome::Ip(ipv6(&frame[offset..])?),
-        EtherType::ARP => Outcome::Arp,
+    // No bottom of stack among the entries the program reads.
+    Ok(Outcome::OtherL2)
+}
+
+/// `rest`: the frame from the PPPoE header on (RFC 2516: version and type
+/// nibbles, code, session id, length), then the 2-byte PPP protocol
+/// (RFC 1661). By hand: etherparse 0.21 has no PPPoE header. The length
+/// field is not checked, as in the program.
+fn pppoe(rest: &[u8], seen: &mut Seen) -> Result<Outcome, Malformed> {
+    let h = rest.get(..8).ok_or(Malformed)?;
+    let (version, kind, code) = (h[0] >> 4, h[0] & 0x0f, h[1]);
+    let protocol = u16::from_be_bytes([h[6], h[7]]);
+    let ip = &rest[8..];
+    Ok(match (version, kind, code, protocol) {
+        (1, 1, 0, 0x0021) => Outcome::Ip(ipv4(ip)?),
+        (1, 1, 0, 0x0057) => Outcome::Ip(ipv6(ip, seen)?),
         _ => Outcome::OtherL2,
     })
 }
@@ -138,7 +216,7 @@ fn ipv4(rest: &[u8]) -> Result<IpPacket, Malformed> {
 }
 
 /// `rest`: the frame from the IPv6 header on.
-fn ipv6(rest: &[u8]) -> Result<IpPacket, Malformed> {
+fn ipv6(rest: &[u8], seen: &mut Seen) -> Result<IpPacket, Malformed> {
     // Checks the version and that the 40-byte header is in the frame.
     let ip = Ipv6HeaderSlice::from_slice(rest)?;
     // Payload length 0 (a jumbogram, RFC 2675): the frame says how long. The
@@ -161,15 +239,16 @@ fn ipv6(rest: &[u8]) -> Result<IpPacket, Malformed> {
     let mut offset = ip.slice().len();
     let mut first_fragment = true;
     let mut walked = 0;
-    // Only these four are walked (etherparse also knows AH, mobility, HIP,
-    // ...; to the program those are plain "other" protocols). Each header
-    // must lie wholly inside the packet.
+    // Only these five are walked (etherparse also knows mobility, HIP, ...;
+    // to the program those are plain "other" protocols). Each header must lie
+    // wholly inside the packet.
     loop {
         match next {
             IpNumber::IPV6_HEADER_HOP_BY_HOP
             | IpNumber::IPV6_ROUTE_HEADER
             | IpNumber::IPV6_DESTINATION_OPTIONS
             | IpNumber::IPV6_FRAGMENTATION_HEADER
+            | IpNumber::AUTHENTICATION_HEADER
                 if walked == MAX_IPV6_EXT =>
             {
                 key.proto = next.0;
@@ -192,6 +271,19 @@ fn ipv6(rest: &[u8]) -> Result<IpPacket, Malformed> {
                 // The last fragment header in the chain decides.
                 first_fragment = frag.fragment_offset().value() == 0;
                 offset += frag.slice().len();
+            }
+            IpNumber::AUTHENTICATION_HEADER => {
+                // By hand: etherparse's IpAuthHeaderSlice refuses a payload
+                // length of 0, which the program walks (8 bytes) like any
+                // other length. RFC 4302: (payload length + 2) 4-byte words.
+                let h = packet.get(offset..offset + 2).ok_or(Malformed)?;
+                let len = (usize::from(h[1]) + 2) * 4;
+                if offset + len > packet.len() {
+                    return Err(Malformed);
+                }
+                next = IpNumber(h[0]);
+                offset += len;
+                seen.ipv6_ah = true;
             }
             _ => break,
         }
@@ -312,11 +404,88 @@ mod tests {
     }
 
     #[test]
-    fn vlan_tags_beyond_two_are_other_l2() {
-        let f = hex(&format!("{MACS} 88a8 0001 8100 0002 8100 0003 0800 4500"));
+    fn vlan_tags_beyond_four_are_other_l2() {
+        let f = hex(&format!(
+            "{MACS} 88a8 0001 8100 0002 8100 0003 88a8 0004 8100 0005 0800 4500"
+        ));
         assert_eq!(parse(&f), Outcome::OtherL2);
         // The second tag cut off.
         assert_eq!(parse(&f[..19]), Outcome::Malformed);
+    }
+
+    const UDP_V4: &str = "4500001c 0001 0000 4011 0000 c6336401 cb007102 0035 1f90 0008 0000";
+
+    #[test]
+    fn four_vlan_tags_then_ipv4() {
+        let f = hex(&format!(
+            "{MACS} 88a8 0001 8100 0002 88a8 0003 8100 0004 0800 {UDP_V4}"
+        ));
+        let p = ip(&f);
+        assert_eq!((p.key.proto, u16::from_be(p.key.dport_be)), (17, 8080));
+    }
+
+    #[test]
+    fn mpls_stack_to_ip_by_first_nibble() {
+        // Two labels, the second with bottom of stack.
+        let f = hex(&format!("{MACS} 8100 0007 8847 00064040 000c8140 {UDP_V4}"));
+        let p = ip(&f);
+        assert_eq!(p.key.src[..4], [198, 51, 100, 1]);
+        assert_eq!((p.key.proto, u16::from_be(p.key.sport_be)), (17, 53));
+        // No bottom of stack in eight entries: other L2, even if IP follows.
+        let f = hex(&format!("{MACS} 8847 {} {UDP_V4}", "00064040 ".repeat(8)));
+        assert_eq!(parse(&f), Outcome::OtherL2);
+        // Bottom of stack on the eighth: still IP.
+        let f = hex(&format!(
+            "{MACS} 8847 {} 00064140 {UDP_V4}",
+            "00064040 ".repeat(7)
+        ));
+        assert!(matches!(parse(&f), Outcome::Ip(_)));
+        // A pseudowire control word (first nibble 0): other L2.
+        let f = hex(&format!("{MACS} 8847 00064140 00000000 {MACS} 0800"));
+        assert_eq!(parse(&f), Outcome::OtherL2);
+        // The stack cut off, or nothing after it: malformed.
+        let f = hex(&format!("{MACS} 8847 00064040 0006"));
+        assert_eq!(parse(&f), Outcome::Malformed);
+        let f = hex(&format!("{MACS} 8847 00064140"));
+        assert_eq!(parse(&f), Outcome::Malformed);
+    }
+
+    #[test]
+    fn pppoe_session_to_ip_by_ppp_protocol() {
+        let f = hex(&format!("{MACS} 8864 1100 0001 001e 0021 {UDP_V4}"));
+        assert_eq!(ip(&f).key.proto, 17);
+        // LCP (0xc021), a discovery code, a wrong version: other L2.
+        for (ver, code, proto) in [
+            ("11", "00", "c021"),
+            ("11", "09", "0021"),
+            ("21", "00", "0021"),
+        ] {
+            let f = hex(&format!(
+                "{MACS} 8864 {ver}{code} 0001 001e {proto} {UDP_V4}"
+            ));
+            assert_eq!(parse(&f), Outcome::OtherL2);
+        }
+        // The PPP protocol cut off.
+        let f = hex(&format!("{MACS} 8864 1100 0001 001e 00"));
+        assert_eq!(parse(&f), Outcome::Malformed);
+    }
+
+    #[test]
+    fn ipv6_ah_before_tcp() {
+        // AH, payload length 4: 24 bytes; then a TCP SYN 40000 -> 443.
+        let f = hex(&format!(
+            "{MACS} 86dd 60000000 002c 33 40 {} {} 06 04 0000 00000100 00000001 {}              9c40 01bb 00000001 00000000 5002 ffff 0000 0000",
+            "20010db8000000000000000000000001",
+            "20010db8000000000000000000000002",
+            "00".repeat(12)
+        ));
+        let p = ip(&f);
+        assert_eq!((p.key.proto, u16::from_be(p.key.dport_be)), (6, 443));
+        assert_eq!(p.tcp_flags, 0x02);
+        // An AH length that runs past the packet: malformed.
+        let mut lie = f.clone();
+        lie[14 + 41] = 0xff;
+        assert_eq!(parse(&lie), Outcome::Malformed);
     }
 
     #[test]
