@@ -36,19 +36,27 @@ pub struct Occupancy {
     pub value: FlowValue,
 }
 
-/// A flow in the table.
+/// A flow in the table (48 bytes: the table's size is mostly these and
+/// the keys).
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     /// Totals since the flow entered the table.
     value: FlowValue,
-    /// Packets and bytes already handed out by `take_changes`.
-    reported_packets: u64,
-    reported_bytes: u64,
     /// Names the flow's current filing in the wheel; older filings of the
-    /// same key are stale.
-    stamp: u64,
+    /// same key are stale. (Wrapping: a stale filing that matches after
+    /// 2^32 filings only makes `expire` look at the flow once more.)
+    stamp: u32,
     /// In `dirty` since the last `take_changes`.
     dirty: bool,
+}
+
+/// A flow on the change list, with its packets and bytes when it first
+/// changed since the last `take_changes` (what had been handed out).
+#[derive(Clone, Copy, Debug)]
+struct Changed {
+    key: FlowKey,
+    packets: u64,
+    bytes: u64,
 }
 
 /// Buckets of the idle wheel per idle timeout: a bucket spans
@@ -72,13 +80,15 @@ pub struct FlowTable {
     ended_before: HashSet<(u32, u64)>,
     /// The flows.
     flows: HashMap<FlowKey, Entry>,
-    /// Flows changed since the last `take_changes` (each once).
-    dirty: Vec<FlowKey>,
+    /// Flows changed since the last `take_changes`, oldest first. A flow
+    /// removed and back in the table is here once more; only its latest
+    /// mention holds.
+    dirty: Vec<Changed>,
     /// The idle wheel: bucket (deadline / `bucket_ns`) -> flows filed there,
     /// with the stamp of their filing. Every flow in the table is filed
     /// once, under a deadline no later than its real one.
-    wheel: BTreeMap<u64, Vec<(FlowKey, u64)>>,
-    next_stamp: u64,
+    wheel: BTreeMap<u64, Vec<(FlowKey, u32)>>,
+    next_stamp: u32,
     /// Packets and bytes of flows the full table could not take.
     untracked_packets: u64,
     untracked_bytes: u64,
@@ -161,13 +171,12 @@ impl FlowTable {
     /// Takes back packets and bytes an earlier, torn copy added to `key`.
     fn take_back(&mut self, key: &FlowKey, packets: u64, bytes: u64) {
         if let Some(e) = self.flows.get_mut(key) {
+            Self::mark(&mut self.dirty, key, e);
             e.value.packets = e.value.packets.saturating_sub(packets);
             e.value.bytes = e.value.bytes.saturating_sub(bytes);
             if e.value.packets == 0 {
-                // Its wheel filing and any `dirty` mention go stale.
+                // Its wheel filing and its `dirty` mention go stale.
                 self.flows.remove(key);
-            } else {
-                Self::mark(&mut self.dirty, key, e);
             }
         } else {
             self.untracked_packets = self.untracked_packets.saturating_sub(packets);
@@ -175,10 +184,15 @@ impl FlowTable {
         }
     }
 
-    fn mark(dirty: &mut Vec<FlowKey>, key: &FlowKey, e: &mut Entry) {
+    /// Puts a flow on the change list, before it changes.
+    fn mark(dirty: &mut Vec<Changed>, key: &FlowKey, e: &mut Entry) {
         if !e.dirty {
             e.dirty = true;
-            dirty.push(*key);
+            dirty.push(Changed {
+                key: *key,
+                packets: e.value.packets,
+                bytes: e.value.bytes,
+            });
         }
     }
 
@@ -187,21 +201,23 @@ impl FlowTable {
             return;
         }
         if let Some(e) = self.flows.get_mut(key) {
-            e.value.merge(delta);
             Self::mark(&mut self.dirty, key, e);
+            e.value.merge(delta);
         } else if self.flows.len() < self.max_flows {
             let stamp = self.file(*key, delta.last_seen_ns);
             self.flows.insert(
                 *key,
                 Entry {
                     value: *delta,
-                    reported_packets: 0,
-                    reported_bytes: 0,
                     stamp,
                     dirty: true,
                 },
             );
-            self.dirty.push(*key);
+            self.dirty.push(Changed {
+                key: *key,
+                packets: 0,
+                bytes: 0,
+            });
         } else {
             self.untracked_packets += delta.packets;
             self.untracked_bytes += delta.bytes;
@@ -218,9 +234,9 @@ impl FlowTable {
 
     /// Files `key`, last seen at `last_seen_ns`, in the wheel bucket of its
     /// deadline; returns the stamp of the filing.
-    fn file(&mut self, key: FlowKey, last_seen_ns: u64) -> u64 {
+    fn file(&mut self, key: FlowKey, last_seen_ns: u64) -> u32 {
         let stamp = self.next_stamp;
-        self.next_stamp += 1;
+        self.next_stamp = self.next_stamp.wrapping_add(1);
         let bucket = last_seen_ns.saturating_add(self.idle_ns) / self.bucket_ns;
         self.wheel.entry(bucket).or_default().push((key, stamp));
         stamp
@@ -231,24 +247,23 @@ impl FlowTable {
     /// first and last packet, flags, as in its totals). Costs what changed,
     /// not the size of the table.
     pub fn take_changes(&mut self, out: &mut Vec<(FlowKey, FlowValue)>) {
-        for key in self.dirty.drain(..) {
-            let Some(e) = self.flows.get_mut(&key) else {
+        // Latest first: a flow removed and back since the last call has an
+        // older mention, of its earlier stay, which must not count.
+        for c in self.dirty.drain(..).rev() {
+            let Some(e) = self.flows.get_mut(&c.key) else {
                 continue;
             };
             if !e.dirty {
                 continue;
             }
             e.dirty = false;
-            let packets = e.value.packets.saturating_sub(e.reported_packets);
-            let bytes = e.value.bytes.saturating_sub(e.reported_bytes);
-            e.reported_packets = e.value.packets;
-            e.reported_bytes = e.value.bytes;
+            let packets = e.value.packets.saturating_sub(c.packets);
             if packets > 0 {
                 out.push((
-                    key,
+                    c.key,
                     FlowValue {
                         packets,
-                        bytes,
+                        bytes: e.value.bytes.saturating_sub(c.bytes),
                         ..e.value
                     },
                 ));

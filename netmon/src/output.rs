@@ -247,7 +247,7 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
             } else {
                 write!(
                     w,
-                    "  flows: about {} tracked (estimate, standard error 0.8%)",
+                    "  flows: about {} tracked (estimate, standard error 0.4%)",
                     s.flows.tracked
                 )?;
             }
