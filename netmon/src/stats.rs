@@ -121,7 +121,10 @@ impl Rates {
 }
 
 /// Sorts flows by bytes, then packets, both descending (ties broken by the
-/// addresses so output is stable), and keeps the first `n`.
+/// addresses so output is stable), and keeps the first `n`: the order that
+/// the interval and the summary give their top flows in (they select on
+/// undecoded flows, see `top_of`; the tests check it against this).
+#[cfg(test)]
 pub fn top_by_bytes(flows: &mut Vec<Flow>, n: usize) {
     top_by(flows, n, |f| (f.bytes, f.packets));
 }
@@ -132,6 +135,7 @@ pub fn top_by_packets(flows: &mut Vec<Flow>, n: usize) {
     top_by(flows, n, |f| (f.packets, f.bytes));
 }
 
+#[cfg(test)]
 fn top_by(flows: &mut Vec<Flow>, n: usize, rank: impl Fn(&Flow) -> (u64, u64)) {
     let order = |a: &Flow, b: &Flow| {
         rank(b).cmp(&rank(a)).then_with(|| {
@@ -254,16 +258,24 @@ impl FlowTracker {
     /// with the retired flows still kept (a flow retired and seen again is
     /// one flow with both counts), and the top `top` of them by bytes.
     pub fn summary(&mut self, table: &[(FlowKey, FlowValue)], top: usize) -> FlowSummary {
-        let mut merged: HashMap<FlowKey, FlowValue> = self.retired.iter().collect();
-        for (key, value) in table {
-            self.distinct.insert(key);
-            merged
-                .entry(*key)
-                .and_modify(|v| v.merge(value))
-                .or_insert(*value);
+        // Flows of the table that were retired before, with both counts,
+        // and the retired flows not in the table: at most K. The others are
+        // ranked where they are (a reference each, no copy of the table).
+        let mut retired: HashMap<FlowKey, FlowValue> = self.retired.iter().collect();
+        let mut merged = Vec::with_capacity(retired.len());
+        let mut items: Vec<&(FlowKey, FlowValue)> = Vec::with_capacity(table.len());
+        for flow in table {
+            self.distinct.insert(&flow.0);
+            if let Some(mut v) = retired.remove(&flow.0) {
+                v.merge(&flow.1);
+                merged.push((flow.0, v));
+            } else {
+                items.push(flow);
+            }
         }
-        let mut flows: Vec<Flow> = merged.iter().map(|(k, v)| Flow::new(k, v)).collect();
-        top_by_bytes(&mut flows, top);
+        merged.extend(retired);
+        items.extend(merged.iter());
+        let flows = top_of(&mut items, top, |v| (v.bytes, v.packets));
         FlowSummary {
             top: flows,
             tracked: self.distinct.count(),
@@ -650,6 +662,30 @@ mod tests {
         assert_eq!(all[1].packets, 3);
         assert_eq!((s.tracked, s.tracked_exact), (2, true));
         assert_eq!(s.retired_dropped, 0);
+    }
+
+    #[test]
+    fn summary_top_matches_the_top_of_merged_flows() {
+        let mut t = FlowTracker::new(50);
+        // Retired: ports 0-99 (half of them dropped), 1-4 packets each.
+        for port in 0..100u16 {
+            t.retire(key(port), &value(1 + u64::from(port % 4), 0, 1));
+        }
+        let kept: HashMap<FlowKey, FlowValue> = t.retired.iter().collect();
+        // In the table: ports 50-149, many of them also retired and kept.
+        let table: Vec<(FlowKey, FlowValue)> = (50..150u16)
+            .map(|port| (key(port), value(u64::from(port % 3), 0, 2)))
+            .collect();
+        let mut want: HashMap<FlowKey, FlowValue> = kept.clone();
+        for (k, v) in &table {
+            want.entry(*k).and_modify(|w| w.merge(v)).or_insert(*v);
+        }
+        let mut want: Vec<Flow> = want.iter().map(|(k, v)| Flow::new(k, v)).collect();
+        top_by_bytes(&mut want, 30);
+        let s = t.summary(&table, 30);
+        assert_eq!(s.top, want);
+        assert_eq!((s.tracked, s.tracked_exact), (150, true));
+        assert_eq!(s.retired_dropped, 50);
     }
 
     #[test]
