@@ -12,23 +12,29 @@ use crate::{
     netlink::LinkEvent,
     output::{self, Summary},
     probe::continuous::ContinuousProbes,
-    stats::{FlowTracker, Rates, top_by_bytes},
+    stats::{FlowTracker, RETIRED_KEEP, Rates, interval_flows},
 };
 
 /// Where the counters come from: the attached XDP program, or a fake in tests.
 pub trait Source {
     fn counters(&mut self) -> Result<Counters>;
+    /// Reads the kernel's flows into the flow table and appends to
+    /// `changed` every flow that carried packets since the last call, with
+    /// the packets and bytes of that time (see `FlowTable::take_changes`);
+    /// returns the number of flows in the table.
+    fn flow_changes(&mut self, changed: &mut Vec<(FlowKey, FlowValue)>) -> Result<usize>;
+    /// Removes the flows silent for the idle timeout from the table,
+    /// appending each with its totals to `removed`.
+    fn expire_idle(&mut self, removed: &mut Vec<(FlowKey, FlowValue)>) -> Result<()>;
+    /// Reads the kernel's flows once more and returns every flow in the
+    /// table with its totals (for the summary: costs the whole table).
     fn flows(&mut self) -> Result<Vec<(FlowKey, FlowValue)>>;
-    /// Removes a flow from the table, returning its final value.
-    fn remove_flow(&mut self, key: &FlowKey) -> Result<Option<FlowValue>>;
-    /// The clock of the flow timestamps (kernel monotonic), in ns.
-    fn now_ns(&self) -> u64;
     /// Stops counting (detach); later reads see final values.
     fn finish(&mut self);
     /// Forwards any kernel log records.
     fn drain_log(&mut self) {}
     /// Called every [`SERVICE_EVERY`] between intervals (the XDP source
-    /// empties its eviction ring there, long before it fills).
+    /// moves the eviction records its ring thread took into the table).
     fn service(&mut self) {}
 }
 
@@ -41,9 +47,6 @@ pub struct Config {
     pub duration: Option<Duration>,
     pub format: Format,
     pub top: usize,
-    /// Flows silent this long are removed from the flow table (their
-    /// counts stay in the summary).
-    pub idle_timeout: Duration,
     pub link_bps: Option<u64>,
     /// Adds to a kernel monotonic timestamp to give Unix time in ns.
     pub mono_to_unix_ns: i128,
@@ -95,8 +98,10 @@ pub async fn run(
     let mut prev = source.counters()?;
     let mut prev_at = Instant::now();
     let mut first = true;
-    let mut tracker = FlowTracker::default();
-    let idle_ns = u64::try_from(cfg.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+    let mut tracker = FlowTracker::new(cfg.top.max(RETIRED_KEEP));
+    // Reused buffers of changed and removed flows.
+    let mut changed = Vec::new();
+    let mut removed = Vec::new();
     let mut ended = Ended::Asked;
     loop {
         tokio::select! {
@@ -118,17 +123,19 @@ pub async fn run(
                 let now = Instant::now();
                 let cur = source.counters()?;
                 let rates = Rates::between(&prev, &cur, now - prev_at, cfg.link_bps);
-                let flows = tracker.interval(source.flows()?, cfg.top);
+                changed.clear();
+                let in_table = source.flow_changes(&mut changed)?;
+                let flows = interval_flows(in_table, &changed, cfg.top);
                 let time = unix_now();
                 output::write_rates(out, cfg.format, &cfg.iface, time, first, &rates, &flows)?;
                 if let Some(p) = probes {
                     output::write_probes(out, cfg.format, time, &p.take_interval())?;
                 }
                 out.flush()?;
-                for key in tracker.idle(source.now_ns(), idle_ns) {
-                    if let Some(last) = source.remove_flow(&key)? {
-                        tracker.retire(key, &last);
-                    }
+                removed.clear();
+                source.expire_idle(&mut removed)?;
+                for (key, value) in &removed {
+                    tracker.retire(*key, value);
                 }
                 first = false;
                 prev = cur;
@@ -146,10 +153,8 @@ pub async fn run(
     source.drain_log();
     // Flows first: reading them counts the packets of flows the table
     // could not take, which the counters then include.
-    let mut flows = tracker.all(&source.flows()?);
+    let flows = tracker.summary(&source.flows()?, cfg.top);
     let counters = source.counters()?;
-    let flows_tracked = flows.len();
-    top_by_bytes(&mut flows, cfg.top);
     output::write_summary(
         out,
         cfg.format,
@@ -157,8 +162,7 @@ pub async fn run(
             iface: &cfg.iface,
             duration_s: start.elapsed().as_secs_f64(),
             counters: &counters,
-            flows_tracked,
-            top: &flows,
+            flows: &flows,
             mono_to_unix_ns: cfg.mono_to_unix_ns,
             probes: &probes.map(ContinuousProbes::cumulative).unwrap_or_default(),
         },
@@ -173,19 +177,73 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+    use crate::flowtable::{FlowTable, Occupancy};
 
     /// Counts `per_read` more packets of 100 bytes at every counters() read,
-    /// in one flow; stops growing after finish().
+    /// in one flow, except at the reads numbered in `quiet` (the first read
+    /// is 1); stops growing after finish(). The flow goes through a real
+    /// flow table, as one occupancy per stretch of growth; its clock is the
+    /// (paused) tokio clock.
     struct Fake {
+        table: FlowTable,
+        start: Instant,
+        reads: u64,
         packets: u64,
         per_read: u64,
+        quiet: std::ops::RangeInclusive<u64>,
+        /// The current occupancy: sequence number, packets, last packet.
+        seq: u64,
+        occupancy_packets: u64,
+        last_seen_ns: u64,
         finished: bool,
+    }
+
+    fn fake_key() -> FlowKey {
+        FlowKey {
+            ip_version: IP_V4,
+            proto: PROTO_UDP,
+            ..FlowKey::default()
+        }
+    }
+
+    impl Fake {
+        fn new(per_read: u64) -> Self {
+            Self::with_idle(per_read, Duration::from_secs(60), 0..=0)
+        }
+
+        fn with_idle(per_read: u64, idle: Duration, quiet: std::ops::RangeInclusive<u64>) -> Self {
+            Fake {
+                table: FlowTable::new(10, idle.as_nanos() as u64),
+                start: Instant::now(),
+                reads: 0,
+                packets: 0,
+                per_read,
+                quiet,
+                seq: 0,
+                occupancy_packets: 0,
+                last_seen_ns: 0,
+                finished: false,
+            }
+        }
+
+        fn now_ns(&self) -> u64 {
+            self.start.elapsed().as_nanos() as u64 + 1
+        }
     }
 
     impl Source for Fake {
         fn counters(&mut self) -> Result<Counters> {
-            if !self.finished {
+            self.reads += 1;
+            if self.finished || self.quiet.contains(&self.reads) {
+                // A new occupancy when it grows again.
+                self.occupancy_packets = 0;
+            } else {
+                if self.occupancy_packets == 0 {
+                    self.seq += 1;
+                }
                 self.packets += self.per_read;
+                self.occupancy_packets += self.per_read;
+                self.last_seen_ns = self.now_ns();
             }
             Ok(Counters {
                 packets: self.packets,
@@ -194,37 +252,36 @@ mod tests {
                 ..Counters::default()
             })
         }
+        fn flow_changes(&mut self, changed: &mut Vec<(FlowKey, FlowValue)>) -> Result<usize> {
+            self.table.new_round();
+            if self.occupancy_packets > 0 {
+                self.table.seen(&Occupancy {
+                    cpu: 0,
+                    seq: self.seq,
+                    key: fake_key(),
+                    value: FlowValue {
+                        packets: self.occupancy_packets,
+                        bytes: self.occupancy_packets * 100,
+                        first_seen_ns: 1,
+                        last_seen_ns: self.last_seen_ns,
+                        ..FlowValue::default()
+                    },
+                });
+            }
+            self.table.take_changes(changed);
+            Ok(self.table.len())
+        }
+        fn expire_idle(&mut self, removed: &mut Vec<(FlowKey, FlowValue)>) -> Result<()> {
+            let now = self.now_ns();
+            self.table.expire(now, removed);
+            Ok(())
+        }
         fn flows(&mut self) -> Result<Vec<(FlowKey, FlowValue)>> {
-            let key = FlowKey {
-                ip_version: IP_V4,
-                proto: PROTO_UDP,
-                ..FlowKey::default()
-            };
-            let value = FlowValue {
-                packets: self.packets,
-                bytes: self.packets * 100,
-                ..FlowValue::default()
-            };
-            Ok(vec![(key, value)])
-        }
-        fn remove_flow(&mut self, _key: &FlowKey) -> Result<Option<FlowValue>> {
-            Ok(None)
-        }
-        fn now_ns(&self) -> u64 {
-            0
+            self.flow_changes(&mut Vec::new())?;
+            Ok(self.table.snapshot())
         }
         fn finish(&mut self) {
             self.finished = true;
-        }
-    }
-
-    impl Fake {
-        fn new(per_read: u64) -> Self {
-            Fake {
-                packets: 0,
-                per_read,
-                finished: false,
-            }
         }
     }
 
@@ -236,7 +293,6 @@ mod tests {
             duration,
             format: Format::Json,
             top: 5,
-            idle_timeout: Duration::from_secs(60),
             link_bps: None,
             mono_to_unix_ns: 0,
         }
@@ -330,5 +386,46 @@ mod tests {
         let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert_eq!(last["type"], "summary");
         assert_eq!(text.lines().count(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_flow_leaves_the_table_and_keeps_its_counts() {
+        let cfg = json_config(Some(Duration::from_millis(8500)));
+        // Reads at 0 s (1), then at every tick 1-8 s (2-9): quiet at 2-5 s,
+        // so the flow, last seen at 1 s, is 2 s idle at 3 s.
+        let mut source = Fake::with_idle(10, Duration::from_secs(2), 3..=6);
+        let mut out = Vec::new();
+        let (_link_tx, link_rx) = tokio::sync::mpsc::unbounded_channel();
+        run(
+            &cfg,
+            &mut source,
+            &mut out,
+            std::future::pending(),
+            None,
+            link_rx,
+        )
+        .await
+        .unwrap();
+        let lines: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let in_table: Vec<u64> = lines[..8]
+            .iter()
+            .map(|v| v["flows_in_table"].as_u64().unwrap())
+            .collect();
+        assert_eq!(in_table, [1, 1, 1, 0, 0, 1, 1, 1]);
+        let active: Vec<u64> = lines[..8]
+            .iter()
+            .map(|v| v["active_flows"].as_u64().unwrap())
+            .collect();
+        assert_eq!(active, [1, 0, 0, 0, 0, 1, 1, 1]);
+        let summary = &lines[8];
+        assert_eq!(summary["type"], "summary");
+        assert_eq!(summary["packets"], 50);
+        assert_eq!(summary["flows"][0]["packets"], 50, "both stays: {summary}");
+        assert_eq!(summary["flows_tracked"], 1);
+        assert_eq!(summary["flows_tracked_exact"], true);
     }
 }

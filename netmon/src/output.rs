@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::{
     cli::Format,
     probe::continuous::{self, ProbeStats},
-    stats::{Flow, IntervalFlows, Rates, proto_name},
+    stats::{Flow, FlowSummary, IntervalFlows, Rates, proto_name},
     units,
 };
 
@@ -21,11 +21,9 @@ pub struct Summary<'a> {
     pub iface: &'a str,
     pub duration_s: f64,
     pub counters: &'a Counters,
-    /// Distinct flows of the run: in the flow table at the end, or
-    /// removed from it as idle before.
-    pub flows_tracked: usize,
-    /// The top flows, already sorted and truncated.
-    pub top: &'a [Flow],
+    /// Distinct flows of the run (exact or estimated), the top flows
+    /// (sorted and truncated), and what was dropped of retired flows.
+    pub flows: &'a FlowSummary,
     /// Adds to a kernel monotonic timestamp to give Unix time in ns.
     pub mono_to_unix_ns: i128,
     /// Statistics of the `--ping`/`--tcp` probes since the start.
@@ -231,9 +229,13 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
                 "duration_s": s.duration_s,
                 "packets": c.packets,
                 "bytes": c.bytes,
-                "flows_tracked": s.flows_tracked,
+                "flows_tracked": s.flows.tracked,
+                "flows_tracked_exact": s.flows.tracked_exact,
+                "retired_flows_kept": s.flows.retired_kept,
+                "retired_flows_dropped": s.flows.retired_dropped,
+                "retired_flows_dropped_max_bytes": s.flows.retired_dropped_max_bytes,
                 "counters": counters_json(c),
-                "flows": s.top.iter().map(|f| flow_json(f, Some(s.mono_to_unix_ns))).collect::<Vec<_>>(),
+                "flows": s.flows.top.iter().map(|f| flow_json(f, Some(s.mono_to_unix_ns))).collect::<Vec<_>>(),
             });
             if !s.probes.is_empty() {
                 v["probes"] = continuous::stats_json_array(s.probes);
@@ -268,11 +270,16 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
                 "  tcp segments with: syn {}  fin {}  rst {}",
                 c.tcp_syn, c.tcp_fin, c.tcp_rst
             )?;
-            write!(
-                w,
-                "  flows: {} tracked ({} kernel flow records)",
-                s.flows_tracked, c.flow_records
-            )?;
+            if s.flows.tracked_exact {
+                write!(w, "  flows: {} tracked", s.flows.tracked)?;
+            } else {
+                write!(
+                    w,
+                    "  flows: about {} tracked (estimate, standard error 0.4%)",
+                    s.flows.tracked
+                )?;
+            }
+            write!(w, " ({} kernel flow records)", c.flow_records)?;
             if c.flow_insert_failed > 0 {
                 write!(
                     w,
@@ -281,7 +288,17 @@ pub fn write_summary(w: &mut impl Write, format: Format, s: &Summary) -> io::Res
                 )?;
             }
             writeln!(w)?;
-            write_top_text(w, s.top)?;
+            if s.flows.retired_dropped > 0 {
+                writeln!(
+                    w,
+                    "  per-flow counts leave out {} records of idle flows, of at most {} bytes \
+                     each (the summary keeps the {} biggest; totals are exact)",
+                    s.flows.retired_dropped,
+                    s.flows.retired_dropped_max_bytes,
+                    s.flows.retired_kept
+                )?;
+            }
+            write_top_text(w, &s.flows.top)?;
             if !s.probes.is_empty() {
                 writeln!(w, "  probes:")?;
                 for p in s.probes {
@@ -361,7 +378,14 @@ mod tests {
             arp: 1,
             ..Counters::default()
         };
-        let top = [flow()];
+        let flows = FlowSummary {
+            top: vec![flow()],
+            tracked: 1,
+            tracked_exact: true,
+            retired_kept: 4096,
+            retired_dropped: 0,
+            retired_dropped_max_bytes: 0,
+        };
         let mut out = Vec::new();
         write_summary(
             &mut out,
@@ -370,8 +394,7 @@ mod tests {
                 iface: "veth0",
                 duration_s: 7.0,
                 counters: &counters,
-                flows_tracked: 1,
-                top: &top,
+                flows: &flows,
                 mono_to_unix_ns: 1_700_000_000_000_000_000,
                 probes: &[],
             },
@@ -384,6 +407,8 @@ mod tests {
         assert_eq!(v["packets"], 101);
         assert_eq!(v["bytes"], 14_242);
         assert_eq!(v["counters"]["arp"], 1);
+        assert_eq!(v["flows_tracked"], 1);
+        assert_eq!(v["flows_tracked_exact"], true);
         let f = &v["flows"][0];
         assert_eq!(f["src"], "198.51.100.2");
         assert_eq!(f["dport"], 9000);

@@ -1,8 +1,11 @@
 //! Pure statistics: flow records from kernel map entries, rates between two
-//! counter snapshots, top-N selection. No I/O, no clock.
+//! counter snapshots, top-N selection, and what the summary keeps of flows
+//! that left the table (bounded: the top retired flows and a distinct-flow
+//! counter). No I/O, no clock.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap, HashSet},
+    hash::{DefaultHasher, Hash, Hasher},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
@@ -118,24 +121,38 @@ impl Rates {
 }
 
 /// Sorts flows by bytes, then packets, both descending (ties broken by the
-/// addresses so output is stable), and keeps the first `n`.
+/// addresses so output is stable), and keeps the first `n`: the order that
+/// the interval and the summary give their top flows in (they select on
+/// undecoded flows, see `top_of`; the tests check it against this).
+#[cfg(test)]
 pub fn top_by_bytes(flows: &mut Vec<Flow>, n: usize) {
     top_by(flows, n, |f| (f.bytes, f.packets));
 }
 
 /// Like [`top_by_bytes`], packets first.
+#[cfg(test)]
 pub fn top_by_packets(flows: &mut Vec<Flow>, n: usize) {
     top_by(flows, n, |f| (f.packets, f.bytes));
 }
 
+#[cfg(test)]
 fn top_by(flows: &mut Vec<Flow>, n: usize, rank: impl Fn(&Flow) -> (u64, u64)) {
-    flows.sort_by(|a, b| {
+    let order = |a: &Flow, b: &Flow| {
         rank(b).cmp(&rank(a)).then_with(|| {
             (a.src, a.sport, a.dst, a.dport, a.proto)
                 .cmp(&(b.src, b.sport, b.dst, b.dport, b.proto))
         })
-    });
-    flows.truncate(n);
+    };
+    // The first n in linear time, then only those sorted.
+    if n == 0 {
+        flows.clear();
+        return;
+    }
+    if flows.len() > n {
+        flows.select_nth_unstable_by(n - 1, order);
+        flows.truncate(n);
+    }
+    flows.sort_by(order);
 }
 
 /// The flows of one interval.
@@ -151,76 +168,343 @@ pub struct IntervalFlows {
     pub top_packets: Vec<Flow>,
 }
 
-/// Flow bookkeeping across intervals: per-flow deltas between snapshots of
-/// the flow table, and the final counts of flows userspace removed from
-/// it (idle), so the summary still includes them.
-#[derive(Debug, Default)]
-pub struct FlowTracker {
-    last: HashMap<FlowKey, FlowValue>,
-    retired: HashMap<FlowKey, FlowValue>,
+/// The flows of one interval: `in_table` flows in the table, and `changed`, the
+/// flows that changed during it with the packets and bytes of the
+/// interval (as `FlowTable::take_changes` gives them). Costs what
+/// changed.
+#[must_use]
+pub fn interval_flows(
+    in_table: usize,
+    changed: &[(FlowKey, FlowValue)],
+    top: usize,
+) -> IntervalFlows {
+    let mut active: Vec<&(FlowKey, FlowValue)> =
+        changed.iter().filter(|(_, v)| v.packets > 0).collect();
+    IntervalFlows {
+        in_table,
+        active: active.len(),
+        top_bytes: top_of(&mut active, top, |v| (v.bytes, v.packets)),
+        top_packets: top_of(&mut active, top, |v| (v.packets, v.bytes)),
+    }
 }
 
-impl FlowTracker {
-    /// Takes a new snapshot of the flow table; returns what happened
-    /// since the previous one.
-    pub fn interval(&mut self, snapshot: Vec<(FlowKey, FlowValue)>, top: usize) -> IntervalFlows {
-        let mut deltas = Vec::new();
-        for (key, value) in &snapshot {
-            let (p0, b0) = self.last.get(key).map_or((0, 0), |v| (v.packets, v.bytes));
-            let packets = value.packets.saturating_sub(p0);
-            if packets > 0 {
-                let delta = FlowValue {
-                    packets,
-                    bytes: value.bytes.saturating_sub(b0),
-                    ..*value
-                };
-                deltas.push(Flow::new(key, &delta));
-            }
-        }
-        let in_table = snapshot.len();
-        self.last = snapshot.into_iter().collect();
-        let active = deltas.len();
-        let mut top_packets = deltas.clone();
-        top_by_bytes(&mut deltas, top);
-        top_by_packets(&mut top_packets, top);
-        IntervalFlows {
-            in_table,
-            active,
-            top_bytes: deltas,
-            top_packets,
-        }
+/// The order of [`top_by`] on undecoded flows: `rank` descending, then the
+/// addresses and ports as [`Flow`] compares them (IPv4 before IPv6, then
+/// the address bytes, then the port in host order).
+fn top_of(
+    items: &mut [&(FlowKey, FlowValue)],
+    n: usize,
+    rank: impl Fn(&FlowValue) -> (u64, u64),
+) -> Vec<Flow> {
+    let addresses = |k: &FlowKey| {
+        (
+            k.ip_version != IP_V4,
+            k.src,
+            u16::from_be(k.sport_be),
+            k.dst,
+            u16::from_be(k.dport_be),
+            k.proto,
+        )
+    };
+    let order = |a: &&(FlowKey, FlowValue), b: &&(FlowKey, FlowValue)| {
+        rank(&b.1)
+            .cmp(&rank(&a.1))
+            .then_with(|| addresses(&a.0).cmp(&addresses(&b.0)))
+    };
+    if n == 0 {
+        return Vec::new();
     }
+    let n = n.min(items.len());
+    if items.len() > n {
+        items.select_nth_unstable_by(n - 1, order);
+    }
+    let first = &mut items[..n];
+    first.sort_by(order);
+    first.iter().map(|(k, v)| Flow::new(k, v)).collect()
+}
 
-    /// Flows of the last snapshot whose last packet is at least `idle_ns`
-    /// older than `now_ns` (both kernel monotonic time).
-    pub fn idle(&self, now_ns: u64, idle_ns: u64) -> Vec<FlowKey> {
-        self.last
-            .iter()
-            .filter(|(_, v)| now_ns.saturating_sub(v.last_seen_ns) >= idle_ns)
-            .map(|(k, _)| *k)
-            .collect()
+/// What the summary needs of flows across the run, in memory that does not
+/// grow with the number of flows the run has seen: the biggest flows among
+/// those removed from the table as idle
+/// ([`RetiredTop`]), and a count of distinct flows ([`DistinctFlows`]).
+#[derive(Debug)]
+pub struct FlowTracker {
+    retired: RetiredTop,
+    distinct: DistinctFlows,
+}
+
+/// Retired flows the summary keeps at least ([`FlowTracker::new`] keeps
+/// `max(--top, RETIRED_KEEP)`): about 200 bytes each.
+pub const RETIRED_KEEP: usize = 4096;
+
+impl FlowTracker {
+    /// Keeps the `keep` biggest retired flows (at least `top`, the flows the
+    /// summary shows).
+    #[must_use]
+    pub fn new(keep: usize) -> Self {
+        FlowTracker {
+            retired: RetiredTop::new(keep),
+            distinct: DistinctFlows::default(),
+        }
     }
 
     /// Records the final value of a flow removed from the flow table.
     pub fn retire(&mut self, key: FlowKey, value: &FlowValue) {
-        self.last.remove(&key);
-        self.retired
-            .entry(key)
-            .and_modify(|v| v.merge(value))
-            .or_insert(*value);
+        self.distinct.insert(&key);
+        self.retired.add(key, value);
     }
 
-    /// Every flow of the run: the final kernel snapshot plus retired flows
-    /// (a flow retired and seen again is one flow with both counts).
-    pub fn all(&self, snapshot: &[(FlowKey, FlowValue)]) -> Vec<Flow> {
-        let mut merged = self.retired.clone();
-        for (key, value) in snapshot {
-            merged
-                .entry(*key)
-                .and_modify(|v| v.merge(value))
-                .or_insert(*value);
+    /// The end of the run: every flow of the final table (`table`), merged
+    /// with the retired flows still kept (a flow retired and seen again is
+    /// one flow with both counts), and the top `top` of them by bytes.
+    pub fn summary(&mut self, table: &[(FlowKey, FlowValue)], top: usize) -> FlowSummary {
+        // Flows of the table that were retired before, with both counts,
+        // and the retired flows not in the table: at most K. The others are
+        // ranked where they are (a reference each, no copy of the table).
+        let mut retired: HashMap<FlowKey, FlowValue> = self.retired.iter().collect();
+        let mut merged = Vec::with_capacity(retired.len());
+        let mut items: Vec<&(FlowKey, FlowValue)> = Vec::with_capacity(table.len());
+        for flow in table {
+            self.distinct.insert(&flow.0);
+            if let Some(mut v) = retired.remove(&flow.0) {
+                v.merge(&flow.1);
+                merged.push((flow.0, v));
+            } else {
+                items.push(flow);
+            }
         }
-        merged.iter().map(|(k, v)| Flow::new(k, v)).collect()
+        merged.extend(retired);
+        items.extend(merged.iter());
+        let flows = top_of(&mut items, top, |v| (v.bytes, v.packets));
+        FlowSummary {
+            top: flows,
+            tracked: self.distinct.count(),
+            tracked_exact: self.distinct.is_exact(),
+            retired_kept: self.retired.keep,
+            retired_dropped: self.retired.dropped,
+            retired_dropped_max_bytes: self.retired.dropped_max_bytes,
+        }
+    }
+}
+
+/// What the summary says about flows.
+#[derive(Debug)]
+pub struct FlowSummary {
+    /// The top flows by bytes, sorted.
+    pub top: Vec<Flow>,
+    /// Distinct flows of the run: in the table at the end or removed from
+    /// it as idle before.
+    pub tracked: u64,
+    /// Whether `tracked` is exact (see [`DistinctFlows`]).
+    pub tracked_exact: bool,
+    /// Retired flows kept for the summary at most.
+    pub retired_kept: usize,
+    /// Retired flows' records the summary dropped (their packets are in
+    /// the totals, not in per-flow counts), and the most bytes one of them
+    /// had.
+    pub retired_dropped: u64,
+    pub retired_dropped_max_bytes: u64,
+}
+
+/// The `keep` biggest retired flows by bytes. A flow retired again while
+/// kept adds to its entry; when more than `keep` are held, the one with the
+/// fewest bytes (then packets) is dropped. So the smallest kept entry never
+/// shrinks, and every dropped record had at most as many bytes as the
+/// smallest entry kept at the time.
+#[derive(Debug)]
+pub struct RetiredTop {
+    keep: usize,
+    flows: HashMap<FlowKey, FlowValue>,
+    /// (bytes, packets, key words) of every entry, smallest first.
+    order: BTreeSet<(u64, u64, [u64; 5])>,
+    dropped: u64,
+    dropped_max_bytes: u64,
+}
+
+impl RetiredTop {
+    #[must_use]
+    pub fn new(keep: usize) -> Self {
+        RetiredTop {
+            keep,
+            flows: HashMap::new(),
+            order: BTreeSet::new(),
+            dropped: 0,
+            dropped_max_bytes: 0,
+        }
+    }
+
+    fn rank(key: &FlowKey, v: &FlowValue) -> (u64, u64, [u64; 5]) {
+        (v.bytes, v.packets, *key.words())
+    }
+
+    pub fn add(&mut self, key: FlowKey, value: &FlowValue) {
+        let mut value = *value;
+        if let Some(held) = self.flows.get(&key) {
+            self.order.remove(&Self::rank(&key, held));
+            value = {
+                let mut v = *held;
+                v.merge(&value);
+                v
+            };
+        }
+        self.flows.insert(key, value);
+        self.order.insert(Self::rank(&key, &value));
+        while self.flows.len() > self.keep {
+            let (bytes, _, words) = self.order.pop_first().expect("not empty");
+            self.flows.remove(&FlowKey::from_words(words));
+            self.dropped += 1;
+            self.dropped_max_bytes = self.dropped_max_bytes.max(bytes);
+        }
+    }
+
+    /// The entries kept.
+    pub fn iter(&self) -> impl Iterator<Item = (FlowKey, FlowValue)> + '_ {
+        self.flows.iter().map(|(k, v)| (*k, *v))
+    }
+}
+
+/// Distinct flow keys seen, in bounded memory: exact up to
+/// [`DISTINCT_EXACT_UP_TO`] keys (a set of 64-bit hashes of the keys: two
+/// keys collide with probability about n²/2⁶⁵, below 10⁻¹¹ there), beyond
+/// that a HyperLogLog estimate ([`HyperLogLog`], 2^16 registers: relative
+/// standard error 0.41%).
+#[derive(Debug)]
+pub struct DistinctFlows {
+    /// `None` once more than [`DISTINCT_EXACT_UP_TO`] keys came.
+    exact: Option<HashSet<u64>>,
+    sketch: HyperLogLog,
+}
+
+/// Keys [`DistinctFlows`] counts exactly (its set holds at most this many
+/// hashes, about 300 KiB).
+pub const DISTINCT_EXACT_UP_TO: usize = 16_384;
+
+impl Default for DistinctFlows {
+    fn default() -> Self {
+        DistinctFlows {
+            exact: Some(HashSet::new()),
+            sketch: HyperLogLog::new(),
+        }
+    }
+}
+
+impl DistinctFlows {
+    pub fn insert(&mut self, key: &FlowKey) {
+        // SipHash-1-3 with fixed keys: well mixed, and the same every run.
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        let hash = h.finish();
+        self.sketch.insert_hash(hash);
+        if let Some(set) = &mut self.exact {
+            set.insert(hash);
+            if set.len() > DISTINCT_EXACT_UP_TO {
+                self.exact = None;
+            }
+        }
+    }
+
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        match &self.exact {
+            Some(set) => set.len() as u64,
+            None => self.sketch.estimate().round() as u64,
+        }
+    }
+
+    #[must_use]
+    pub fn is_exact(&self) -> bool {
+        self.exact.is_some()
+    }
+}
+
+/// A HyperLogLog sketch of 64-bit hashes with 2^[`HLL_P`] one-byte
+/// registers (64 KiB), estimated with Ertl's improved raw estimator
+/// ("New cardinality estimation algorithms for HyperLogLog sketches",
+/// 2017, algorithm 6), which needs no bias tables and holds its relative
+/// standard error of 1.04/√m = 0.41% from a handful of items up.
+#[derive(Clone, Debug)]
+pub struct HyperLogLog {
+    registers: Vec<u8>,
+}
+
+/// Index bits of [`HyperLogLog`]: 2^16 registers.
+pub const HLL_P: u32 = 16;
+
+impl Default for HyperLogLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HyperLogLog {
+    #[must_use]
+    pub fn new() -> Self {
+        HyperLogLog {
+            registers: vec![0; 1 << HLL_P],
+        }
+    }
+
+    /// Adds an item by its 64-bit hash (uniformly distributed).
+    pub fn insert_hash(&mut self, hash: u64) {
+        let index = (hash >> (64 - HLL_P)) as usize;
+        // The remaining 50 bits: rank = position of the first 1 (1-based),
+        // 51 when they are all 0.
+        let rest = hash << HLL_P;
+        let rank = (rest.leading_zeros() + 1).min(64 - HLL_P + 1) as u8;
+        let r = &mut self.registers[index];
+        *r = (*r).max(rank);
+    }
+
+    /// The estimated number of distinct items.
+    #[must_use]
+    pub fn estimate(&self) -> f64 {
+        let q = (64 - HLL_P) as usize;
+        let m = self.registers.len() as f64;
+        let mut counts = vec![0u32; q + 2];
+        for &r in &self.registers {
+            counts[usize::from(r)] += 1;
+        }
+        let mut z = m * hll_tau(1.0 - f64::from(counts[q + 1]) / m);
+        for k in (1..=q).rev() {
+            z = 0.5 * (z + f64::from(counts[k]));
+        }
+        z += m * hll_sigma(f64::from(counts[0]) / m);
+        let alpha_inf = 1.0 / (2.0 * std::f64::consts::LN_2);
+        alpha_inf * m * m / z
+    }
+}
+
+fn hll_sigma(mut x: f64) -> f64 {
+    if x >= 1.0 {
+        return f64::INFINITY;
+    }
+    let mut y = 1.0;
+    let mut z = x;
+    loop {
+        x *= x;
+        let before = z;
+        z += x * y;
+        y += y;
+        if z.to_bits() == before.to_bits() {
+            return z;
+        }
+    }
+}
+
+fn hll_tau(mut x: f64) -> f64 {
+    if x <= 0.0 || x >= 1.0 {
+        return 0.0;
+    }
+    let mut y = 1.0;
+    let mut z = 1.0 - x;
+    loop {
+        x = x.sqrt();
+        let before = z;
+        y *= 0.5;
+        z -= (1.0 - x).powi(2) * y;
+        if z.to_bits() == before.to_bits() {
+            return z / 3.0;
+        }
     }
 }
 
@@ -342,56 +626,235 @@ mod tests {
 
     #[test]
     fn tracker_reports_per_interval_deltas() {
-        let mut t = FlowTracker::default();
-        let i = t.interval(
-            vec![(key(1), value(10, 1, 5)), (key(2), value(3, 2, 6))],
+        let i = interval_flows(
+            2,
+            &[(key(1), value(10, 1, 5)), (key(2), value(3, 2, 6))],
             10,
         );
         assert_eq!((i.in_table, i.active), (2, 2));
         assert_eq!(i.top_bytes[0].sport, 1);
         assert_eq!(i.top_bytes[0].packets, 10);
         // Flow 1 grows by 1, flow 2 by 5: flow 2 leads this interval.
-        let i = t.interval(
-            vec![(key(1), value(11, 1, 7)), (key(2), value(8, 2, 8))],
-            10,
-        );
+        let i = interval_flows(2, &[(key(1), value(1, 1, 7)), (key(2), value(5, 2, 8))], 10);
         assert_eq!(i.active, 2);
         assert_eq!(i.top_packets[0].sport, 2);
         assert_eq!(i.top_packets[0].packets, 5);
         assert_eq!(i.top_bytes[1].bytes, 100);
         // Nothing new: no active flows.
-        let i = t.interval(
-            vec![(key(1), value(11, 1, 7)), (key(2), value(8, 2, 8))],
-            10,
-        );
+        let i = interval_flows(2, &[], 10);
         assert_eq!((i.in_table, i.active), (2, 0));
         assert!(i.top_bytes.is_empty());
     }
 
     #[test]
     fn retired_flows_keep_their_counts() {
-        let mut t = FlowTracker::default();
-        t.interval(
-            vec![(key(1), value(10, 100, 200)), (key(2), value(3, 150, 900))],
-            10,
-        );
-        let idle = t.idle(1000, 500);
-        assert_eq!(idle, vec![key(1)], "only flow 1 is 800 ns idle");
+        let mut t = FlowTracker::new(10);
         t.retire(key(1), &value(10, 100, 200));
-        // Flow 1 comes back: a new kernel entry with 4 packets.
-        let i = t.interval(
-            vec![(key(1), value(4, 2000, 2100)), (key(2), value(3, 150, 900))],
+        // Flow 1 came back: 4 packets in the final table.
+        let s = t.summary(
+            &[(key(1), value(4, 2000, 2100)), (key(2), value(3, 150, 900))],
             10,
         );
-        assert_eq!(i.active, 1);
-        assert_eq!(
-            i.top_bytes[0].packets, 4,
-            "a re-created flow's first interval counts all of it"
-        );
-        let mut all = t.all(&[(key(1), value(4, 2000, 2100)), (key(2), value(3, 150, 900))]);
+        let mut all = s.top;
         top_by_packets(&mut all, 10);
         assert_eq!(all[0].packets, 14);
         assert_eq!((all[0].first_seen_ns, all[0].last_seen_ns), (100, 2100));
         assert_eq!(all[1].packets, 3);
+        assert_eq!((s.tracked, s.tracked_exact), (2, true));
+        assert_eq!(s.retired_dropped, 0);
+    }
+
+    #[test]
+    fn summary_top_matches_the_top_of_merged_flows() {
+        let mut t = FlowTracker::new(50);
+        // Retired: ports 0-99 (half of them dropped), 1-4 packets each.
+        for port in 0..100u16 {
+            t.retire(key(port), &value(1 + u64::from(port % 4), 0, 1));
+        }
+        let kept: HashMap<FlowKey, FlowValue> = t.retired.iter().collect();
+        // In the table: ports 50-149, many of them also retired and kept.
+        let table: Vec<(FlowKey, FlowValue)> = (50..150u16)
+            .map(|port| (key(port), value(u64::from(port % 3), 0, 2)))
+            .collect();
+        let mut want: HashMap<FlowKey, FlowValue> = kept.clone();
+        for (k, v) in &table {
+            want.entry(*k).and_modify(|w| w.merge(v)).or_insert(*v);
+        }
+        let mut want: Vec<Flow> = want.iter().map(|(k, v)| Flow::new(k, v)).collect();
+        top_by_bytes(&mut want, 30);
+        let s = t.summary(&table, 30);
+        assert_eq!(s.top, want);
+        assert_eq!((s.tracked, s.tracked_exact), (150, true));
+        assert_eq!(s.retired_dropped, 50);
+    }
+
+    #[test]
+    fn top_selection_matches_a_full_sort() {
+        let flows: Vec<Flow> = (0..1000u64)
+            .map(|i| {
+                // Many ties, so the address order decides.
+                let v = value(1 + (i * 7919) % 13, 0, 0);
+                Flow::new(&key((i * 31 % 1000) as u16), &v)
+            })
+            .collect();
+        for n in [0, 1, 5, 999, 1000, 2000] {
+            let mut full = flows.clone();
+            full.sort_by(|a, b| {
+                (b.bytes, b.packets)
+                    .cmp(&(a.bytes, a.packets))
+                    .then_with(|| (a.src, a.sport).cmp(&(b.src, b.sport)))
+            });
+            full.truncate(n);
+            let mut top = flows.clone();
+            top_by_bytes(&mut top, n);
+            assert_eq!(top, full, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn interval_top_matches_the_top_of_decoded_flows() {
+        let mut changed = Vec::new();
+        for i in 0..600u16 {
+            let mut k = key(i % 7);
+            // IPv4 and IPv6, many ties in bytes and packets.
+            if i % 3 == 0 {
+                k.ip_version = IP_V6;
+                k.src = [
+                    0x20,
+                    0x01,
+                    0x0d,
+                    0xb8,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    (i % 5) as u8,
+                ];
+            } else {
+                k.src[..4].copy_from_slice(&[198, 51, 100, (i % 11) as u8]);
+            }
+            k.dst[3] = (i / 7 % 4) as u8;
+            k.dport_be = (i / 77).to_be();
+            let p = u64::from(i % 4) * 3 % 5;
+            changed.push((k, value(p, 0, 0)));
+        }
+        changed.sort_by_key(|(k, _)| *k.words());
+        changed.dedup_by_key(|(k, _)| *k.words());
+        let all: Vec<Flow> = changed
+            .iter()
+            .filter(|(_, v)| v.packets > 0)
+            .map(|(k, v)| Flow::new(k, v))
+            .collect();
+        for n in [0, 1, 3, 10, 100, 1000] {
+            let i = interval_flows(0, &changed, n);
+            let mut want = all.clone();
+            top_by_bytes(&mut want, n);
+            assert_eq!(i.top_bytes, want, "bytes, n = {n}");
+            let mut want = all.clone();
+            top_by_packets(&mut want, n);
+            assert_eq!(i.top_packets, want, "packets, n = {n}");
+            assert_eq!(i.active, all.len());
+        }
+    }
+
+    #[test]
+    fn retired_top_keeps_the_biggest_and_merges_returning_flows() {
+        let mut r = RetiredTop::new(3);
+        r.add(key(1), &value(10, 100, 200));
+        r.add(key(2), &value(2, 100, 200));
+        r.add(key(3), &value(5, 100, 200));
+        // Flow 2 retires again while kept: one entry with both.
+        r.add(key(2), &value(4, 300, 400));
+        let held = |r: &RetiredTop| {
+            let mut v: Vec<(u16, u64)> = r
+                .iter()
+                .map(|(k, v)| (u16::from_be(k.sport_be), v.packets))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(held(&r), [(1, 10), (2, 6), (3, 5)]);
+        // A bigger one pushes out the smallest (flow 3, 500 bytes)...
+        r.add(key(4), &value(7, 100, 200));
+        assert_eq!(held(&r), [(1, 10), (2, 6), (4, 7)]);
+        // ...and a smaller one does not get in.
+        r.add(key(5), &value(1, 100, 200));
+        assert_eq!(held(&r), [(1, 10), (2, 6), (4, 7)]);
+        assert_eq!((r.dropped, r.dropped_max_bytes), (2, 500));
+        assert_eq!(r.order.len(), 3);
+    }
+
+    #[test]
+    fn summary_memory_does_not_grow_with_flows_ever_seen() {
+        let mut t = FlowTracker::new(100);
+        for i in 0..200_000u64 {
+            let mut k = key((i % 65_536) as u16);
+            k.dst[..4].copy_from_slice(&((i / 65_536) as u32).to_be_bytes());
+            t.retire(k, &value(1 + i % 1000, 0, 1));
+        }
+        assert_eq!(t.retired.flows.len(), 100);
+        assert!(t.distinct.exact.is_none());
+        let s = t.summary(&[], 10);
+        assert!(!s.tracked_exact);
+        let err = (s.tracked as f64 - 200_000.0).abs() / 200_000.0;
+        assert!(err < 0.03, "{} ({err})", s.tracked);
+        // The top 10 are flows of 1000 packets, each retired once.
+        assert!(s.top.iter().all(|f| f.packets == 1000), "{:?}", s.top);
+        assert_eq!(s.retired_dropped, 200_000 - 100);
+    }
+
+    #[test]
+    fn distinct_flows_are_exact_up_to_the_limit() {
+        let mut d = DistinctFlows::default();
+        for round in 0..2 {
+            for port in 0..1000u16 {
+                d.insert(&key(port));
+            }
+            assert_eq!((d.count(), d.is_exact()), (1000, true), "round {round}");
+        }
+        for i in 0..=DISTINCT_EXACT_UP_TO as u32 {
+            let mut k = key(7);
+            k.src[..4].copy_from_slice(&i.to_be_bytes());
+            d.insert(&k);
+        }
+        assert!(!d.is_exact());
+    }
+
+    /// SplitMix64: distinct, well-mixed 64-bit values for the sketch.
+    fn splitmix(mut x: u64) -> u64 {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    }
+
+    #[test]
+    fn hyperloglog_estimates_within_its_error() {
+        assert!(HyperLogLog::new().estimate().abs() < 1e-9, "empty");
+        // Standard error 0.41%: 2% is about 5 sigma; small counts do better.
+        let mut h = HyperLogLog::new();
+        let mut n = 0u64;
+        for target in [1u64, 10, 100, 1_000, 10_000, 40_000, 100_000, 1_000_000] {
+            while n < target {
+                h.insert_hash(splitmix(n));
+                n += 1;
+            }
+            let est = h.estimate();
+            let err = (est - n as f64).abs() / n as f64;
+            assert!(err < 0.02, "n = {n}: estimate {est} ({err})");
+        }
+        // Repeats change nothing.
+        let before = h.estimate();
+        for i in 0..1000 {
+            h.insert_hash(splitmix(i));
+        }
+        assert!((h.estimate() - before).abs() < 1e-9);
     }
 }

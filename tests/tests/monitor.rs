@@ -815,6 +815,76 @@ fn idle_flows_leave_the_table_but_keep_their_counts() {
     assert_totals(&pair, &summary);
 }
 
+/// More flows go idle than the summary keeps of them (max(--top, 4096)):
+/// it drops the smallest and says so, the biggest keeps its exact counts
+/// across its removal, `flows_tracked` stays exact, totals stay exact.
+#[test]
+fn more_idle_flows_than_the_summary_keeps() {
+    const SMALL: u16 = 4200;
+    /// netmon keeps max(--top, 4096) retired flows.
+    const KEPT: u64 = 4096;
+    const FRAME: u64 = 14 + 20 + 8 + 100;
+    let pair = Pair::new();
+    let netmon = Netmon::start(
+        &pair.a,
+        &[
+            "--iface",
+            &pair.if_a,
+            "--interval",
+            "100ms",
+            "--idle-timeout",
+            "300ms",
+            "--top",
+            "3",
+            "--format",
+            "json",
+        ],
+    );
+    let to: SocketAddr = format!("{A4}:9400").parse().unwrap();
+    let big: SocketAddr = format!("{B4}:45000").parse().unwrap();
+    let received = Received::start(&pair.a, to, u64::from(SMALL) + 50 + 30);
+    pair.b.enter(|| {
+        send_udp(big, to, 50, 100);
+        for i in 0..SMALL {
+            let from: SocketAddr = format!("{B4}:{}", 46000 + i).parse().unwrap();
+            let socket = UdpSocket::bind(from).expect("bind sender");
+            assert_eq!(socket.send_to(&[0x5a; 100], to).expect("send_to"), 100);
+            if i % 64 == 63 {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    // Bounded wait until every flow has gone idle and been removed.
+    thread::sleep(Duration::from_millis(900));
+    pair.b.enter(|| send_udp(big, to, 30, 100));
+    received.wait();
+    thread::sleep(Duration::from_millis(300));
+    let run = netmon.stop();
+    let summary = run.summary();
+    assert_totals(&pair, &summary);
+    let flow = &summary["flows"][0];
+    assert_eq!(
+        (flow["src"].as_str(), u64_of(&flow["sport"])),
+        (Some(B4), 45000),
+        "{summary}"
+    );
+    assert_eq!(u64_of(&flow["packets"]), 80, "both bursts: {summary}");
+    assert_eq!(u64_of(&flow["bytes"]), 80 * FRAME);
+    assert_eq!(
+        u64_of(&summary["flows_tracked"]),
+        u64::from(SMALL) + 1,
+        "{summary}"
+    );
+    assert_eq!(summary["flows_tracked_exact"], true);
+    assert_eq!(u64_of(&summary["retired_flows_kept"]), KEPT);
+    assert_eq!(
+        u64_of(&summary["retired_flows_dropped"]),
+        u64::from(SMALL) + 1 - KEPT,
+        "every flow went idle once, the big one is kept: {summary}"
+    );
+    assert_eq!(u64_of(&summary["retired_flows_dropped_max_bytes"]), FRAME);
+}
+
 /// Probes and counters cover the same window: the probes start once the
 /// program is attached and the last one is answered before it is detached,
 /// so every reply a probe counted was counted by XDP too, exactly.
