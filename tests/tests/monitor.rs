@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netmon_tests::{A4, A6, B4, B6, Netmon, Pair, find_flow, netmon_run};
+use netmon_tests::{A4, A6, B4, B6, Netmon, Pair, find_flow, mac, netmon_run};
 use serde_json::Value;
 
 /// Sends `count` UDP datagrams of `payload` bytes from `from` to `to`,
@@ -283,6 +283,18 @@ fn receive_all(socket: &UdpSocket, count: u64) {
     }
 }
 
+/// Sends `count` UDP datagrams of `payload` bytes from `B4:sport` in `b` to
+/// `A4:dport` in `a` and waits until `a` received them all (so the XDP
+/// program on `a`'s end has seen each). Returns how many were sent.
+fn send_through(pair: &Pair, sport: u16, dport: u16, count: u64, payload: usize) -> u64 {
+    let to: SocketAddr = format!("{A4}:{dport}").parse().unwrap();
+    let from: SocketAddr = format!("{B4}:{sport}").parse().unwrap();
+    let received = Received::start(&pair.a, to, count);
+    let sent = pair.b.enter(|| send_udp(from, to, count, payload));
+    received.wait();
+    sent
+}
+
 /// A receiver of `count` datagrams at `at` in `ns`, reading on a thread
 /// of its own while the test sends (so its buffer never overflows);
 /// [`Received::wait`] returns once all came.
@@ -354,12 +366,7 @@ fn generic_mode_counts_the_same() {
         "{}",
         netmon.stderr()
     );
-    let to: SocketAddr = format!("{A4}:9002").parse().unwrap();
-    let received = Received::start(&pair.a, to, 300);
-    let sent = pair
-        .b
-        .enter(|| send_udp(format!("{B4}:40001").parse().unwrap(), to, 300, 10));
-    received.wait();
+    let sent = send_through(&pair, 40001, 9002, 300, 10);
     let run = netmon.stop();
     let summary = run.summary();
     let flow = find_flow(&summary, B4, A4, 9002, "udp").expect("flow");
@@ -456,12 +463,7 @@ fn sigterm_ends_with_a_summary_and_detaches() {
 fn sighup_ends_with_a_summary_and_detaches() {
     let pair = Pair::new();
     let netmon = Netmon::start(&pair.a, &["--iface", &pair.if_a, "--format", "json"]);
-    let to: SocketAddr = format!("{A4}:9400").parse().unwrap();
-    let received = Received::start(&pair.a, to, 25);
-    let sent = pair
-        .b
-        .enter(|| send_udp(format!("{B4}:40400").parse().unwrap(), to, 25, 20));
-    received.wait();
+    let sent = send_through(&pair, 40400, 9400, 25, 20);
     netmon.signal(libc::SIGHUP);
     let run = netmon.wait(Duration::from_secs(10));
     assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
@@ -481,12 +483,7 @@ fn sighup_ends_with_a_summary_and_detaches() {
 fn a_deleted_interface_ends_the_run_with_the_summary_and_exit_1() {
     let pair = Pair::new();
     let netmon = Netmon::start(&pair.a, &["--iface", &pair.if_a, "--format", "json"]);
-    let to: SocketAddr = format!("{A4}:9410").parse().unwrap();
-    let received = Received::start(&pair.a, to, 30);
-    let sent = pair
-        .b
-        .enter(|| send_udp(format!("{B4}:40410").parse().unwrap(), to, 30, 20));
-    received.wait();
+    let sent = send_through(&pair, 40410, 9410, 30, 20);
     pair.a.ip(&format!("link del dev {}", pair.if_a));
     let run = netmon.wait(Duration::from_secs(10));
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
@@ -512,12 +509,7 @@ fn link_down_and_up_are_reported_and_counting_goes_on() {
     netmon.wait_for_stdout(r#""state":"down""#, Duration::from_secs(5));
     pair.a.ip(&format!("link set dev {} up", pair.if_a));
     netmon.wait_for_stdout(r#""state":"up""#, Duration::from_secs(5));
-    let to: SocketAddr = format!("{A4}:9420").parse().unwrap();
-    let received = Received::start(&pair.a, to, 20);
-    let sent = pair
-        .b
-        .enter(|| send_udp(format!("{B4}:40420").parse().unwrap(), to, 20, 20));
-    received.wait();
+    let sent = send_through(&pair, 40420, 9420, 20, 20);
     let run = netmon.stop();
     assert!(run.status.success(), "{}", run.stderr);
     let states: Vec<String> = run
@@ -966,4 +958,197 @@ fn monitor_probes_ping_and_tcp_beside_the_counters() {
         })
         .count() as u64;
     assert_eq!(syn_flows, u64_of(&tcp["received"]), "{summary}");
+}
+
+/// Frame builders for the encapsulation test: IPv4/UDP (with a correct
+/// header checksum, so `a` accepts the plain one) and IPv6 with an
+/// Authentication Header in front of a TCP SYN.
+mod frames {
+    pub fn ipv4_udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+        let total = 20 + 8 + payload;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        let sum = checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        ip.extend_from_slice(&sport.to_be_bytes());
+        ip.extend_from_slice(&dport.to_be_bytes());
+        ip.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+        ip.extend_from_slice(&[0, 0]); // no UDP checksum (allowed in IPv4)
+        ip.resize(total, 0x5a);
+        ip
+    }
+
+    /// IPv6 2001:db8::2 -> 2001:db8::1, AH (next header TCP), TCP SYN.
+    pub fn ipv6_ah_tcp_syn(sport: u16, dport: u16) -> Vec<u8> {
+        let mut ah = vec![6u8, 4, 0, 0]; // next TCP, length (4+2)*4 = 24 bytes
+        ah.extend_from_slice(&[0; 20]); // SPI, sequence, 12 bytes of ICV
+        let mut tcp = Vec::new();
+        tcp.extend_from_slice(&sport.to_be_bytes());
+        tcp.extend_from_slice(&dport.to_be_bytes());
+        tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        let payload_len = (ah.len() + tcp.len()) as u16;
+        let mut ip = vec![0x60, 0, 0, 0];
+        ip.extend_from_slice(&payload_len.to_be_bytes());
+        ip.extend_from_slice(&[51, 64]); // next header AH, hop limit
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        let mut dst = src;
+        src[15] = 2;
+        dst[15] = 1;
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        ip.extend(ah);
+        ip.extend(tcp);
+        ip
+    }
+
+    fn checksum(data: &[u8]) -> u16 {
+        let mut sum: u32 = data
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+}
+
+/// Sends `frames` whole (Ethernet header included) out of `iface` through
+/// an AF_PACKET socket of the calling thread's namespace; returns their
+/// lengths as sent.
+fn send_raw(iface: &str, frames: &[Vec<u8>]) -> Vec<usize> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let name = std::ffi::CString::new(iface).unwrap();
+    // SAFETY: if_nametoindex on a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert_ne!(ifindex, 0, "no interface {iface}");
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    assert!(
+        fd >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = i32::try_from(ifindex).unwrap();
+    frames
+        .iter()
+        .map(|f| {
+            // SAFETY: sendto with a valid buffer and sockaddr_ll.
+            let n = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(
+                usize::try_from(n).ok(),
+                Some(f.len()),
+                "{}",
+                std::io::Error::last_os_error()
+            );
+            f.len()
+        })
+        .collect()
+}
+
+/// Frames tshark decodes to an inner IP flow, sent on a real veth: three
+/// VLAN tags, an MPLS label stack, a PPPoE session, and IPv6 with an
+/// Authentication Header before TCP. Each counts to its inner flow (ports,
+/// and the SYN for AH) with exactly the frames and bytes sent (the sender's
+/// own count). A plain datagram sent last on the same socket and queue is
+/// received in `a` only after XDP saw every frame before it. (On 12d8466
+/// the first three were "other L2" with no flow, and AH a flow of protocol
+/// 51 without ports.)
+#[test]
+fn encapsulated_frames_count_to_their_inner_flows() {
+    const EACH: usize = 5;
+    let pair = Pair::new();
+    let netmon = Netmon::start(
+        &pair.a,
+        &["--iface", &pair.if_a, "--top", "100", "--format", "json"],
+    );
+    let (mac_a, mac_b) = (mac(&pair.a, &pair.if_a), mac(&pair.b, &pair.if_b));
+    let parse_mac = |m: &str| -> Vec<u8> {
+        m.split(':')
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect()
+    };
+    let eth = |ether_type: u16| -> Vec<u8> {
+        let mut f = parse_mac(&mac_a);
+        f.extend(parse_mac(&mac_b));
+        f.extend_from_slice(&ether_type.to_be_bytes());
+        f
+    };
+    let (b4, a4) = ([198, 51, 100, 2], [198, 51, 100, 1]);
+    // Three VLAN tags: 802.1ad, 802.1Q, 802.1Q, then IPv4.
+    let mut vlan3 = eth(0x88A8);
+    for (tci, next) in [(10u16, 0x8100u16), (20, 0x8100), (30, 0x0800)] {
+        vlan3.extend_from_slice(&tci.to_be_bytes());
+        vlan3.extend_from_slice(&next.to_be_bytes());
+    }
+    vlan3.extend(frames::ipv4_udp(b4, a4, 41001, 9501, 30));
+    // MPLS: two labels, the second the bottom of the stack, then IPv4.
+    let mut mpls = eth(0x8847);
+    mpls.extend_from_slice(&[0x00, 0x01, 0x00, 0x40, 0x00, 0x02, 0x01, 0x40]);
+    mpls.extend(frames::ipv4_udp(b4, a4, 41002, 9502, 30));
+    // PPPoE session (version/type 0x11, code 0, session 1), PPP IPv4.
+    let inner = frames::ipv4_udp(b4, a4, 41003, 9503, 30);
+    let mut pppoe = eth(0x8864);
+    pppoe.extend_from_slice(&[0x11, 0x00, 0x00, 0x01]);
+    pppoe.extend_from_slice(&((inner.len() + 2) as u16).to_be_bytes());
+    pppoe.extend_from_slice(&[0x00, 0x21]);
+    pppoe.extend(inner);
+    let mut ah = eth(0x86DD);
+    ah.extend(frames::ipv6_ah_tcp_syn(41004, 9504));
+    let mut plain = eth(0x0800);
+    plain.extend(frames::ipv4_udp(b4, a4, 41005, 9505, 10));
+
+    let mut all = Vec::new();
+    for _ in 0..EACH {
+        all.extend([vlan3.clone(), mpls.clone(), pppoe.clone(), ah.clone()]);
+    }
+    all.push(plain.clone());
+    let marker = Received::start(&pair.a, format!("{A4}:9505").parse().unwrap(), 1);
+    let if_b = pair.if_b.clone();
+    let sent = pair.b.enter(move || send_raw(&if_b, &all));
+    marker.wait();
+    let run = netmon.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.summary();
+    for (frame, sport, dport, proto) in [
+        (&vlan3, 41001, 9501, "udp"),
+        (&mpls, 41002, 9502, "udp"),
+        (&pppoe, 41003, 9503, "udp"),
+        (&ah, 41004, 9504, "tcp"),
+    ] {
+        let (src, dst) = if proto == "tcp" { (B6, A6) } else { (B4, A4) };
+        let flow = find_flow(&summary, src, dst, dport, proto)
+            .unwrap_or_else(|| panic!("no {proto} flow to port {dport} in {summary}"));
+        assert_eq!(flow["sport"], sport, "{flow}");
+        assert_eq!(u64_of(&flow["packets"]), EACH as u64, "{flow}");
+        assert_eq!(
+            u64_of(&flow["bytes"]),
+            (EACH * frame.len()) as u64,
+            "{flow}"
+        );
+    }
+    let counters = &summary["counters"];
+    assert_eq!(u64_of(&counters["tcp_syn"]), EACH as u64, "{counters}");
+    assert_eq!(u64_of(&counters["other_l2"]), 0, "{counters}");
+    // Every frame sent, and nothing else, crossed the interface.
+    let total: usize = sent.iter().sum();
+    assert_eq!(u64_of(&summary["packets"]), sent.len() as u64, "{summary}");
+    assert_eq!(u64_of(&summary["bytes"]), total as u64, "{summary}");
 }
