@@ -87,10 +87,19 @@ pub fn link_up(iface: &str) -> Option<bool> {
 /// the unified level-2 entry), if the kernel says.
 #[must_use]
 pub fn l2_cache_bytes() -> Option<u64> {
-    let dir = fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
-    for entry in dir.filter_map(Result::ok) {
+    l2_cache_bytes_in(std::path::Path::new("/sys/devices/system/cpu/cpu0/cache"))
+}
+
+/// [`l2_cache_bytes`] from a directory laid out like
+/// `/sys/devices/system/cpu/cpu0/cache` (`indexN/{level,type,size}`, and
+/// other entries such as `uevent`, which are skipped).
+fn l2_cache_bytes_in(dir: &std::path::Path) -> Option<u64> {
+    for entry in fs::read_dir(dir).ok()?.filter_map(Result::ok) {
         let read = |f: &str| fs::read_to_string(entry.path().join(f)).ok();
-        if read("level")?.trim() == "2" && read("type")?.trim() != "Instruction" {
+        let (Some(level), Some(kind)) = (read("level"), read("type")) else {
+            continue;
+        };
+        if level.trim() == "2" && kind.trim() != "Instruction" {
             return netmon_common::parse_cache_size(&read("size")?);
         }
     }
@@ -99,6 +108,29 @@ pub fn l2_cache_bytes() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
+    #[test]
+    fn l2_size_from_a_sysfs_like_directory() {
+        let dir = std::env::temp_dir().join(format!("netmon-cache-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        for (index, level, kind, size) in [
+            ("index0", "1", "Data", "32K"),
+            ("index1", "1", "Instruction", "32K"),
+            ("index2", "2", "Unified", "512K"),
+            ("index3", "3", "Unified", "32768K"),
+        ] {
+            let d = dir.join(index);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("level"), format!("{level}\n")).unwrap();
+            fs::write(d.join("type"), format!("{kind}\n")).unwrap();
+            fs::write(d.join("size"), format!("{size}\n")).unwrap();
+        }
+        // A file beside the index directories, as sysfs has.
+        fs::write(dir.join("uevent"), "").unwrap();
+        assert_eq!(l2_cache_bytes_in(&dir), Some(512 << 10));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     use super::*;
 
