@@ -56,9 +56,10 @@ enum Cmd {
     /// target included.
     Lint,
     /// Property-based fuzzing of every parser of user and wire input
-    /// (netmon/src/fuzz.rs), each target for a bounded time; the XDP
-    /// parser is fuzzed against its reference by `cargo xtask test`
-    /// (random frames of the xdp_corpus test, NETMON_CORPUS_SEED).
+    /// (netmon/src/fuzz.rs), each target for a bounded time; then, as
+    /// root, the XDP program's parser against its reference on corpora of
+    /// random frames under BPF_PROG_TEST_RUN (xdp_corpus, a new seed each
+    /// time) for as long again.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 30)]
@@ -152,31 +153,7 @@ fn run() -> Result<()> {
             }
         }
         Cmd::Lint => lint(&root)?,
-        Cmd::Fuzz { seconds } => {
-            step(&format!(
-                "fuzzing the parsers, {seconds} s per target (release build)"
-            ));
-            let status = cargo()
-                .current_dir(&root)
-                .args([
-                    "test",
-                    "--release",
-                    "--package",
-                    "netmon",
-                    "--bin",
-                    "netmon",
-                    "--",
-                    "fuzz::",
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
-                .env("NETMON_FUZZ_SECS", seconds.to_string())
-                .status()?;
-            if !status.success() {
-                bail!("a fuzz target failed (its minimal failing input is printed above)");
-            }
-        }
+        Cmd::Fuzz { seconds } => fuzz(&root, seconds)?,
         Cmd::Bench { which } => {
             if !is_root() {
                 bail!("benchmarks attach XDP programs and create namespaces: run as root");
@@ -282,6 +259,77 @@ fn build(root: &Path) -> Result<PathBuf> {
         bail!("building netmon failed");
     }
     Ok(root.join("target/release/netmon"))
+}
+
+fn fuzz(root: &Path, seconds: u64) -> Result<()> {
+    step(&format!(
+        "fuzzing the parsers, {seconds} s per target (optimised build)"
+    ));
+    let status = cargo()
+        .current_dir(root)
+        .args([
+            "test",
+            "--profile",
+            "fuzz",
+            "--package",
+            "netmon",
+            "--bin",
+            "netmon",
+            "--",
+            "fuzz::",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("NETMON_FUZZ_SECS", seconds.to_string())
+        .status()?;
+    if !status.success() {
+        bail!("a fuzz target failed (its minimal failing input is printed above)");
+    }
+    if !is_root() {
+        step("skipping the XDP parser's corpora: BPF_PROG_TEST_RUN needs root");
+        return Ok(());
+    }
+    let object = build_ebpf(root)?;
+    step(&format!(
+        "XDP parser against its reference on random corpora for {seconds} s"
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let mut corpora = 0u32;
+    loop {
+        // A new seed each corpus; the test prints it for a replay.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        let status = cargo()
+            .current_dir(root)
+            .args([
+                "test",
+                "--package",
+                "netmon-tests",
+                "--test",
+                "xdp_corpus",
+                "--",
+                "--exact",
+                "xdp_passes_every_frame_unchanged_and_counts_like_the_reference",
+                "--nocapture",
+            ])
+            .env("NETMON_EBPF_OBJ", &object)
+            .env("NETMON_CORPUS_SEED", format!("{seed:#x}"))
+            .status()?;
+        if !status.success() {
+            bail!("the XDP parser differs from its reference on corpus seed {seed:#x}");
+        }
+        corpora += 1;
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+    }
+    step(&format!(
+        "{corpora} random corpora (about 260,000 frames each) agreed with the reference"
+    ));
+    Ok(())
 }
 
 fn lint(root: &Path) -> Result<()> {
