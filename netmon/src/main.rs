@@ -393,17 +393,23 @@ fn watch_link(
     iface: &str,
     ifindex: u32,
 ) -> Result<tokio::sync::mpsc::UnboundedReceiver<netlink::LinkEvent>> {
-    let mut watch = netlink::LinkWatch::open(ifindex)
-        .context("cannot watch the interface's link state (netlink)")?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watch = match netlink::LinkWatch::open(ifindex) {
+        Ok(w) => w,
+        Err(e) => {
+            // Counting does not depend on it: go on without link events.
+            log::warn!(
+                "cannot watch {iface}'s link state through netlink ({e}); link changes and a \
+                 deleted interface will not be reported"
+            );
+            return Ok(rx);
+        }
+    };
     // Checked again after subscribing, so a deletion in between is seen.
     if sys::ifindex(iface).ok() != Some(ifindex) {
-        return Err(UsageError(format!(
-            "interface '{iface}' went away while netmon started"
-        ))
-        .into());
+        anyhow::bail!("interface '{iface}' went away while netmon started");
     }
     let mut up = netif::link_up(iface);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let events = match watch.next().await {
