@@ -107,7 +107,12 @@ impl FlowTable {
             live: HashMap::new(),
             ended_now: HashSet::new(),
             ended_before: HashSet::new(),
-            flows: HashMap::new(),
+            // Room for twice the flows it may hold, allocated now: a hash map
+            // that turns its entries over while more than half full
+            // eventually fills with tombstones and doubles once (the RSS
+            // step of the ten-minute soak in BENCHMARKS.md); at half full or
+            // less it rehashes in place. Pages are touched as flows arrive.
+            flows: HashMap::with_capacity(max_flows.saturating_mul(2)),
             dirty: Vec::new(),
             wheel: BTreeMap::new(),
             next_stamp: 0,
