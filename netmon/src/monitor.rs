@@ -298,27 +298,36 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn prints_one_line_per_interval_then_the_summary() {
-        let cfg = json_config(Some(Duration::from_millis(3500)));
-        let mut source = Fake::new(10);
+    /// Runs the loop on `source` until it ends (by `cfg.duration`,
+    /// `shutdown` or `links`); returns how it ended and every output line
+    /// as JSON.
+    async fn run_json(
+        cfg: &Config,
+        source: &mut Fake,
+        shutdown: impl Future<Output = ()>,
+        link_events: Vec<LinkEvent>,
+    ) -> (Ended, Vec<Value>) {
+        let (tx, link_rx) = tokio::sync::mpsc::unbounded_channel();
+        for event in link_events {
+            tx.send(event).unwrap();
+        }
         let mut out = Vec::new();
-        let (_link_tx, link_rx) = tokio::sync::mpsc::unbounded_channel();
-        run(
-            &cfg,
-            &mut source,
-            &mut out,
-            std::future::pending(),
-            None,
-            link_rx,
-        )
-        .await
-        .unwrap();
-        let lines: Vec<Value> = String::from_utf8(out)
+        let ended = run(cfg, source, &mut out, shutdown, None, link_rx)
+            .await
+            .unwrap();
+        let lines = String::from_utf8(out)
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
+        (ended, lines)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prints_one_line_per_interval_then_the_summary() {
+        let cfg = json_config(Some(Duration::from_millis(3500)));
+        let mut source = Fake::new(10);
+        let (_, lines) = run_json(&cfg, &mut source, std::future::pending(), Vec::new()).await;
         assert_eq!(lines.len(), 4, "3 rate lines and a summary: {lines:?}");
         for rates in &lines[..3] {
             assert_eq!(rates["type"], "rates");
@@ -336,27 +345,13 @@ mod tests {
     async fn link_changes_are_reported_and_a_vanished_interface_ends_the_run() {
         let cfg = json_config(None);
         let mut source = Fake::new(1);
-        let mut out = Vec::new();
-        let (tx, link_rx) = tokio::sync::mpsc::unbounded_channel();
-        tx.send(LinkEvent::State { up: false }).unwrap();
-        tx.send(LinkEvent::State { up: true }).unwrap();
-        tx.send(LinkEvent::Deleted).unwrap();
-        let ended = run(
-            &cfg,
-            &mut source,
-            &mut out,
-            std::future::pending(),
-            None,
-            link_rx,
-        )
-        .await
-        .unwrap();
+        let events = vec![
+            LinkEvent::State { up: false },
+            LinkEvent::State { up: true },
+            LinkEvent::Deleted,
+        ];
+        let (ended, lines) = run_json(&cfg, &mut source, std::future::pending(), events).await;
         assert_eq!(ended, Ended::InterfaceGone);
-        let lines: Vec<Value> = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
         let states: Vec<&str> = lines
             .iter()
             .filter(|v| v["type"] == "link")
@@ -370,22 +365,11 @@ mod tests {
     async fn shutdown_ends_the_run_with_a_summary() {
         let cfg = json_config(None);
         let mut source = Fake::new(1);
-        let mut out = Vec::new();
-        let (_link_tx, link_rx) = tokio::sync::mpsc::unbounded_channel();
-        run(
-            &cfg,
-            &mut source,
-            &mut out,
-            tokio::time::sleep(Duration::from_millis(1500)),
-            None,
-            link_rx,
-        )
-        .await
-        .unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-        assert_eq!(last["type"], "summary");
-        assert_eq!(text.lines().count(), 2);
+        let shutdown = tokio::time::sleep(Duration::from_millis(1500));
+        let (ended, lines) = run_json(&cfg, &mut source, shutdown, Vec::new()).await;
+        assert_eq!(ended, Ended::Asked);
+        assert_eq!(lines.last().unwrap()["type"], "summary");
+        assert_eq!(lines.len(), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -394,23 +378,7 @@ mod tests {
         // Reads at 0 s (1), then at every tick 1-8 s (2-9): quiet at 2-5 s,
         // so the flow, last seen at 1 s, is 2 s idle at 3 s.
         let mut source = Fake::with_idle(10, Duration::from_secs(2), 3..=6);
-        let mut out = Vec::new();
-        let (_link_tx, link_rx) = tokio::sync::mpsc::unbounded_channel();
-        run(
-            &cfg,
-            &mut source,
-            &mut out,
-            std::future::pending(),
-            None,
-            link_rx,
-        )
-        .await
-        .unwrap();
-        let lines: Vec<Value> = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let (_, lines) = run_json(&cfg, &mut source, std::future::pending(), Vec::new()).await;
         let in_table: Vec<u64> = lines[..8]
             .iter()
             .map(|v| v["flows_in_table"].as_u64().unwrap())

@@ -160,15 +160,7 @@ fn measure(bytes: &[u8], flows: u32) -> Result<Row> {
         delta.tcp,
         delta.flow_insert_failed
     );
-    let (e, p) = bench.pending()?;
-    evictions += e;
-    in_ring += p;
-    let in_slots = bench.packets_in_slots()?;
-    ensure!(
-        in_ring + in_slots == runs,
-        "{flows} flows: {in_ring} packets in the ring and pending evictions and {in_slots} in \
-         the slots, expected {runs}"
-    );
+    let evictions = bench.check_conserved(&format!("{flows} flows"), (evictions, in_ring), runs)?;
     let measured = runs - u64::from(flows);
     Ok(Row {
         flows,

@@ -211,15 +211,7 @@ fn new_flow_tail_round(bench: &mut Bench, frame: &[u8]) -> Result<(f64, f64)> {
         delta.flow_records,
         delta.flow_insert_failed
     );
-    let (e, p) = bench.pending()?;
-    evictions += e;
-    in_ring += p;
-    let in_slots = bench.packets_in_slots()?;
-    ensure!(
-        in_ring + in_slots == sent,
-        "tail-call new_flow: {in_ring} packets in the ring and {in_slots} in the slots, expected \
-         {sent}"
-    );
+    let evictions = bench.check_conserved("tail-call new_flow", (evictions, in_ring), sent)?;
     ensure!(
         evictions + u64::from(*SLOTS) >= sent,
         "tail-call new_flow: only {evictions} of {sent} new flows evicted an occupant"
@@ -263,17 +255,12 @@ fn new_flow_round(bench: &mut Bench, round: u32, established: &[u8]) -> Result<N
     );
     // Conservation: every packet of the round (and the control's
     // priming packet) is in the ring or in a slot.
-    for (e, p) in [bench.drain_ring(), bench.pending()?] {
-        evictions += e;
-        in_ring += p;
-    }
-    let in_slots = bench.packets_in_slots()?;
-    ensure!(
-        in_ring + in_slots == u64::from(2 * NEW_FLOWS) + 1,
-        "new_flow round {round}: {in_ring} packets in the ring and {in_slots} in the slots, \
-         expected {}",
-        2 * NEW_FLOWS + 1
-    );
+    let (e, p) = bench.drain_ring();
+    let evictions = bench.check_conserved(
+        &format!("new_flow round {round}"),
+        (evictions + e, in_ring + p),
+        u64::from(2 * NEW_FLOWS) + 1,
+    )?;
     ensure!(
         evictions * 10 >= u64::from(NEW_FLOWS) * 9,
         "new_flow round {round}: only {evictions} of {NEW_FLOWS} new flows evicted an occupant"
@@ -433,8 +420,28 @@ impl Bench {
         Ok(sum)
     }
 
+    /// Checks that `sent` packets are all accounted for: `drained` (evicted
+    /// flows and their packets taken from the ring so far), the pending
+    /// evictions and the slots. Returns the evicted flows in all.
+    pub(crate) fn check_conserved(
+        &self,
+        what: &str,
+        drained: (u64, u64),
+        sent: u64,
+    ) -> Result<u64> {
+        let (e, p) = self.pending()?;
+        let (evictions, evicted) = (drained.0 + e, drained.1 + p);
+        let in_slots = self.packets_in_slots()?;
+        ensure!(
+            evicted + in_slots == sent,
+            "{what}: {evicted} packets in the ring and pending evictions and {in_slots} in the \
+             slots, expected {sent}"
+        );
+        Ok(evictions)
+    }
+
     /// Packets of the flows now in a slot, all CPUs.
-    pub(crate) fn packets_in_slots(&self) -> Result<u64> {
+    fn packets_in_slots(&self) -> Result<u64> {
         let mut n = 0;
         for i in 0..self.slots.len() {
             n += self
@@ -466,7 +473,7 @@ impl Bench {
     }
 
     /// Evictions waiting for a batch, all CPUs: (evictions, packets).
-    pub(crate) fn pending(&self) -> Result<(u64, u64)> {
+    fn pending(&self) -> Result<(u64, u64)> {
         let per_cpu = self.pending.get(&0, 0).context("reading PENDING")?;
         let (mut evictions, mut packets) = (0, 0);
         for p in per_cpu.iter() {
