@@ -267,22 +267,11 @@ impl monitor::Source for XdpSource {
     }
 }
 
-/// Reads `clock` in ns.
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer for clock_gettime.
-    unsafe { libc::clock_gettime(clock, &raw mut ts) };
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-}
-
 /// Offset from CLOCK_MONOTONIC to Unix time. The kernel stamps flows with
 /// the monotonic time netmon publishes to it every 10 ms.
 fn mono_to_unix_ns() -> i128 {
-    let mono = clock_ns(libc::CLOCK_MONOTONIC);
-    clock_ns(libc::CLOCK_REALTIME) - mono
+    let mono = sys::clock_ns(libc::CLOCK_MONOTONIC);
+    sys::clock_ns(libc::CLOCK_REALTIME) - mono
 }
 
 /// A future that resolves on Ctrl-C, SIGTERM or SIGHUP. The handlers are

@@ -388,17 +388,23 @@ impl Attachment {
     }
 }
 
-/// Kernel monotonic time (`CLOCK_MONOTONIC`, the clock of
-/// `bpf_ktime_get_ns`) in ns.
+/// Reads `clock` in ns.
 #[must_use]
-pub fn monotonic_ns() -> u64 {
+pub fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: ts is a valid out-pointer for clock_gettime.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// Kernel monotonic time (`CLOCK_MONOTONIC`, the clock of
+/// `bpf_ktime_get_ns`) in ns.
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
 }
 
 fn write_clock(clock: &mut Array<MapData, u64>) -> Result<(), SysError> {
