@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::{
     probe::{PingArgs, ScanArgs, SweepArgs},
+    report::Format,
+    sys::XdpMode,
     units::parse_positive_duration,
 };
 
@@ -39,28 +41,6 @@ pub enum Command {
     Sweep(SweepArgs),
     /// TCP connect scan: open, closed and filtered ports, connect latency.
     Scan(ScanArgs),
-}
-
-/// Output format shared by every command.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Lines for people.
-    #[default]
-    Text,
-    /// One JSON object per line (NDJSON) on stdout, nothing else on stdout.
-    Json,
-}
-
-/// How the XDP program is attached.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum XdpMode {
-    /// Native (driver) mode, falling back to generic mode with a note.
-    #[default]
-    Auto,
-    /// Driver mode only: fastest, needs driver support.
-    Native,
-    /// Generic (SKB) mode: works on every interface, slower.
-    Generic,
 }
 
 #[derive(Debug, Args)]

@@ -23,11 +23,11 @@ use proptest::{
 };
 
 use crate::{
+    monitor::stats::Flow,
     probe::{
         targets::{AddrRange, RangeSet, parse_ports, parse_range, split_host_port},
         wire::{EchoPacket, EchoRepr, internet_checksum, strip_ipv4_header},
     },
-    stats::Flow,
     units::parse_duration,
 };
 
@@ -300,7 +300,7 @@ fn fuzz_netlink_link_messages() {
         "netlink: any bytes",
         &(bytes, any::<u32>()),
         |(b, ifindex)| {
-            let events = crate::netlink::parse_link_messages(&b, ifindex);
+            let events = crate::sys::netlink::parse_link_messages(&b, ifindex);
             prop_assert!(events.len() <= b.len() / 32);
             Ok(())
         },

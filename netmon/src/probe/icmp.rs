@@ -68,17 +68,6 @@ pub struct IcmpSocket {
     pub ident: u16,
 }
 
-/// CLOCK_REALTIME in ns: the clock of kernel receive timestamps.
-pub fn realtime_ns() -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer for clock_gettime.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &raw mut ts) };
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-}
-
 fn setsockopt_raw<T>(
     sock: &Socket,
     level: libc::c_int,

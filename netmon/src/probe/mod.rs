@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::{cli::Format, units::parse_positive_duration};
+use crate::{report::Format, units::parse_positive_duration};
 
 #[derive(Debug, Args)]
 #[command(

@@ -18,7 +18,7 @@ use super::{
     render::{ProbeKind, ProbeStats, ms, stats_json, write_stats_text},
     targets::resolve,
 };
-use crate::cli::Format;
+use crate::report::Format;
 
 /// Send times of a target's probes: `start + i * interval`, `count` of them.
 pub fn schedule(

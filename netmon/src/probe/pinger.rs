@@ -18,7 +18,8 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::icmp::{IcmpError, IcmpSocket, Reply, SocketKind, realtime_ns};
+use super::icmp::{IcmpError, IcmpSocket, Reply, SocketKind};
+use crate::sys::clock::realtime_ns;
 
 /// How long a finished probe is remembered to recognise duplicates and late
 /// replies (by default; sweeps remember less, see [`Pinger::with_memory`]).

@@ -20,7 +20,7 @@ use super::{
     targets::{parse_ports, resolve},
     tcp::{Attempt, Spare, connect_with, raise_nofile_limit},
 };
-use crate::{UsageError, cli::Format};
+use crate::{UsageError, report::Format};
 
 /// Descriptors kept free for everything else when sizing the concurrency.
 const RESERVED_FDS: u64 = 64;

@@ -22,7 +22,7 @@ use super::{
     render::Progress,
     targets::parse_ranges,
 };
-use crate::{UsageError, cli::Format};
+use crate::{UsageError, report::Format};
 
 /// Highest `--rate`: the pacer remembers the last `rate` send times.
 pub const MAX_RATE: u32 = 1_000_000;
@@ -231,7 +231,7 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     for (family, kind) in pinger.kinds() {
         log::debug!("{family}: {}", kind.as_str());
     }
-    let mut shutdown = std::pin::pin!(crate::shutdown_signal()?);
+    let mut shutdown = std::pin::pin!(crate::sys::signal::shutdown_signal()?);
     let stdout = io::stdout();
     let started = Instant::now();
     let mut plan = Plan::new(ranges.iter(), args.retries);

@@ -27,14 +27,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use netmon_common::{FlowKey, FlowValue};
 
-/// One sighting of an occupancy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Occupancy {
-    pub cpu: u32,
-    pub seq: u64,
-    pub key: FlowKey,
-    pub value: FlowValue,
-}
+pub use crate::sys::Occupancy;
 
 /// A flow in the table (48 bytes: the table's size is mostly these and
 /// the keys).
@@ -315,6 +308,11 @@ impl FlowTable {
     /// Flows in the table.
     pub fn len(&self) -> usize {
         self.flows.len()
+    }
+
+    /// Whether the table holds no flow.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
     }
 
     /// Every flow in the table with its totals. Costs the whole table: for

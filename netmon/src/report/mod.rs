@@ -10,11 +10,20 @@ use netmon_common::{Counters, SIZE_CLASS_LABELS};
 use serde_json::{Value, json};
 
 use crate::{
-    cli::Format,
+    monitor::stats::{Flow, FlowSummary, IntervalFlows, Rates, proto_name},
     probe::continuous::{self, ProbeStats},
-    stats::{Flow, FlowSummary, IntervalFlows, Rates, proto_name},
     units,
 };
+
+/// Output format shared by every command.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object per line (NDJSON) on stdout, nothing else on stdout.
+    Json,
+}
 
 /// Everything the end-of-run summary shows.
 pub struct Summary<'a> {

@@ -7,13 +7,17 @@ use anyhow::Result;
 use netmon_common::{Counters, FlowKey, FlowValue};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
+use self::stats::{FlowTracker, RETIRED_KEEP, Rates, interval_flows};
 use crate::{
-    cli::Format,
-    netlink::LinkEvent,
-    output::{self, Summary},
     probe::continuous::ContinuousProbes,
-    stats::{FlowTracker, RETIRED_KEEP, Rates, interval_flows},
+    report::{self as output, Format, Summary},
+    sys::netlink::LinkEvent,
 };
+
+pub mod flowtable;
+pub mod start;
+pub mod stats;
+pub mod xdp;
 
 /// Where the counters come from: the attached XDP program, or a fake in tests.
 pub trait Source {
@@ -177,7 +181,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::flowtable::{FlowTable, Occupancy};
+    use crate::monitor::flowtable::{FlowTable, Occupancy};
 
     /// Counts `per_read` more packets of 100 bytes at every counters() read,
     /// in one flow, except at the reads numbered in `quiet` (the first read

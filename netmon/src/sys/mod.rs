@@ -16,12 +16,43 @@ use aya::{
 use aya_log::EbpfLogger;
 use netmon_common::{
     CLOCK_MAP, COUNTERS_MAP, Counters, EVICT_BATCH, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP,
-    FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL, SLOT_SHIFT_GLOBAL,
-    XDP_PROGRAM,
+    FlowKey, FlowSlot, FlowValue, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL,
+    SLOT_SHIFT_GLOBAL, XDP_PROGRAM,
 };
 use thiserror::Error;
 
-use crate::{UsageError, cli::XdpMode, flowtable::Occupancy};
+use crate::UsageError;
+
+pub mod clock;
+pub mod netif;
+pub mod netlink;
+pub mod notify;
+pub mod signal;
+
+pub use clock::{clock_ns, mono_to_unix_ns, monotonic_ns};
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpMode {
+    /// Native (driver) mode, falling back to generic mode with a note.
+    #[default]
+    Auto,
+    /// Driver mode only: fastest, needs driver support.
+    Native,
+    /// Generic (SKB) mode: works on every interface, slower.
+    Generic,
+}
+
+/// One sighting of an occupancy: a stay of a flow in a CPU's slot
+/// (see `monitor::flowtable`), as a slot, a pending entry or a ring record
+/// shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Occupancy {
+    pub cpu: u32,
+    pub seq: u64,
+    pub key: FlowKey,
+    pub value: FlowValue,
+}
 
 /// The XDP object, embedded at build time (see build.rs). Empty when the
 /// binary was built without `cargo xtask build`.
@@ -386,25 +417,6 @@ impl Attachment {
     pub fn flush_log(&mut self) {
         self.logger.flush();
     }
-}
-
-/// Reads `clock` in ns.
-#[must_use]
-pub fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer for clock_gettime.
-    unsafe { libc::clock_gettime(clock, &raw mut ts) };
-    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-}
-
-/// Kernel monotonic time (`CLOCK_MONOTONIC`, the clock of
-/// `bpf_ktime_get_ns`) in ns.
-#[must_use]
-pub fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC) as u64
 }
 
 fn write_clock(clock: &mut Array<MapData, u64>) -> Result<(), SysError> {

@@ -1,0 +1,146 @@
+//! `netmon` without a subcommand: check the arguments, attach, count until
+//! asked to stop, print the summary.
+
+use std::{
+    io::{self, Write},
+    process::ExitCode,
+};
+
+use anyhow::{Context, Result};
+
+use super::{Config, Ended, flowtable::FlowTable, xdp::XdpSource};
+use crate::{
+    UsageError,
+    cli::MonitorArgs,
+    probe,
+    sys::{self, netif, netlink, signal::shutdown_signal},
+};
+
+pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
+    let iface = match args.iface {
+        Some(i) => i,
+        None => netif::default_interface().ok_or_else(|| {
+            UsageError(
+                "no default route to take the interface from; name one with --iface IF".into(),
+            )
+        })?,
+    };
+    let ifindex = sys::ifindex(&iface)?;
+    let links = watch_link(&iface, ifindex)?;
+    let shutdown = shutdown_signal()?;
+    // Probes are prepared first, so a bad target ends the run before
+    // anything is attached; they start sending once the program counts.
+    let probes = if args.ping.is_empty() && args.tcp.is_empty() {
+        None
+    } else {
+        Some(
+            probe::continuous::ContinuousProbes::prepare(&args.ping, &args.tcp, args.interval)
+                .await?,
+        )
+    };
+    let slot_bytes = size_of::<netmon_common::FlowSlot>() as u64;
+    let flow_slots = args
+        .flow_slots
+        .unwrap_or_else(|| netmon_common::default_flow_slots(netif::l2_cache_bytes(), slot_bytes));
+    let attachment = sys::Attachment::attach(&iface, ifindex, args.xdp_mode, flow_slots)?;
+    let probes = probes.map(probe::continuous::Prepared::start);
+    eprintln!(
+        "netmon: counting on {iface} (ifindex {}) in {} XDP mode, up to {} flows, {} kernel flow \
+         slots per CPU ({} KiB each); {}",
+        ifindex,
+        attachment.mode.as_str(),
+        args.max_flows,
+        flow_slots,
+        (u64::from(flow_slots) * slot_bytes) >> 10,
+        match args.duration {
+            Some(d) => format!("stopping after {d:?} or on Ctrl-C"),
+            None => "Ctrl-C to stop".to_owned(),
+        }
+    );
+    // Everything that crosses the interface from here on is counted.
+    if let Err(e) = sys::notify::notify(&format!("READY=1\nSTATUS=counting on {iface}")) {
+        log::warn!("cannot tell NOTIFY_SOCKET that netmon is ready: {e}");
+    }
+    let cfg = Config {
+        link_bps: netif::link_speed_bps(&iface),
+        iface,
+        interval: args.interval,
+        duration: args.duration,
+        format: args.format,
+        top: args.top,
+        mono_to_unix_ns: sys::mono_to_unix_ns(),
+    };
+    let idle_ns = u64::try_from(args.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+    let mut source = XdpSource::new(attachment, FlowTable::new(args.max_flows as usize, idle_ns))?;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let result = super::run(
+        &cfg,
+        &mut source,
+        &mut out,
+        shutdown,
+        probes.as_ref(),
+        links,
+    )
+    .await
+    .context("monitor stopped");
+    // Finished by monitor::run; after an error, dropping them aborts them.
+    drop(probes);
+    let ended = result?;
+    out.flush()?;
+    if ended == Ended::InterfaceGone {
+        eprintln!(
+            "netmon: interface {} was deleted or moved to another network namespace; \
+             stopped counting (the summary has everything counted until then)",
+            cfg.iface
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Watches `iface` (index `ifindex`) through rtnetlink: a channel of its
+/// link changes (up/down, each only when it changes) and its deletion.
+fn watch_link(
+    iface: &str,
+    ifindex: u32,
+) -> Result<tokio::sync::mpsc::UnboundedReceiver<netlink::LinkEvent>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watch = match netlink::LinkWatch::open(ifindex) {
+        Ok(w) => w,
+        Err(e) => {
+            // Counting does not depend on it: go on without link events.
+            log::warn!(
+                "cannot watch {iface}'s link state through netlink ({e}); link changes and a \
+                 deleted interface will not be reported"
+            );
+            return Ok(rx);
+        }
+    };
+    // Checked again after subscribing, so a deletion in between is seen.
+    if sys::ifindex(iface).ok() != Some(ifindex) {
+        anyhow::bail!("interface '{iface}' went away while netmon started");
+    }
+    let mut up = netif::link_up(iface);
+    tokio::spawn(async move {
+        loop {
+            let events = match watch.next().await {
+                Ok(events) => events,
+                Err(e) => {
+                    log::warn!("netlink: {e}; link changes are no longer reported");
+                    return;
+                }
+            };
+            for event in events {
+                let report = match event {
+                    netlink::LinkEvent::Deleted => true,
+                    netlink::LinkEvent::State { up: now } => up.replace(now) != Some(now),
+                };
+                if report && tx.send(event).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}

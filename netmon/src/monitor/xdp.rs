@@ -1,0 +1,184 @@
+//! The attached XDP program as a monitor [`Source`](super::Source).
+
+use std::{
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+};
+
+use anyhow::{Context, Result};
+use netmon_common::{Counters, FlowKey, FlowValue};
+
+use super::{SERVICE_EVERY, Source, flowtable};
+use crate::sys;
+
+/// The attached program as a monitor [`Source`]: its counters,
+/// and the flow table merged from its per-CPU flow caches.
+///
+/// A thread of its own ([`RingDrainer`]) empties the kernel's eviction ring
+/// every [`SERVICE_EVERY`] into `Shared::evicted`, whatever the
+/// monitor loop is doing: the ring (about 10,000 flows) never waits behind
+/// an interval's work or a growing flow table, only for the lock, which
+/// nothing holds for longer than one read of the maps. The loop moves the
+/// records into the table between intervals ([`Source::service`])
+/// and at each interval, after reading the slots.
+pub struct XdpSource {
+    shared: Arc<Mutex<Shared>>,
+    drainer: Option<RingDrainer>,
+    table: flowtable::FlowTable,
+    /// Reused buffers: kernel sightings, and records taken from `evicted`.
+    seen: Vec<flowtable::Occupancy>,
+    ended: Vec<flowtable::Occupancy>,
+}
+
+/// What the ring thread and the monitor loop share.
+struct Shared {
+    attachment: sys::Attachment,
+    /// Final records taken from the eviction ring, oldest first, not yet in
+    /// the flow table.
+    evicted: Vec<flowtable::Occupancy>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic elsewhere cannot leave Shared half-updated in a way that
+    // matters here: keep going with what is there.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The thread that empties the eviction ring and publishes the clock the
+/// program stamps flows with, every 10 ms: neither waits behind the
+/// monitor loop's interval work.
+struct RingDrainer {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl RingDrainer {
+    fn start(shared: Arc<Mutex<Shared>>) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = thread::Builder::new()
+            .name("netmon-ring".into())
+            .spawn({
+                let stop = Arc::clone(&stop);
+                move || {
+                    let mut clock_failed = false;
+                    while !stop.load(Ordering::Acquire) {
+                        thread::park_timeout(SERVICE_EVERY);
+                        let mut s = lock(&shared);
+                        let Shared {
+                            attachment,
+                            evicted,
+                        } = &mut *s;
+                        if let Err(e) = attachment.publish_clock()
+                            && !std::mem::replace(&mut clock_failed, true)
+                        {
+                            log::warn!("{e}; flow first/last-seen times stop advancing");
+                        }
+                        attachment.drain_evicted(evicted);
+                    }
+                }
+            })
+            .context("cannot start the eviction ring thread")?;
+        Ok(RingDrainer { stop, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        self.thread.thread().unpark();
+        // A panic in the thread has been reported on stderr already.
+        let _ = self.thread.join();
+    }
+}
+
+impl XdpSource {
+    pub fn new(attachment: sys::Attachment, table: flowtable::FlowTable) -> Result<Self> {
+        let shared = Arc::new(Mutex::new(Shared {
+            attachment,
+            evicted: Vec::new(),
+        }));
+        let drainer = RingDrainer::start(Arc::clone(&shared))?;
+        Ok(XdpSource {
+            shared,
+            drainer: Some(drainer),
+            table,
+            seen: Vec::new(),
+            ended: Vec::new(),
+        })
+    }
+
+    /// Moves the final records of evicted flows into the table: those the
+    /// ring thread took, then what is in the ring now.
+    fn take_evicted(&mut self) {
+        {
+            let mut s = lock(&self.shared);
+            let Shared {
+                attachment,
+                evicted,
+            } = &mut *s;
+            attachment.drain_evicted(evicted);
+            std::mem::swap(evicted, &mut self.ended);
+        }
+        for o in &self.ended {
+            self.table.ended(o);
+        }
+        self.ended.clear();
+    }
+}
+
+impl Drop for XdpSource {
+    fn drop(&mut self) {
+        if let Some(d) = self.drainer.take() {
+            d.stop();
+        }
+    }
+}
+
+impl Source for XdpSource {
+    fn counters(&mut self) -> Result<Counters> {
+        let mut c = lock(&self.shared).attachment.counters()?;
+        // Packets of flows the full table could not take join those the
+        // kernel could not count to a flow.
+        c.flow_insert_failed += self.table.untracked().0;
+        Ok(c)
+    }
+    fn flow_changes(&mut self, changed: &mut Vec<(FlowKey, FlowValue)>) -> Result<usize> {
+        // The slots first, then the ring (see Attachment::drain_evicted):
+        // every record taken after the slots were read goes in after them.
+        self.table.new_round();
+        self.seen.clear();
+        self.seen
+            .extend(lock(&self.shared).attachment.occupancies()?.iter());
+        for o in &self.seen {
+            self.table.seen(o);
+        }
+        self.take_evicted();
+        self.table.take_changes(changed);
+        Ok(self.table.len())
+    }
+    fn expire_idle(&mut self, removed: &mut Vec<(FlowKey, FlowValue)>) -> Result<()> {
+        self.table.expire(sys::monotonic_ns(), removed);
+        Ok(())
+    }
+    fn flows(&mut self) -> Result<Vec<(FlowKey, FlowValue)>> {
+        self.flow_changes(&mut Vec::new())?;
+        Ok(self.table.snapshot())
+    }
+    fn service(&mut self) {
+        self.take_evicted();
+    }
+    fn finish(&mut self) {
+        lock(&self.shared).attachment.detach();
+        // Detaching does not wait for runs of the program already under way
+        // on other CPUs (they finish within microseconds); the final reads
+        // come after them.
+        thread::sleep(std::time::Duration::from_millis(20));
+        if let Some(d) = self.drainer.take() {
+            d.stop();
+        }
+    }
+    fn drain_log(&mut self) {
+        lock(&self.shared).attachment.flush_log();
+    }
+}
