@@ -5,11 +5,6 @@
 //! has `rust-src` (`-Z build-std=core`), and linked by bpf-linker. See
 //! ARCHITECTURE.md and the shared TOOLCHAIN notes.
 
-mod bench_flows;
-mod bench_probes;
-mod bench_util;
-mod bench_veth;
-mod bench_xdp;
 mod provision;
 
 use std::{
@@ -72,7 +67,7 @@ enum Cmd {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Clone, Copy, Subcommand)]
 enum Bench {
     /// Per-packet cost of the XDP program under BPF_PROG_TEST_RUN, in ns
     /// above a bare XDP_PASS program.
@@ -158,13 +153,7 @@ fn run() -> Result<()> {
             if !is_root() {
                 bail!("benchmarks attach XDP programs and create namespaces: run as root");
             }
-            match which {
-                // The object is all this bench loads.
-                Bench::Xdp => bench_xdp::run(&root, &build_ebpf(&root)?)?,
-                Bench::Flows => bench_flows::run(&root, &build_ebpf(&root)?)?,
-                Bench::Veth => bench_veth::run(&root, &build(&root)?)?,
-                Bench::Probes => bench_probes::run(&root, &build(&root)?)?,
-            }
+            bench(&root, which)?;
         }
     }
     Ok(())
@@ -261,6 +250,50 @@ fn build(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/release/netmon"))
 }
 
+/// Provisions what bench `which` runs, builds netmon, the kernel object
+/// and the benches crate, and runs the bench (`netmon-benches`).
+fn bench(root: &Path, which: Bench) -> Result<()> {
+    let (name, tools) = match which {
+        Bench::Xdp => ("xdp", None),
+        Bench::Flows => ("flows", None),
+        Bench::Veth => ("veth", Some(provision::BENCH_VETH_TOOLS)),
+        Bench::Probes => ("probes", Some(provision::BENCH_PROBES_TOOLS)),
+    };
+    if let Some(tools) = tools {
+        provision::ensure_tools(tools, &format!("bench {name}"))?;
+    }
+    let netmon = build(root)?;
+    step("building the benches (netmon-benches)");
+    let status = cargo()
+        .current_dir(root)
+        .args(["build", "--release", "--package", "netmon-benches"])
+        .env("NETMON_EBPF_OBJ", root.join(EBPF_OBJECT))
+        .status()?;
+    if !status.success() {
+        bail!("building the benches failed");
+    }
+    let mut cmd = Command::new(root.join("target/release/netmon-benches"));
+    cmd.arg(name)
+        .arg("--object")
+        .arg(root.join(EBPF_OBJECT))
+        .arg("--netmon")
+        .arg(&netmon)
+        .arg("--out-dir")
+        .arg(root.join("target/bench"))
+        .current_dir(root);
+    if let Bench::Probes = which {
+        cmd.arg("--fping")
+            .arg(provision::require("fping", "fping")?)
+            .arg("--nmap")
+            .arg(provision::require("nmap", "nmap")?);
+    }
+    let status = cmd.status().context("cannot run netmon-benches")?;
+    if !status.success() {
+        bail!("bench {name} failed");
+    }
+    Ok(())
+}
+
 fn fuzz(root: &Path, seconds: u64) -> Result<()> {
     step(&format!(
         "fuzzing the parsers, {seconds} s per target (optimised build)"
@@ -273,8 +306,7 @@ fn fuzz(root: &Path, seconds: u64) -> Result<()> {
             "fuzz",
             "--package",
             "netmon",
-            "--bin",
-            "netmon",
+            "--lib",
             "--",
             "fuzz::",
             "--nocapture",

@@ -42,7 +42,7 @@
 //! witness; those check runs are not timed, because the counters cost the
 //! receive path about as much as netmon does.
 
-use crate::bench_util::{median, write_report};
+use crate::util::{median, write_report};
 use std::{
     ffi::CString,
     fmt::Write as _,
@@ -112,7 +112,8 @@ fn check_interrupted() -> Result<()> {
     Ok(())
 }
 
-pub fn run(root: &Path, netmon: &Path) -> Result<()> {
+pub fn run(ctx: &crate::Ctx) -> Result<()> {
+    let netmon = &ctx.netmon;
     let started = Instant::now();
     // SAFETY: the handler only stores to an atomic (async-signal-safe).
     unsafe {
@@ -125,11 +126,10 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
         "{} does not exist; build it with `cargo xtask build`",
         netmon.display()
     );
-    crate::provision::ensure_tools(crate::provision::BENCH_VETH_TOOLS, "bench veth")?;
-    // The object `cargo xtask bench` built (main.rs's EBPF_OBJECT): the
-    // generator's program and the XDP_PASS-only program.
-    let object = root.join(crate::EBPF_OBJECT);
-    let object_bytes = fs::read(&object)
+    // The object `cargo xtask bench` built: the generator's program and the
+    // XDP_PASS-only program.
+    let object = &ctx.object;
+    let object_bytes = fs::read(object)
         .with_context(|| format!("cannot read the XDP object {}", object.display()))?;
     let mut topo = Topology::create()?;
     let generator = Generator::start(&topo, object_bytes.clone())?;
@@ -171,8 +171,8 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
     let report = Report { results, checks };
     print!("{}", report.table());
     let json = report.json(started.elapsed());
-    crate::bench_util::print_machine(&json["machine"]);
-    let path = write_report(root, "veth.json", &json)?;
+    crate::util::print_machine(&json["machine"]);
+    let path = write_report(&ctx.out_dir, "veth.json", &json)?;
     println!("written: {}", path.display());
     if report.ratio(Config::Netmon) < TARGET_RATIO {
         println!(
@@ -192,7 +192,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
 
 fn log_run(what: &str, c: Config, r: &RunResult) {
     eprintln!(
-        "xtask:   {what:<8} {:<14} {:>9.0} pps (in-loop {:>9.0}), arrived {}{}{}",
+        "bench:   {what:<8} {:<14} {:>9.0} pps (in-loop {:>9.0}), arrived {}{}{}",
         c.name(),
         r.pps,
         r.loop_pps(),
@@ -546,7 +546,7 @@ impl Drop for Topology {
                 .output()
                 .is_ok_and(|o| o.status.success());
             if !ok {
-                eprintln!("xtask: warning: could not delete network namespace {ns}");
+                eprintln!("bench: warning: could not delete network namespace {ns}");
             }
         }
     }
@@ -1398,7 +1398,7 @@ impl Report {
                 CONFIGS.map(Config::name).join(", ")
             ),
             "configs": configs,
-            "machine": crate::bench_util::machine(),
+            "machine": crate::util::machine(),
             "elapsed_s": elapsed.as_secs_f64(),
         })
     }

@@ -21,10 +21,10 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Writes `report` to `target/bench/NAME` under `root`; returns the path.
-pub fn write_report(root: &Path, name: &str, report: &Value) -> Result<PathBuf> {
-    let dir = root.join("target/bench");
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// Writes `report` to `dir/NAME` (`target/bench` under `cargo xtask
+/// bench`); returns the path.
+pub fn write_report(dir: &Path, name: &str, report: &Value) -> Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(name);
     fs::write(&path, serde_json::to_string_pretty(report)? + "\n")
         .with_context(|| format!("cannot write {}", path.display()))?;

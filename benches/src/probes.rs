@@ -19,7 +19,7 @@
 //! figure is the median of [`REPEATS`] runs. Results go to
 //! `target/bench/probes.json`.
 
-use crate::bench_util::{median, write_report};
+use crate::util::{median, write_report};
 use std::{
     collections::BTreeSet,
     fs,
@@ -187,15 +187,6 @@ fn sh(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// fping and nmap (and ip), installed from Debian when missing.
-fn ensure_tools() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    crate::provision::ensure_tools(crate::provision::BENCH_PROBES_TOOLS, "bench probes")?;
-    Ok((
-        crate::provision::require("fping", "fping")?,
-        crate::provision::require("nmap", "nmap")?,
-    ))
-}
-
 fn netmon_alive(stdout: &str) -> Result<BTreeSet<Ipv4Addr>> {
     let mut set = BTreeSet::new();
     for line in stdout.lines() {
@@ -310,7 +301,7 @@ fn bench_sweep(ns: &Netns, netmon: &Path, fping: &Path) -> Result<(Side, Side, u
         let alive = fping_alive(&out)?;
         fp_sweep.mismatches += usize::from(alive != expected_alive);
         eprintln!(
-            "xtask: sweep run {}: netmon {:.4} s, fping {:.4} s ({} alive)",
+            "bench: sweep run {}: netmon {:.4} s, fping {:.4} s ({} alive)",
             i + 1,
             nm_sweep.times[i],
             fp_sweep.times[i],
@@ -342,7 +333,7 @@ fn bench_scan(ns: &Netns, netmon: &Path, nmap: &Path) -> Result<(Side, Side)> {
         nmap_scan.times.push(t.as_secs_f64());
         nmap_scan.mismatches += usize::from(nmap_open(&out)? != expected_open);
         eprintln!(
-            "xtask: scan run {}: netmon {:.4} s, nmap {:.4} s",
+            "bench: scan run {}: netmon {:.4} s, nmap {:.4} s",
             i + 1,
             nm_scan.times[i],
             nmap_scan.times[i]
@@ -352,23 +343,24 @@ fn bench_scan(ns: &Netns, netmon: &Path, nmap: &Path) -> Result<(Side, Side)> {
     Ok((nm_scan, nmap_scan))
 }
 
-pub fn run(root: &Path, netmon: &Path) -> Result<()> {
-    let (fping, nmap) = ensure_tools()?;
+pub fn run(ctx: &crate::Ctx) -> Result<()> {
+    let netmon = &ctx.netmon;
+    let (fping, nmap) = (&ctx.fping, &ctx.nmap);
     let ns = Netns::new()?;
     eprintln!(
-        "xtask: bench probes in namespace {}, {REPEATS} runs each, alternating",
+        "bench: bench probes in namespace {}, {REPEATS} runs each, alternating",
         ns.name
     );
 
-    let (nm_sweep, fp_sweep, hosts) = bench_sweep(&ns, netmon, &fping)?;
-    let (nm_scan, nmap_scan) = bench_scan(&ns, netmon, &nmap)?;
+    let (nm_sweep, fp_sweep, hosts) = bench_sweep(&ns, netmon, fping)?;
+    let (nm_scan, nmap_scan) = bench_scan(&ns, netmon, nmap)?;
     drop(ns);
 
     let ratio = |a: &Side, b: &Side| median(&a.times) / median(&b.times);
     let (sweep_ratio, scan_ratio) = (ratio(&nm_sweep, &fp_sweep), ratio(&nm_scan, &nmap_scan));
     let report = json!({
         "repeats": REPEATS,
-        "machine": crate::bench_util::machine(),
+        "machine": crate::util::machine(),
         "sweep": {
             "range": SWEEP_RANGE,
             "hosts": hosts,
@@ -377,7 +369,7 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
             "ratio": sweep_ratio,
             "netmon_command": format!("netmon {}", NETMON_SWEEP.join(" ")),
             "fping_command": format!("fping {}", FPING_SWEEP.join(" ")),
-            "fping_version": version(&fping, "--version"),
+            "fping_version": version(fping, "--version"),
         },
         "scan": {
             "host": SCAN_HOST,
@@ -388,10 +380,10 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
             "ratio": scan_ratio,
             "netmon_command": format!("netmon {}", NETMON_SCAN.join(" ")),
             "nmap_command": format!("nmap {}", NMAP_SCAN.join(" ")),
-            "nmap_version": version(&nmap, "--version"),
+            "nmap_version": version(nmap, "--version"),
         },
     });
-    let path = write_report(root, "probes.json", &report)?;
+    let path = write_report(&ctx.out_dir, "probes.json", &report)?;
     println!(
         "| job | netmon (median) | reference (median) | netmon / reference | same result set |"
     );
@@ -417,19 +409,19 @@ pub fn run(root: &Path, netmon: &Path) -> Result<()> {
             "NO"
         }
     );
-    crate::bench_util::print_machine(&report["machine"]);
-    eprintln!("xtask: wrote {}", path.display());
+    crate::util::print_machine(&report["machine"]);
+    eprintln!("bench: wrote {}", path.display());
     ensure!(
         nm_sweep.mismatches == 0 && nm_scan.mismatches == 0,
         "netmon missed or invented hosts or ports (see {})",
         path.display()
     );
     if fp_sweep.mismatches + nmap_scan.mismatches > 0 {
-        eprintln!("xtask: warning: fping or nmap did not find the whole ground truth in every run");
+        eprintln!("bench: warning: fping or nmap did not find the whole ground truth in every run");
     }
     if sweep_ratio > 0.5 || scan_ratio > 0.5 {
         eprintln!(
-            "xtask: warning: netmon took more than half the reference's time (sweep {sweep_ratio:.2}, scan {scan_ratio:.2})"
+            "bench: warning: netmon took more than half the reference's time (sweep {sweep_ratio:.2}, scan {scan_ratio:.2})"
         );
     }
     Ok(())

@@ -34,12 +34,11 @@
 //! new_flow round the packets in the ring and the slots must add up to the
 //! packets the round sent.
 
-use crate::bench_util::{median, write_report};
+use crate::util::{median, write_report};
 use std::{
     fmt::Write as _,
     fs,
     mem::size_of,
-    path::Path,
     time::{Duration, Instant},
 };
 
@@ -95,7 +94,8 @@ const TARGET_ESTABLISHED: f64 = 20.0;
 const TARGET_NEW_FLOW: f64 = 60.0;
 const XDP_PASS: u32 = 2;
 
-pub fn run(root: &Path, object: &Path) -> Result<()> {
+pub fn run(ctx: &crate::Ctx) -> Result<()> {
+    let object = &ctx.object;
     let started = Instant::now();
     let bytes = fs::read(object).with_context(|| {
         format!(
@@ -171,8 +171,8 @@ pub fn run(root: &Path, object: &Path) -> Result<()> {
     );
     print!("{}", report.table());
     let json = report.json(started.elapsed());
-    crate::bench_util::print_machine(&json["machine"]);
-    let path = write_report(root, "xdp.json", &json)?;
+    crate::util::print_machine(&json["machine"]);
+    let path = write_report(&ctx.out_dir, "xdp.json", &json)?;
     println!("written: {}", path.display());
     for missed in report.missed() {
         println!("TARGET MISSED: {missed}");
@@ -1061,7 +1061,7 @@ impl Report {
             "new_flows_per_round": NEW_FLOWS,
             "slots_per_cpu": *SLOTS,
             "frame_len": FRAME_LEN,
-            "machine": crate::bench_util::machine(),
+            "machine": crate::util::machine(),
             "elapsed_s": elapsed.as_secs_f64(),
         })
     }

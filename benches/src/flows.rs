@@ -21,14 +21,14 @@
 //! What this does not measure (yet): netmon's userspace at these flow
 //! counts (CPU time, memory); see BENCHMARKS.md.
 
-use std::{fs, path::Path, time::Instant};
+use std::{fs, time::Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
 
 use crate::{
-    bench_util::{machine, median, print_machine, write_report},
-    bench_xdp::{Bench, Prog, SLOTS, ipv4_tcp_frame, pin_to_one_cpu},
+    util::{machine, median, print_machine, write_report},
+    xdp::{Bench, Prog, SLOTS, ipv4_tcp_frame, pin_to_one_cpu},
 };
 
 const FLOW_COUNTS: [u32; 4] = [1_000, 10_000, 100_000, 1_000_000];
@@ -51,7 +51,8 @@ struct Row {
     netmon_rounds: Vec<f64>,
 }
 
-pub fn run(root: &Path, object: &Path) -> Result<()> {
+pub fn run(ctx: &crate::Ctx) -> Result<()> {
+    let object = &ctx.object;
     let started = Instant::now();
     let bytes = fs::read(object)
         .with_context(|| format!("cannot read the XDP object {}", object.display()))?;
@@ -64,7 +65,7 @@ pub fn run(root: &Path, object: &Path) -> Result<()> {
     let mut rows = Vec::new();
     for flows in FLOW_COUNTS {
         rows.push(measure(&bytes, flows)?);
-        eprintln!("xtask: {flows} flows done");
+        eprintln!("bench: {flows} flows done");
     }
 
     println!(
@@ -109,7 +110,7 @@ pub fn run(root: &Path, object: &Path) -> Result<()> {
         "elapsed_s": started.elapsed().as_secs_f64(),
     });
     print_machine(&report["machine"]);
-    let path = write_report(root, "flows.json", &report)?;
+    let path = write_report(&ctx.out_dir, "flows.json", &report)?;
     println!("written: {}", path.display());
     Ok(())
 }
