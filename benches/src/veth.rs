@@ -43,14 +43,14 @@
 //! receive path about as much as netmon does.
 
 use crate::util::{median, write_report};
+use netmon_tests::{Netmon, Netns, join_netns, unique};
 use std::{
     ffi::CString,
     fmt::Write as _,
     fs,
-    io::{BufRead, BufReader},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc,
@@ -138,8 +138,8 @@ pub fn run(ctx: &crate::Ctx) -> Result<()> {
          (namespaces {} -> {}), live-frames test run of {XDP_BENCH_TX_PROGRAM}",
         CONFIGS.map(Config::name).join(", "),
         topo.rx_if,
-        topo.tx_ns,
-        topo.rx_ns
+        topo.tx.name,
+        topo.rx.name
     ));
     // Warm-up: caches, page pools, the neighbour entries.
     generator.send(REPEAT / 2)?;
@@ -251,18 +251,6 @@ impl Config {
     }
 }
 
-/// Moves the calling thread into the network namespace `ns` (by name, as
-/// `ip netns` keeps it). Only for threads this module spawns for that.
-fn enter_netns(ns: &str) -> Result<()> {
-    let path = format!("/run/netns/{ns}");
-    let file = fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
-    // SAFETY: setns on a valid namespace fd; it moves only this thread.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns {path}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// The object's `netmon_floor` program attached to the receiving veth in
 /// native mode (from a thread inside the rx namespace). Dropping it closes
 /// the bpf_link, which detaches the program.
@@ -274,7 +262,7 @@ impl FloorAttachment {
     fn attach(topo: &Topology, object: &[u8]) -> Result<Self> {
         let ebpf = thread::scope(|s| {
             s.spawn(|| -> Result<Ebpf> {
-                enter_netns(&topo.rx_ns)?;
+                topo.rx.join_this_thread()?;
                 let mut ebpf = EbpfLoader::new()
                     .load(object)
                     .context("loading the XDP object failed")?;
@@ -325,12 +313,10 @@ fn mac_text(mac: [u8; 6]) -> String {
         .join(":")
 }
 
-/// The two namespaces and the veth pair between them. Dropping it deletes
-/// both namespaces, which removes the veth pair, any XDP program on it and
-/// the nftables table.
+/// The two namespaces and the veth pair between them (the test kit's
+/// guards: dropping the topology deletes both namespaces, which removes the
+/// veth pair, any XDP program on it and the nftables table).
 struct Topology {
-    tx_ns: String,
-    rx_ns: String,
     tx_if: String,
     rx_if: String,
     /// A device in the tx namespace, down, that holds the generator's
@@ -338,42 +324,31 @@ struct Topology {
     pin_if: String,
     /// Are the nftables counters loaded?
     nft: bool,
-    /// Namespaces created so far (deleted on drop).
-    created: Vec<String>,
+    // Namespaces last: dropped after everything inside them.
+    tx: Netns,
+    rx: Netns,
 }
 
 impl Topology {
     fn create() -> Result<Self> {
-        let id = std::process::id() % 100_000;
-        let mut t = Topology {
-            tx_ns: format!("nmbench-tx-{id}"),
-            rx_ns: format!("nmbench-rx-{id}"),
-            tx_if: format!("nmbt{id}"),
-            rx_if: format!("nmbr{id}"),
-            pin_if: format!("nmbd{id}"),
+        let t = Topology {
+            tx_if: unique("nmbt"),
+            rx_if: unique("nmbr"),
+            pin_if: unique("nmbd"),
             nft: false,
-            created: Vec::new(),
+            tx: Netns::new("nmbtx"),
+            rx: Netns::new("nmbrx"),
         };
-        for ns in [t.tx_ns.clone(), t.rx_ns.clone()] {
-            ip(&["netns", "add", &ns])?;
-            t.created.push(ns.clone());
+        for ns in [&t.tx, &t.rx] {
             // No IPv6 on the new links: no router solicitations, MLD or DAD
             // frames to disturb the counts.
-            for key in ["all", "default"] {
-                in_ns(
-                    &ns,
-                    &[
-                        "sysctl",
-                        "-qw",
-                        &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
-                    ],
-                )?;
-            }
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            ns.sh(
+                "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+            );
         }
         ip(&[
             "-n",
-            &t.tx_ns,
+            &t.tx.name,
             "link",
             "add",
             &t.tx_if,
@@ -387,18 +362,18 @@ impl Topology {
             "address",
             &mac_text(RX_MAC),
             "netns",
-            &t.rx_ns,
+            &t.rx.name,
         ])?;
         for (ns, ifname, addr, peer_ip, peer_mac) in [
             (
-                &t.tx_ns,
+                &t.tx.name,
                 &t.tx_if,
                 "198.51.100.2/24",
                 "198.51.100.1",
                 RX_MAC,
             ),
             (
-                &t.rx_ns,
+                &t.rx.name,
                 &t.rx_if,
                 "198.51.100.1/24",
                 "198.51.100.2",
@@ -426,7 +401,7 @@ impl Topology {
         // down (the `dummy` driver is not always there).
         ip(&[
             "-n",
-            &t.tx_ns,
+            &t.tx.name,
             "link",
             "add",
             &t.pin_if,
@@ -439,7 +414,7 @@ impl Topology {
         // GRO on the receiving veth enables its NAPI (and its xdp_frame
         // ring) when no XDP program is attached; without it the "without"
         // run would get nothing (the tx veth's ndo_xdp_xmit fails).
-        in_ns(&t.rx_ns, &["ethtool", "-K", &t.rx_if, "gro", "on"])?;
+        in_ns(&t.rx.name, &["ethtool", "-K", &t.rx_if, "gro", "on"])?;
         Ok(t)
     }
 
@@ -464,9 +439,9 @@ impl Topology {
             self.rx_if,
             std::net::Ipv4Addr::from(TX_IP)
         );
-        let path = std::env::temp_dir().join(format!("{}.nft", self.rx_ns));
+        let path = std::env::temp_dir().join(format!("{}.nft", self.rx.name));
         fs::write(&path, ruleset).with_context(|| format!("cannot write {}", path.display()))?;
-        let loaded = in_ns(&self.rx_ns, &["nft", "-f", &path.to_string_lossy()]);
+        let loaded = in_ns(&self.rx.name, &["nft", "-f", &path.to_string_lossy()]);
         let _ = fs::remove_file(&path);
         loaded?;
         self.nft = true;
@@ -477,7 +452,7 @@ impl Topology {
     fn rx_stats(&self) -> Result<(u64, u64, u64)> {
         let out = ip(&[
             "-n",
-            &self.rx_ns,
+            &self.rx.name,
             "-s",
             "-j",
             "link",
@@ -500,7 +475,7 @@ impl Topology {
             return Ok(None);
         }
         let out = in_ns(
-            &self.rx_ns,
+            &self.rx.name,
             &["nft", "-j", "list", "table", "netdev", NFT_TABLE],
         )?;
         let v: Value = serde_json::from_str(&out).context("parsing `nft -j list table`")?;
@@ -532,23 +507,17 @@ impl Topology {
 
     /// Is an XDP program attached to the receiving veth?
     fn rx_has_xdp(&self) -> Result<bool> {
-        let out = ip(&["-n", &self.rx_ns, "-j", "link", "show", "dev", &self.rx_if])?;
+        let out = ip(&[
+            "-n",
+            &self.rx.name,
+            "-j",
+            "link",
+            "show",
+            "dev",
+            &self.rx_if,
+        ])?;
         let v: Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
         Ok(v[0].get("xdp").is_some())
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for ns in self.created.drain(..) {
-            let ok = Command::new("ip")
-                .args(["netns", "del", &ns])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !ok {
-                eprintln!("bench: warning: could not delete network namespace {ns}");
-            }
-        }
     }
 }
 
@@ -695,7 +664,7 @@ impl Generator {
     fn start(topo: &Topology, object: Vec<u8>) -> Result<Self> {
         let (req_tx, req_rx) = mpsc::channel::<u64>();
         let (res_tx, res_rx) = mpsc::channel::<Result<Sent>>();
-        let ns = topo.tx_ns.clone();
+        let ns = topo.tx.name.clone();
         let ifname = topo.tx_if.clone();
         let pin_if = topo.pin_if.clone();
         let thread = thread::spawn(move || {
@@ -750,7 +719,7 @@ impl GeneratorState {
     /// Enters the tx namespace (for good: this thread only generates),
     /// loads the program and opens the counters.
     fn open(ns: &str, ifname: &str, pin_if: &str, object: &[u8]) -> Result<Self> {
-        enter_netns(ns)?;
+        join_netns(ns)?;
         let cname = CString::new(ifname)?;
         // SAFETY: a valid C string.
         let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
@@ -868,15 +837,6 @@ fn udp_frame(sport: u16) -> [u8; FRAME_LEN] {
     f
 }
 
-/// A running netmon; killed on drop if it was not stopped.
-struct Monitor {
-    child: Child,
-    stdout: Option<thread::JoinHandle<Vec<String>>>,
-    stderr_lines: mpsc::Receiver<String>,
-    stderr_seen: Vec<String>,
-    mode: String,
-}
-
 /// What netmon's summary said.
 #[derive(Clone, Debug)]
 struct NetmonTotals {
@@ -887,141 +847,51 @@ struct NetmonTotals {
     mode: String,
 }
 
-impl Monitor {
-    fn start(netmon: &Path, topo: &Topology, extra: &[&str]) -> Result<Self> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &topo.rx_ns])
-            .arg(netmon)
-            .args(["--iface", &topo.rx_if, "--format", "json", "--top"])
-            .arg((FLOWS + 8).to_string())
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", netmon.display()))?;
-        let out = child.stdout.take().expect("piped");
-        let err = child.stderr.take().expect("piped");
-        let stdout =
-            thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect());
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut m = Monitor {
-            child,
-            stdout: Some(stdout),
-            stderr_lines: rx,
-            stderr_seen: Vec::new(),
-            mode: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            check_interrupted()?;
-            match m.stderr_lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    let attached = line.contains("counting on");
-                    if attached {
-                        line.split(" in ")
-                            .nth(1)
-                            .and_then(|s| s.split(" XDP mode").next())
-                            .unwrap_or("?")
-                            .clone_into(&mut m.mode);
-                    }
-                    m.stderr_seen.push(line);
-                    if attached {
-                        return Ok(m);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Some(status) = m.child.try_wait()? {
-                        bail!(
-                            "netmon exited ({status}) before attaching: {}",
-                            m.stderr_seen.join(" / ")
-                        );
-                    }
-                    if Instant::now() > deadline {
-                        bail!(
-                            "netmon did not attach within 30 s: {}",
-                            m.stderr_seen.join(" / ")
-                        );
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = m.child.wait()?;
-                    bail!(
-                        "netmon exited ({status}) before attaching: {}",
-                        m.stderr_seen.join(" / ")
-                    );
-                }
-            }
-        }
-    }
-
-    /// SIGINT, then the summary line.
-    fn stop(mut self) -> Result<NetmonTotals> {
-        let pid: libc::pid_t = self.child.id().cast_signed();
-        // SAFETY: kill(2) on our own child, which has not been reaped.
-        unsafe { libc::kill(pid, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(s) = self.child.try_wait()? {
-                break s;
-            }
-            if Instant::now() > deadline {
-                bail!("netmon did not stop within 15 s of SIGINT");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        let lines = self
-            .stdout
-            .take()
-            .expect("joined once")
-            .join()
-            .map_err(|_| anyhow::anyhow!("stdout reader panicked"))?;
-        self.stderr_seen.extend(self.stderr_lines.try_iter());
-        ensure!(
-            status.success(),
-            "netmon exited with {status}: {}",
-            self.stderr_seen.join(" / ")
-        );
-        let summary = lines
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["type"] == "summary")
-            .context("netmon printed no summary line")?;
-        let packets = summary["packets"]
-            .as_u64()
-            .context("summary without packets")?;
-        let bytes = summary["bytes"].as_u64().context("summary without bytes")?;
-        let mut per_flow = vec![0; FLOWS];
-        for f in summary["flows"].as_array().into_iter().flatten() {
-            let sport = f["sport"].as_u64().unwrap_or(0);
-            let i = sport.wrapping_sub(u64::from(SPORT_BASE)) as usize;
-            if f["src"] == "198.51.100.2" && f["dport"] == DPORT && i < FLOWS {
-                per_flow[i] += f["packets"].as_u64().unwrap_or(0);
-            }
-        }
-        Ok(NetmonTotals {
-            packets,
-            bytes,
-            per_flow,
-            mode: self.mode.clone(),
-        })
-    }
+/// Starts netmon on the receiving veth (the test kit's guard: killed on
+/// drop if the run fails) and waits until it is ready.
+fn start_netmon(netmon: &Path, topo: &Topology, extra: &[&str]) -> Netmon {
+    let top = (FLOWS + 8).to_string();
+    let mut args = vec!["--iface", &topo.rx_if, "--format", "json", "--top", &top];
+    args.extend_from_slice(extra);
+    Netmon::start_bin(netmon, &topo.rx, &args)
 }
 
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+/// SIGINT, then the summary.
+fn stop_netmon(netmon: Netmon) -> Result<NetmonTotals> {
+    // "counting on IF in MODE XDP mode"
+    let mode = netmon
+        .ready_status()
+        .split(" in ")
+        .nth(1)
+        .and_then(|s| s.split(" XDP mode").next())
+        .unwrap_or("?")
+        .to_owned();
+    let run = netmon.stop();
+    ensure!(
+        run.status.success(),
+        "netmon exited with {}: {}",
+        run.status,
+        run.stderr.trim()
+    );
+    let summary = run.summary();
+    let packets = summary["packets"]
+        .as_u64()
+        .context("summary without packets")?;
+    let bytes = summary["bytes"].as_u64().context("summary without bytes")?;
+    let mut per_flow = vec![0; FLOWS];
+    for f in summary["flows"].as_array().into_iter().flatten() {
+        let sport = f["sport"].as_u64().unwrap_or(0);
+        let i = sport.wrapping_sub(u64::from(SPORT_BASE)) as usize;
+        if f["src"] == "198.51.100.2" && f["dport"] == DPORT && i < FLOWS {
+            per_flow[i] += f["packets"].as_u64().unwrap_or(0);
         }
     }
+    Ok(NetmonTotals {
+        packets,
+        bytes,
+        per_flow,
+        mode,
+    })
 }
 
 /// One run: [`PACKETS`] frames, with or without netmon.
@@ -1073,9 +943,9 @@ fn run_once(
     let mut monitor = None;
     match config {
         Config::Without => {}
-        Config::Netmon => monitor = Some(Monitor::start(netmon, topo, &[])?),
+        Config::Netmon => monitor = Some(start_netmon(netmon, topo, &[])),
         Config::NetmonGeneric => {
-            monitor = Some(Monitor::start(netmon, topo, &["--xdp-mode", "generic"])?);
+            monitor = Some(start_netmon(netmon, topo, &["--xdp-mode", "generic"]));
         }
         Config::XdpFloor => floor = Some(FloorAttachment::attach(topo, object)?),
     }
@@ -1102,7 +972,7 @@ fn run_once(
     }
     let (p1, b1, d1) = last;
     let nft1 = topo.nft_counts()?;
-    let totals = monitor.map(Monitor::stop).transpose()?;
+    let totals = monitor.map(stop_netmon).transpose()?;
     drop(floor);
     let rx_packets = p1 - p0;
     Ok(RunResult {

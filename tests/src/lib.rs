@@ -10,12 +10,12 @@ use std::{
     io::{BufRead, BufReader, Read},
     net::IpAddr,
     os::fd::AsRawFd,
-    path::PathBuf,
+    os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
-        mpsc,
     },
     thread,
     time::{Duration, Instant},
@@ -100,21 +100,35 @@ impl Netns {
     /// Runs `f` on a thread that has joined this namespace: sockets it
     /// opens live there.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
         thread::scope(|s| {
             s.spawn(|| {
-                let file =
-                    std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-                // SAFETY: setns on a valid namespace fd; it changes only this
-                // thread's network namespace.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                self.join_this_thread()
+                    .unwrap_or_else(|e| panic!("cannot enter {}: {e}", self.name));
                 f()
             })
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
         })
     }
+
+    /// Moves the calling thread into this namespace, for good: only for
+    /// threads spawned to work there.
+    pub fn join_this_thread(&self) -> std::io::Result<()> {
+        join_netns(&self.name)
+    }
+}
+
+/// Moves the calling thread into the network namespace `name` (as `ip
+/// netns` keeps it), for good: only for threads spawned to work there.
+pub fn join_netns(name: &str) -> std::io::Result<()> {
+    let path = format!("/run/netns/{name}");
+    let file = std::fs::File::open(&path)?;
+    // SAFETY: setns on a valid namespace fd; it changes only this thread's
+    // network namespace.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Drop for Netns {
@@ -339,51 +353,121 @@ pub struct Netmon {
     stdout: Option<thread::JoinHandle<String>>,
     /// What netmon printed on stdout so far (the reader thread appends).
     stdout_so_far: Arc<Mutex<String>>,
+    /// What netmon said when it became ready (`STATUS=` of its readiness
+    /// notification), e.g. "counting on va1x0 in native XDP mode".
+    status: String,
+}
+
+/// The socket netmon tells it is ready on (`NOTIFY_SOCKET`, the systemd
+/// notification protocol): a Unix datagram socket in a directory of its
+/// own, removed on drop.
+struct NotifySocket {
+    sock: UnixDatagram,
+    dir: PathBuf,
+}
+
+impl NotifySocket {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(unique("nmready"));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let sock = UnixDatagram::bind(dir.join("notify")).expect("bind the notify socket");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        NotifySocket { sock, dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("notify")
+    }
+
+    /// The next notification, if one comes within the read timeout.
+    fn recv(&self) -> Option<String> {
+        let mut buf = [0u8; 4096];
+        let n = self.sock.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Netmon {
-    /// Starts `netmon ARGS` in `ns` and waits until it says it is counting.
+    /// Starts `netmon ARGS` in `ns` and waits until it is ready: counting,
+    /// as its readiness notification says (see [`Netmon::start_bin`]).
     #[must_use]
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
-        let mut child = spawn_netmon(ns, args);
+        Self::start_bin(&netmon_bin(), ns, args)
+    }
+
+    /// Starts the netmon binary `bin` with `ARGS` in `ns` and waits until it
+    /// is ready. Readiness is machine-readable: netmon sends `READY=1` to
+    /// `$NOTIFY_SOCKET` once everything that crosses the interface is
+    /// counted (the systemd notification protocol), never matched in prose.
+    #[must_use]
+    pub fn start_bin(bin: &Path, ns: &Netns, args: &[&str]) -> Self {
+        let notify = NotifySocket::new();
+        let mut child = ns
+            .command(bin)
+            .args(args)
+            .env("NOTIFY_SOCKET", notify.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let stdout_so_far = Arc::new(Mutex::new(String::new()));
         let stdout = Some(read_lines_into(
             child.stdout.take().expect("piped"),
             Arc::clone(&stdout_so_far),
         ));
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let err = child.stderr.take().expect("piped");
-        let sink = Arc::clone(&stderr);
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let ready = line.contains("counting on");
-                {
-                    let mut s = sink.lock().expect("stderr buffer");
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-                // Only after the line is in the buffer, so the test sees it.
-                if ready {
-                    let _ = ready_tx.send(());
-                }
-            }
-        });
+        let stderr_reader =
+            read_lines_into(child.stderr.take().expect("piped"), Arc::clone(&stderr));
         let mut netmon = Netmon {
             child,
             stderr,
             stdout,
             stdout_so_far,
+            status: String::new(),
         };
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            let _ = netmon.child.kill();
-            let _ = netmon.child.wait();
-            panic!(
-                "netmon did not start counting within 30 s; stderr:\n{}",
-                netmon.stderr()
-            );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(message) = notify.recv()
+                && message.lines().any(|l| l == "READY=1")
+            {
+                message
+                    .lines()
+                    .find_map(|l| l.strip_prefix("STATUS="))
+                    .unwrap_or_default()
+                    .clone_into(&mut netmon.status);
+                return netmon;
+            }
+            if let Ok(Some(status)) = netmon.child.try_wait() {
+                // Everything it printed, before the test says why it failed.
+                let _ = stderr_reader.join();
+                panic!(
+                    "netmon exited ({status}) before it was ready; stderr:\n{}",
+                    netmon.stderr()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = netmon.child.kill();
+                let _ = netmon.child.wait();
+                panic!(
+                    "netmon was not ready within 30 s; stderr:\n{}",
+                    netmon.stderr()
+                );
+            }
         }
-        netmon
+    }
+
+    /// What netmon said when it became ready (its `STATUS=`).
+    #[must_use]
+    pub fn ready_status(&self) -> &str {
+        &self.status
     }
 
     /// Whether netmon is still running.

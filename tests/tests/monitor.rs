@@ -383,10 +383,10 @@ fn without_iface_the_default_routes_interface_is_used() {
     let netmon = Netmon::start(&pair.a, &["--format", "json"]);
     assert!(
         netmon
-            .stderr()
-            .contains(&format!("counting on {} ", pair.if_a)),
+            .ready_status()
+            .starts_with(&format!("counting on {} ", pair.if_a)),
         "{}",
-        netmon.stderr()
+        netmon.ready_status()
     );
     let run = netmon.stop();
     assert_eq!(run.summary()["iface"], pair.if_a.as_str());

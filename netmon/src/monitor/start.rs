@@ -58,7 +58,11 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         }
     );
     // Everything that crosses the interface from here on is counted.
-    if let Err(e) = sys::notify::notify(&format!("READY=1\nSTATUS=counting on {iface}")) {
+    let status = format!(
+        "READY=1\nSTATUS=counting on {iface} in {} XDP mode",
+        attachment.mode.as_str()
+    );
+    if let Err(e) = sys::notify::notify(&status) {
         log::warn!("cannot tell NOTIFY_SOCKET that netmon is ready: {e}");
     }
     let cfg = Config {
