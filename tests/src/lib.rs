@@ -23,6 +23,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod collectors;
+
 /// The netmon binary under test.
 #[must_use]
 pub fn netmon_bin() -> PathBuf {
