@@ -1,6 +1,8 @@
 //! Rendering of monitor results as text lines or NDJSON. Writes to any
 //! `impl Write`; knows nothing about where the numbers came from.
 
+pub mod ipfix_wire;
+
 use std::{
     io::{self, Write},
     net::IpAddr,
