@@ -23,11 +23,11 @@ use proptest::{
 };
 
 use crate::{
-    monitor::stats::Flow,
     probe::{
         targets::{AddrRange, RangeSet, parse_ports, parse_range, split_host_port},
         wire::{EchoPacket, EchoRepr, internet_checksum, strip_ipv4_header},
     },
+    report::Flow,
     units::parse_duration,
 };
 

@@ -1,16 +1,23 @@
-//! The monitor loop: every interval, read the counters, print rates; at the
-//! end, detach, read everything once more and print the summary.
+//! The monitor loop: every interval, read the counters and hand the
+//! interval's values to the sink; at the end, detach, read everything once
+//! more and hand over the summary. What becomes of the values (text,
+//! NDJSON, more at once) is the sink's business (`report`).
+//!
+//! May use: `report` (values and the [`Sink`] trait, never a format),
+//! `probe` (the continuous probes), `sys` (the XDP source, start-up, link
+//! events: the loop reads the kernel only through [`Source`]), `units`.
+//! Nothing else in the crate uses `monitor`, except the binary.
 
-use std::{future::Future, io::Write, time::Duration};
+use std::{future::Future, time::Duration};
 
 use anyhow::Result;
 use netmon_common::{Counters, FlowKey, FlowValue};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
-use self::stats::{FlowTracker, RETIRED_KEEP, Rates, interval_flows};
+use self::stats::{FlowTracker, RETIRED_KEEP, interval_flows};
 use crate::{
     probe::continuous::ContinuousProbes,
-    report::{self as output, Format, Summary},
+    report::{Interval, Link, Rates, Sink, Summary},
     sys::netlink::LinkEvent,
 };
 
@@ -49,7 +56,6 @@ pub struct Config {
     pub iface: String,
     pub interval: Duration,
     pub duration: Option<Duration>,
-    pub format: Format,
     pub top: usize,
     pub link_bps: Option<u64>,
     /// Adds to a kernel monotonic timestamp to give Unix time in ns.
@@ -73,13 +79,13 @@ pub enum Ended {
 }
 
 /// Runs until `duration` passes, `shutdown` completes or `links` says the
-/// interface is gone, then writes the summary. `probes` (from
+/// interface is gone, then hands `sink` the summary. `probes` (from
 /// `--ping`/`--tcp`) report every interval and in the summary; changes of
 /// the link state (`links`) are reported as they come.
 pub async fn run(
     cfg: &Config,
     source: &mut impl Source,
-    out: &mut impl Write,
+    sink: &mut impl Sink,
     shutdown: impl Future<Output = ()>,
     probes: Option<&ContinuousProbes>,
     mut links: tokio::sync::mpsc::UnboundedReceiver<LinkEvent>,
@@ -101,7 +107,6 @@ pub async fn run(
 
     let mut prev = source.counters()?;
     let mut prev_at = Instant::now();
-    let mut first = true;
     let mut tracker = FlowTracker::new(cfg.top.max(RETIRED_KEEP));
     // Reused buffers of changed and removed flows.
     let mut changed = Vec::new();
@@ -116,10 +121,11 @@ pub async fn run(
                     ended = Ended::InterfaceGone;
                     break;
                 }
-                LinkEvent::State { up } => {
-                    output::write_link(out, cfg.format, &cfg.iface, unix_now(), up)?;
-                    out.flush()?;
-                }
+                LinkEvent::State { up } => sink.link(&Link {
+                    iface: cfg.iface.clone(),
+                    unix_time: unix_now(),
+                    up,
+                })?,
             },
             _ = service.tick() => source.service(),
             _ = ticks.tick() => {
@@ -129,19 +135,19 @@ pub async fn run(
                 let rates = Rates::between(&prev, &cur, now - prev_at, cfg.link_bps);
                 changed.clear();
                 let in_table = source.flow_changes(&mut changed)?;
-                let flows = interval_flows(in_table, &changed, cfg.top);
-                let time = unix_now();
-                output::write_rates(out, cfg.format, &cfg.iface, time, first, &rates, &flows)?;
-                if let Some(p) = probes {
-                    output::write_probes(out, cfg.format, time, &p.take_interval())?;
-                }
-                out.flush()?;
+                sink.interval(&Interval {
+                    iface: cfg.iface.clone(),
+                    unix_time: unix_now(),
+                    rates,
+                    totals: cur,
+                    flows: interval_flows(in_table, &changed, cfg.top),
+                    probes: probes.map(ContinuousProbes::take_interval).unwrap_or_default(),
+                })?;
                 removed.clear();
                 source.expire_idle(&mut removed)?;
                 for (key, value) in &removed {
                     tracker.retire(*key, value);
                 }
-                first = false;
                 prev = cur;
                 prev_at = now;
             }
@@ -159,19 +165,14 @@ pub async fn run(
     // could not take, which the counters then include.
     let flows = tracker.summary(&source.flows()?, cfg.top);
     let counters = source.counters()?;
-    output::write_summary(
-        out,
-        cfg.format,
-        &Summary {
-            iface: &cfg.iface,
-            duration_s: start.elapsed().as_secs_f64(),
-            counters: &counters,
-            flows: &flows,
-            mono_to_unix_ns: cfg.mono_to_unix_ns,
-            probes: &probes.map(ContinuousProbes::cumulative).unwrap_or_default(),
-        },
-    )?;
-    out.flush()?;
+    sink.summary(&Summary {
+        iface: cfg.iface.clone(),
+        duration_s: start.elapsed().as_secs_f64(),
+        counters,
+        flows,
+        mono_to_unix_ns: cfg.mono_to_unix_ns,
+        probes: probes.map(ContinuousProbes::cumulative).unwrap_or_default(),
+    })?;
     Ok(ended)
 }
 
@@ -181,7 +182,10 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::monitor::flowtable::{FlowTable, Occupancy};
+    use crate::{
+        monitor::flowtable::{FlowTable, Occupancy},
+        report::{JsonSink, Sinks, TextSink},
+    };
 
     /// Counts `per_read` more packets of 100 bytes at every counters() read,
     /// in one flow, except at the reads numbered in `quiet` (the first read
@@ -289,22 +293,45 @@ mod tests {
         }
     }
 
-    /// NDJSON every second on `test0`, for `duration`.
+    /// Every second on `test0`, for `duration`.
     fn json_config(duration: Option<Duration>) -> Config {
         Config {
             iface: "test0".into(),
             interval: Duration::from_secs(1),
             duration,
-            format: Format::Json,
             top: 5,
             link_bps: None,
             mono_to_unix_ns: 0,
         }
     }
 
+    /// Keeps every value the loop hands over.
+    #[derive(Default)]
+    struct Recorder {
+        intervals: Vec<Interval>,
+        links: Vec<Link>,
+        summaries: Vec<Summary>,
+    }
+
+    impl Sink for Recorder {
+        fn interval(&mut self, interval: &Interval) -> Result<()> {
+            self.intervals.push(interval.clone());
+            Ok(())
+        }
+        fn link(&mut self, link: &Link) -> Result<()> {
+            self.links.push(link.clone());
+            Ok(())
+        }
+        fn summary(&mut self, summary: &Summary) -> Result<()> {
+            self.summaries.push(summary.clone());
+            Ok(())
+        }
+    }
+
     /// Runs the loop on `source` until it ends (by `cfg.duration`,
-    /// `shutdown` or `links`); returns how it ended and every output line
-    /// as JSON.
+    /// `shutdown` or `links`), with the NDJSON sink, the text sink and a
+    /// [`Recorder`] at once; returns how it ended and every NDJSON line
+    /// as JSON, after checking that the other two saw the same run.
     async fn run_json(
         cfg: &Config,
         source: &mut Fake,
@@ -315,15 +342,38 @@ mod tests {
         for event in link_events {
             tx.send(event).unwrap();
         }
-        let mut out = Vec::new();
-        let ended = run(cfg, source, &mut out, shutdown, None, link_rx)
+        let (mut json, mut text, mut recorder) = (Vec::new(), Vec::new(), Recorder::default());
+        let mut sinks = Sinks::new();
+        sinks.push(Box::new(JsonSink::new(&mut json)));
+        sinks.push(Box::new(TextSink::new(&mut text)));
+        sinks.push(Box::new(&mut recorder));
+        let ended = run(cfg, source, &mut sinks, shutdown, None, link_rx)
             .await
             .unwrap();
-        let lines = String::from_utf8(out)
+        drop(sinks);
+        let lines: Vec<Value> = String::from_utf8(json)
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
+        let count = |t: &str| lines.iter().filter(|v| v["type"] == t).count();
+        assert_eq!(recorder.intervals.len(), count("rates"));
+        assert_eq!(recorder.links.len(), count("link"));
+        assert_eq!(recorder.summaries.len(), 1);
+        let text = String::from_utf8(text).unwrap();
+        // Before the summary: the header (above the first interval), a
+        // line per interval, its flows, a line per link change.
+        let flow_lines: usize = lines
+            .iter()
+            .filter_map(|v| v["top_bytes"].as_array())
+            .map(|top| top.len().min(3))
+            .sum();
+        let summary_at = text.find("\nsummary for test0 over ").unwrap();
+        assert_eq!(
+            text[..summary_at].lines().count(),
+            usize::from(count("rates") > 0) + count("rates") + flow_lines + count("link"),
+            "{text}"
+        );
         (ended, lines)
     }
 

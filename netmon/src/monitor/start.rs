@@ -1,10 +1,7 @@
 //! `netmon` without a subcommand: check the arguments, attach, count until
 //! asked to stop, print the summary.
 
-use std::{
-    io::{self, Write},
-    process::ExitCode,
-};
+use std::{io, process::ExitCode};
 
 use anyhow::{Context, Result};
 
@@ -13,6 +10,7 @@ use crate::{
     UsageError,
     cli::MonitorArgs,
     probe,
+    report::Sinks,
     sys::{self, netif, netlink, signal::shutdown_signal},
 };
 
@@ -70,18 +68,19 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         iface,
         interval: args.interval,
         duration: args.duration,
-        format: args.format,
         top: args.top,
         mono_to_unix_ns: sys::mono_to_unix_ns(),
     };
     let idle_ns = u64::try_from(args.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
     let mut source = XdpSource::new(attachment, FlowTable::new(args.max_flows as usize, idle_ns))?;
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
+    // Every output is a sink; a new one (a live view, an exporter) is
+    // pushed here beside the one of --format.
+    let mut sinks = Sinks::new();
+    sinks.push(args.format.sink(io::stdout().lock()));
     let result = super::run(
         &cfg,
         &mut source,
-        &mut out,
+        &mut sinks,
         shutdown,
         probes.as_ref(),
         links,
@@ -91,7 +90,6 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
     // Finished by monitor::run; after an error, dropping them aborts them.
     drop(probes);
     let ended = result?;
-    out.flush()?;
     if ended == Ended::InterfaceGone {
         eprintln!(
             "netmon: interface {} was deleted or moved to another network namespace; \

@@ -1,7 +1,9 @@
 //! Pure statistics: flow records from kernel map entries, rates between two
 //! counter snapshots, top-N selection, and what the summary keeps of flows
 //! that left the table (bounded: the top retired flows and a distinct-flow
-//! counter). No I/O, no clock.
+//! counter). No I/O, no clock. The values it makes are `report`'s
+//! ([`Flow`], [`Rates`], [`IntervalFlows`], [`FlowSummary`]): the sinks
+//! render them.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -10,30 +12,16 @@ use std::{
     time::Duration,
 };
 
-use netmon_common::{
-    Counters, FlowKey, FlowValue, IP_V4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
-};
+use netmon_common::{Counters, FlowKey, FlowValue, IP_V4};
+
+use crate::report::{Flow, FlowSummary, IntervalFlows, Rates};
 
 /// Bytes the wire carries per frame beyond what XDP sees: preamble and SFD
 /// (8), FCS (4), inter-frame gap (12).
 pub const WIRE_OVERHEAD_BYTES: u64 = 24;
 
-/// One flow, decoded for people.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Flow {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-    pub packets: u64,
-    pub bytes: u64,
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
-    pub tcp_flags: u32,
-}
-
 impl Flow {
+    /// A kernel flow key and its counts, decoded.
     #[must_use]
     pub fn new(key: &FlowKey, value: &FlowValue) -> Self {
         let addr = |a: [u8; 16]| -> IpAddr {
@@ -56,39 +44,6 @@ impl Flow {
             tcp_flags: value.tcp_flags,
         }
     }
-
-    /// Whether the protocol has ports (TCP, UDP).
-    #[must_use]
-    pub fn has_ports(&self) -> bool {
-        matches!(self.proto, PROTO_TCP | PROTO_UDP)
-    }
-}
-
-/// `tcp`, `udp`, `icmp`, `icmpv6`, or `None` for other protocols (shown by
-/// number).
-#[must_use]
-pub fn proto_name(proto: u8) -> Option<&'static str> {
-    match proto {
-        PROTO_TCP => Some("tcp"),
-        PROTO_UDP => Some("udp"),
-        PROTO_ICMP => Some("icmp"),
-        PROTO_ICMPV6 => Some("icmpv6"),
-        _ => None,
-    }
-}
-
-/// Traffic during one interval.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Rates {
-    pub interval_s: f64,
-    pub packets: u64,
-    pub bytes: u64,
-    pub pps: f64,
-    /// Bits per second of L2 frames (FCS excluded).
-    pub bps: f64,
-    /// Share of the link's capacity in percent, wire overhead included;
-    /// `None` when the link speed is unknown.
-    pub util_pct: Option<f64>,
 }
 
 impl Rates {
@@ -153,19 +108,6 @@ fn top_by(flows: &mut Vec<Flow>, n: usize, rank: impl Fn(&Flow) -> (u64, u64)) {
         flows.truncate(n);
     }
     flows.sort_by(order);
-}
-
-/// The flows of one interval.
-#[derive(Debug, Default)]
-pub struct IntervalFlows {
-    /// Flows in the flow table at the end of the interval.
-    pub in_table: usize,
-    /// Flows that carried packets during the interval.
-    pub active: usize,
-    /// Top flows by bytes and by packets, counting this interval's traffic
-    /// only.
-    pub top_bytes: Vec<Flow>,
-    pub top_packets: Vec<Flow>,
 }
 
 /// The flows of one interval: `in_table` flows in the table, and `changed`, the
@@ -285,25 +227,6 @@ impl FlowTracker {
             retired_dropped_max_bytes: self.retired.dropped_max_bytes,
         }
     }
-}
-
-/// What the summary says about flows.
-#[derive(Debug)]
-pub struct FlowSummary {
-    /// The top flows by bytes, sorted.
-    pub top: Vec<Flow>,
-    /// Distinct flows of the run: in the table at the end or removed from
-    /// it as idle before.
-    pub tracked: u64,
-    /// Whether `tracked` is exact (see [`DistinctFlows`]).
-    pub tracked_exact: bool,
-    /// Retired flows kept for the summary at most.
-    pub retired_kept: usize,
-    /// Retired flows' records the summary dropped (their packets are in
-    /// the totals, not in per-flow counts), and the most bytes one of them
-    /// had.
-    pub retired_dropped: u64,
-    pub retired_dropped_max_bytes: u64,
 }
 
 /// The `keep` biggest retired flows by bytes. A flow retired again while
@@ -510,9 +433,10 @@ fn hll_tau(mut x: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use netmon_common::IP_V6;
+    use netmon_common::{IP_V6, PROTO_ICMPV6, PROTO_UDP};
 
     use super::*;
+    use crate::report::proto_name;
 
     fn counters(packets: u64, bytes: u64) -> Counters {
         Counters {

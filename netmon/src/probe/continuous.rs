@@ -3,28 +3,23 @@
 //! the start.
 
 use std::{
-    fmt::Write as _,
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use serde_json::Value;
 use tokio::{
     sync::watch,
     task::{JoinHandle, JoinSet},
     time::MissedTickBehavior,
 };
 
-/// The per-target text block with a latency histogram, for the summary.
-pub use super::render::write_stats_text;
-pub use super::render::{ProbeKind, ProbeStats, stats_json};
 use super::{
     pinger::{Extra, Pinger},
-    render::ms,
     targets::{resolve, split_host_port},
     tcp::{Attempt, connect},
 };
+use crate::report::{ProbeKind, ProbeStats};
 
 struct Slot {
     interval: ProbeStats,
@@ -232,7 +227,7 @@ impl ContinuousProbes {
     }
 
     /// Statistics of the probes that finished since the last call, per
-    /// target in the order given to [`Self::start`] (`--ping` first).
+    /// target in the order given to [`Prepared::start`] (`--ping` first).
     #[must_use]
     pub fn take_interval(&self) -> Vec<ProbeStats> {
         self.with_extra(true)
@@ -282,42 +277,12 @@ impl ProbeOnce {
     }
 }
 
-/// One line per target for an interval: `icmp 127.0.0.1 (127.0.0.1): 1/1 0.0% loss p50 0.045 ms ...`.
-#[must_use]
-pub fn interval_line(s: &ProbeStats) -> String {
-    let mut line = format!(
-        "{} {}: {}/{} {:.1}% loss",
-        s.kind.as_str(),
-        s.target,
-        s.received,
-        s.sent,
-        s.loss_pct()
-    );
-    if let Some(l) = s.latency.summary() {
-        let _ = write!(
-            line,
-            " rtt ms min {} p50 {} p99 {} max {} jitter {}",
-            ms(l.min),
-            ms(l.p50),
-            ms(l.p99),
-            ms(l.max),
-            ms(l.jitter)
-        );
-    }
-    line
-}
-
-/// The `ping` objects of all targets, for the NDJSON summary (`"probes": [...]`).
-#[must_use]
-pub fn stats_json_array(stats: &[ProbeStats]) -> Value {
-    Value::Array(stats.iter().map(stats_json).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, TcpListener};
 
     use super::*;
+    use crate::report::{json::probe_json, text::probe_interval_line};
 
     #[test]
     fn timeout_is_bounded() {
@@ -373,11 +338,11 @@ mod tests {
         assert!((all[1].loss_pct() - 100.0).abs() < 1e-9);
         // Intervals partition the cumulative counts.
         assert_eq!(first[0].sent + second[0].sent, all[0].sent);
-        let v = stats_json(&all[0]);
+        let v = probe_json(&all[0]);
         assert_eq!(v["kind"], "tcp");
         assert!(v["rtt_ms"]["p50"].as_f64().unwrap() > 0.0);
-        assert!(stats_json(&all[1])["rtt_ms"].is_null());
-        assert!(interval_line(&all[0]).starts_with(&format!("tcp {open}: ")));
+        assert!(probe_json(&all[1])["rtt_ms"].is_null());
+        assert!(probe_interval_line(&all[0]).starts_with(&format!("tcp {open}: ")));
     }
 
     #[tokio::test]
@@ -408,7 +373,7 @@ mod tests {
             assert!(s.sent >= 5 && s.received == s.sent, "{s:?}");
             assert_eq!(s.duplicates, 0);
         }
-        assert_eq!(stats_json(&all[1])["addr"], "::1");
+        assert_eq!(probe_json(&all[1])["addr"], "::1");
     }
 
     #[tokio::test]

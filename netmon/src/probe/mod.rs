@@ -1,15 +1,20 @@
 //! Active probers: ICMP echo (ping, sweep) and TCP connect (scan), and the
 //! continuous probes of the monitor.
 //!
-//! Only `icmp` and `tcp` touch sockets; `targets`, `latency`, `wire`,
-//! `render` and the schedulers in `ping`/`sweep` are pure.
+//! Only `icmp` and `tcp` touch sockets; `targets`, `wire` and the
+//! schedulers in `ping`/`sweep` are pure. What a probe measures is a
+//! `report::ProbeStats`; the text and JSON renderers of `report` print it,
+//! for `netmon ping` as for the monitor.
+//!
+//! May use: `report` (values, renderers, `Format`), `sys` (clocks,
+//! signals), `units`. Must not use: `monitor` (the monitor drives the
+//! continuous probes, not the other way round).
 
 pub mod continuous;
 mod icmp;
-mod latency;
 mod ping;
 mod pinger;
-mod render;
+mod progress;
 mod scan;
 mod sweep;
 pub(crate) mod targets;

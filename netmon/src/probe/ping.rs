@@ -15,10 +15,13 @@ use tokio::time::Instant;
 use super::{
     PingArgs,
     pinger::{Outcome, Pinger},
-    render::{ProbeKind, ProbeStats, ms, stats_json, write_stats_text},
     targets::resolve,
 };
-use crate::report::Format;
+use crate::report::{
+    Format, ProbeKind, ProbeStats,
+    json::probe_json,
+    text::{ms, write_probe_stats},
+};
 
 /// Send times of a target's probes: `start + i * interval`, `count` of them.
 pub fn schedule(
@@ -113,10 +116,10 @@ pub async fn run(args: PingArgs) -> anyhow::Result<ExitCode> {
             (s.duplicates, s.late) = (extra.duplicates, extra.late);
         }
         match args.format {
-            Format::Json => writeln!(out, "{}", stats_json(s))?,
+            Format::Json => writeln!(out, "{}", probe_json(s))?,
             Format::Text => {
                 writeln!(out)?;
-                write_stats_text(&mut out, s, 8)?;
+                write_probe_stats(&mut out, s, 8)?;
             }
         }
     }

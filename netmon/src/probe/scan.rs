@@ -16,11 +16,14 @@ use serde_json::json;
 
 use super::{
     ScanArgs,
-    render::{Progress, ms},
+    progress::Progress,
     targets::{parse_ports, resolve},
     tcp::{Attempt, Spare, connect_with, raise_nofile_limit},
 };
-use crate::{UsageError, report::Format};
+use crate::{
+    UsageError,
+    report::{Format, text::ms},
+};
 
 /// Descriptors kept free for everything else when sizing the concurrency.
 const RESERVED_FDS: u64 = 64;

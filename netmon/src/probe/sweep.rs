@@ -19,10 +19,13 @@ use tokio::sync::mpsc;
 use super::{
     SweepArgs,
     pinger::{Outcome, Pinger, reason},
-    render::Progress,
+    progress::Progress,
     targets::parse_ranges,
 };
-use crate::{UsageError, report::Format};
+use crate::{
+    UsageError,
+    report::{Format, text::ms},
+};
 
 /// Highest `--rate`: the pacer remembers the last `rate` send times.
 pub const MAX_RATE: u32 = 1_000_000;
@@ -360,7 +363,7 @@ fn write_results(
                 out,
                 r#"{{"type":"host","addr":"{addr}","rtt_ms":{rtt_ms}}}"#
             )?,
-            Format::Text => writeln!(out, "{addr:<39} alive  {} ms", super::render::ms(rtt_ms))?,
+            Format::Text => writeln!(out, "{addr:<39} alive  {} ms", ms(rtt_ms))?,
         }
     }
     let not_sent_total: u64 = not_sent.values().sum();

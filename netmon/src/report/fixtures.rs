@@ -1,0 +1,246 @@
+//! Fixed values for the sinks' tests: a run whose text and NDJSON are
+//! kept in `golden/`, printed by the renderers before the report seam
+//! (commit fd98cb8), so the tests prove the output unchanged.
+
+use std::{net::IpAddr, time::Duration};
+
+use netmon_common::{Counters, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+
+use super::{
+    Flow, FlowSummary, Interval, IntervalFlows, Link, ProbeKind, ProbeStats, Rates, Sink, Summary,
+};
+
+fn flow(
+    src: &str,
+    dst: &str,
+    ports: (u16, u16),
+    proto: u8,
+    packets: u64,
+    bytes: u64,
+    tcp_flags: u32,
+) -> Flow {
+    Flow {
+        src: src.parse::<IpAddr>().unwrap(),
+        dst: dst.parse::<IpAddr>().unwrap(),
+        sport: ports.0,
+        dport: ports.1,
+        proto,
+        packets,
+        bytes,
+        first_seen_ns: 1_000_000_000,
+        last_seen_ns: 3_500_000_000,
+        tcp_flags,
+    }
+}
+
+/// IPv4 and IPv6 with ports, a protocol without ports, one by number.
+pub fn flows() -> Vec<Flow> {
+    vec![
+        flow(
+            "198.51.100.2",
+            "198.51.100.1",
+            (51284, 9000),
+            PROTO_UDP,
+            959,
+            531_286,
+            0,
+        ),
+        flow(
+            "2001:db8::2",
+            "2001:db8::1",
+            (40000, 443),
+            PROTO_TCP,
+            96,
+            13_632,
+            0x12,
+        ),
+        flow(
+            "fe80::f0c0:8aff:fe06:c434",
+            "ff02::16",
+            (0, 0),
+            PROTO_ICMPV6,
+            1,
+            90,
+            0,
+        ),
+        flow("192.0.2.1", "192.0.2.2", (0, 0), 47, 1, 60, 0),
+    ]
+}
+
+/// Answers with a histogram, duplicates and late replies; a TCP target;
+/// a target no probe could be sent to.
+pub fn probes() -> Vec<ProbeStats> {
+    let mut a = ProbeStats::new(
+        ProbeKind::Icmp,
+        "localhost",
+        Some("127.0.0.1".parse().unwrap()),
+        None,
+    );
+    for us in [100, 200, 300, 400, 12_500] {
+        a.record(Some(Duration::from_micros(us)));
+    }
+    a.record(None);
+    (a.duplicates, a.late) = (2, 1);
+    let mut b = ProbeStats::new(
+        ProbeKind::Tcp,
+        "[::1]:22",
+        Some("::1".parse().unwrap()),
+        Some(22),
+    );
+    b.record(Some(Duration::from_millis(150)));
+    let mut c = ProbeStats::new(ProbeKind::Icmp, "203.0.113.1", None, None);
+    c.record_not_sent("Network is unreachable");
+    vec![a, b, c]
+}
+
+/// Four answers of 0.1-0.4 ms and one loss.
+pub fn sample_probe() -> ProbeStats {
+    let mut s = ProbeStats::new(
+        ProbeKind::Icmp,
+        "localhost",
+        Some("127.0.0.1".parse().unwrap()),
+        None,
+    );
+    for us in [100, 200, 300, 400] {
+        s.record(Some(Duration::from_micros(us)));
+    }
+    s.record(None);
+    s
+}
+
+/// Hands `sink` two intervals (the first with probes and a known link
+/// speed, the second empty), a link going down and up, and two summaries
+/// (estimated flows with dropped records and probes; an exact, empty one).
+pub fn run(sink: &mut impl Sink) {
+    sink.interval(&Interval {
+        iface: "veth0".into(),
+        unix_time: 1_700_000_185.75,
+        rates: Rates {
+            interval_s: 1.0012,
+            packets: 1047,
+            bytes: 539_965,
+            pps: 1045.7,
+            bps: 4_314_536.2,
+            util_pct: Some(0.0431),
+        },
+        totals: Counters::default(),
+        flows: IntervalFlows {
+            in_table: 6,
+            active: 4,
+            top_bytes: flows(),
+            top_packets: flows()[1..3].to_vec(),
+        },
+        probes: probes(),
+    })
+    .unwrap();
+    sink.interval(&Interval {
+        iface: "veth0".into(),
+        unix_time: 1_700_000_186.75,
+        rates: Rates {
+            interval_s: 0.999,
+            packets: 0,
+            bytes: 0,
+            pps: 0.0,
+            bps: 0.0,
+            util_pct: None,
+        },
+        totals: Counters::default(),
+        flows: IntervalFlows::default(),
+        probes: Vec::new(),
+    })
+    .unwrap();
+    for (unix_time, up) in [(1_700_000_187.1, false), (1_700_000_188.9, true)] {
+        sink.link(&Link {
+            iface: "veth0".into(),
+            unix_time,
+            up,
+        })
+        .unwrap();
+    }
+    sink.summary(&Summary {
+        iface: "veth0".into(),
+        duration_s: 3.5412,
+        counters: Counters {
+            packets: 3613,
+            bytes: 1_866_000,
+            tcp: 96,
+            udp: 3508,
+            icmpv6: 5,
+            other_ip: 1,
+            arp: 2,
+            other_l2: 3,
+            malformed: 4,
+            size_classes: [1, 5, 328, 0, 3280, 0, 2],
+            tcp_syn: 7,
+            tcp_fin: 8,
+            tcp_rst: 9,
+            flow_insert_failed: 11,
+            flow_records: 8,
+            ..Counters::default()
+        },
+        flows: FlowSummary {
+            top: flows(),
+            tracked: 20_345,
+            tracked_exact: false,
+            retired_kept: 4096,
+            retired_dropped: 3,
+            retired_dropped_max_bytes: 1234,
+        },
+        mono_to_unix_ns: 1_700_000_000_000_000_000,
+        probes: probes(),
+    })
+    .unwrap();
+    sink.summary(&Summary {
+        iface: "lo".into(),
+        duration_s: 2.0,
+        counters: Counters {
+            packets: 10,
+            bytes: 1000,
+            udp: 10,
+            ..Counters::default()
+        },
+        flows: FlowSummary {
+            top: Vec::new(),
+            tracked: 0,
+            tracked_exact: true,
+            retired_kept: 4096,
+            retired_dropped: 0,
+            retired_dropped_max_bytes: 0,
+        },
+        mono_to_unix_ns: 0,
+        probes: Vec::new(),
+    })
+    .unwrap();
+}
+
+/// One interval of 10 packets, 1000 bytes in 1 s at 01:01:01 on `lo`, no
+/// link speed, no flows.
+pub fn small_interval() -> Interval {
+    Interval {
+        iface: "lo".into(),
+        unix_time: 3661.0,
+        rates: Rates {
+            interval_s: 1.0,
+            packets: 10,
+            bytes: 1000,
+            pps: 10.0,
+            bps: 8000.0,
+            util_pct: None,
+        },
+        totals: Counters::default(),
+        flows: IntervalFlows::default(),
+        probes: Vec::new(),
+    }
+}
+
+/// Checks that `write` writes exactly `golden`, line by line first so a
+/// difference names its line.
+pub fn assert_writes(golden: &str, write: impl FnOnce(&mut Vec<u8>)) {
+    let mut out = Vec::new();
+    write(&mut out);
+    let got = String::from_utf8(out).unwrap();
+    for (i, (g, w)) in got.lines().zip(golden.lines()).enumerate() {
+        assert_eq!(g, w, "line {}", i + 1);
+    }
+    assert_eq!(got, golden);
+}

@@ -1,0 +1,358 @@
+//! The text sink: lines for people (`--format text`), and the text
+//! renderers of probe statistics that `netmon ping` shares.
+
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+    net::IpAddr,
+};
+
+use netmon_common::SIZE_CLASS_LABELS;
+
+use super::{Flow, Interval, Link, ProbeKind, ProbeStats, Sink, Summary, proto_name};
+use crate::units;
+
+/// Flows listed under each rate line.
+const TOP_PER_INTERVAL: usize = 3;
+
+/// Latency histogram rows per probe target in the summary.
+const PROBE_HISTOGRAM_BINS: usize = 10;
+
+/// Writes text lines to `W`, flushed after every interval, link change
+/// and the summary (someone is watching).
+pub struct TextSink<W: Write> {
+    w: W,
+    /// The column header goes above the first rate line.
+    header_done: bool,
+}
+
+impl<W: Write> TextSink<W> {
+    pub fn new(w: W) -> Self {
+        Self {
+            w,
+            header_done: false,
+        }
+    }
+}
+
+impl<W: Write> Sink for TextSink<W> {
+    /// The rate line, the interval's top flows by bytes under it, then one
+    /// line per probe target.
+    fn interval(&mut self, i: &Interval) -> anyhow::Result<()> {
+        let w = &mut self.w;
+        let r = &i.rates;
+        if !self.header_done {
+            writeln!(
+                w,
+                "{:<10} {:>12} {:>12} {:>14} {:>16} {:>7} {:>8}",
+                "time(UTC)", "packets", "bytes", "rate(pps)", "rate(bit/s)", "util", "flows"
+            )?;
+            self.header_done = true;
+        }
+        let util = r
+            .util_pct
+            .map_or_else(|| "-".to_owned(), |u| format!("{u:.1}%"));
+        writeln!(
+            w,
+            "{}   {:>12} {:>12} {:>14} {:>16} {:>7} {:>8}",
+            clock(i.unix_time),
+            r.packets,
+            units::bytes(r.bytes),
+            units::packets_per_second(r.pps),
+            units::bits_per_second(r.bps),
+            util,
+            i.flows.active,
+        )?;
+        for f in i.flows.top_bytes.iter().take(TOP_PER_INTERVAL) {
+            let per_s = |n: u64| n as f64 / r.interval_s.max(f64::EPSILON);
+            writeln!(
+                w,
+                "    {:<7} {} -> {}  {}  {}",
+                proto_text(f.proto),
+                endpoint(f, f.src, f.sport),
+                endpoint(f, f.dst, f.dport),
+                units::packets_per_second(per_s(f.packets)),
+                units::bits_per_second(per_s(f.bytes) * 8.0),
+            )?;
+        }
+        for s in &i.probes {
+            writeln!(w, "    {}", probe_interval_line(s))?;
+        }
+        w.flush()?;
+        Ok(())
+    }
+
+    /// `HH:MM:SS   link IFACE down`.
+    fn link(&mut self, l: &Link) -> anyhow::Result<()> {
+        let state = if l.up { "up" } else { "down" };
+        writeln!(self.w, "{}   link {} {state}", clock(l.unix_time), l.iface)?;
+        self.w.flush()?;
+        Ok(())
+    }
+
+    fn summary(&mut self, s: &Summary) -> anyhow::Result<()> {
+        write_summary(&mut self.w, s)?;
+        self.w.flush()?;
+        Ok(())
+    }
+}
+
+/// The time of day (UTC) of a Unix time: `HH:MM:SS`.
+fn clock(unix_time: f64) -> String {
+    let secs = unix_time as u64 % 86_400;
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+fn proto_text(proto: u8) -> String {
+    proto_name(proto).map_or_else(|| proto.to_string(), str::to_owned)
+}
+
+/// `addr:port`, `[v6]:port`, or the bare address for protocols without
+/// ports.
+fn endpoint(f: &Flow, addr: IpAddr, port: u16) -> String {
+    match (addr, f.has_ports()) {
+        (IpAddr::V6(a), true) => format!("[{a}]:{port}"),
+        (a, true) => format!("{a}:{port}"),
+        (a, false) => a.to_string(),
+    }
+}
+
+fn write_summary(w: &mut impl Write, s: &Summary) -> io::Result<()> {
+    let c = &s.counters;
+    let secs = s.duration_s.max(f64::EPSILON);
+    writeln!(w)?;
+    writeln!(
+        w,
+        "summary for {} over {:.2} s: {} packets, {} (average {}, {})",
+        s.iface,
+        s.duration_s,
+        c.packets,
+        units::bytes(c.bytes),
+        units::packets_per_second(c.packets as f64 / secs),
+        units::bits_per_second(c.bytes as f64 * 8.0 / secs),
+    )?;
+    writeln!(
+        w,
+        "  by protocol (packets): tcp {}  udp {}  icmp {}  icmpv6 {}  other-ip {}  arp {}  other-l2 {}  malformed {}",
+        c.tcp, c.udp, c.icmp, c.icmpv6, c.other_ip, c.arp, c.other_l2, c.malformed
+    )?;
+    write!(w, "  by frame size (bytes, FCS excluded):")?;
+    for (label, n) in SIZE_CLASS_LABELS.iter().zip(c.size_classes.iter()) {
+        write!(w, "  {label}: {n}")?;
+    }
+    writeln!(w)?;
+    writeln!(
+        w,
+        "  tcp segments with: syn {}  fin {}  rst {}",
+        c.tcp_syn, c.tcp_fin, c.tcp_rst
+    )?;
+    if s.flows.tracked_exact {
+        write!(w, "  flows: {} tracked", s.flows.tracked)?;
+    } else {
+        write!(
+            w,
+            "  flows: about {} tracked (estimate, standard error 0.4%)",
+            s.flows.tracked
+        )?;
+    }
+    write!(w, " ({} kernel flow records)", c.flow_records)?;
+    if c.flow_insert_failed > 0 {
+        write!(
+            w,
+            "; {} packets counted to no flow (raise --max-flows)",
+            c.flow_insert_failed
+        )?;
+    }
+    writeln!(w)?;
+    if s.flows.retired_dropped > 0 {
+        writeln!(
+            w,
+            "  per-flow counts leave out {} records of idle flows, of at most {} bytes \
+             each (the summary keeps the {} biggest; totals are exact)",
+            s.flows.retired_dropped, s.flows.retired_dropped_max_bytes, s.flows.retired_kept
+        )?;
+    }
+    write_top_flows(w, &s.flows.top)?;
+    if !s.probes.is_empty() {
+        writeln!(w, "  probes:")?;
+        for p in &s.probes {
+            write_probe_stats(w, p, PROBE_HISTOGRAM_BINS)?;
+        }
+    }
+    Ok(())
+}
+
+/// The top-flows table of the summary.
+fn write_top_flows(w: &mut impl Write, top: &[Flow]) -> io::Result<()> {
+    if top.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<[String; 3]> = top
+        .iter()
+        .map(|f| {
+            [
+                proto_text(f.proto),
+                endpoint(f, f.src, f.sport),
+                endpoint(f, f.dst, f.dport),
+            ]
+        })
+        .collect();
+    let width = rows
+        .iter()
+        .map(|r| r[1].len().max(r[2].len()))
+        .max()
+        .unwrap_or(0)
+        .max(11);
+    writeln!(w, "  top {} flows by bytes:", top.len())?;
+    writeln!(
+        w,
+        "    {:<7} {:<width$}    {:<width$} {:>12} {:>12}",
+        "proto", "source", "destination", "packets", "bytes"
+    )?;
+    for (f, [proto, src, dst]) in top.iter().zip(rows) {
+        writeln!(
+            w,
+            "    {proto:<7} {src:<width$} -> {dst:<width$} {:>12} {:>12}",
+            f.packets, f.bytes
+        )?;
+    }
+    Ok(())
+}
+
+/// One line per probe target for an interval: `icmp 127.0.0.1: 1/1 0.0%
+/// loss rtt ms min 0.045 p50 0.045 p99 0.045 max 0.045 jitter 0.000`.
+#[must_use]
+pub fn probe_interval_line(s: &ProbeStats) -> String {
+    let mut line = format!(
+        "{} {}: {}/{} {:.1}% loss",
+        s.kind.as_str(),
+        s.target,
+        s.received,
+        s.sent,
+        s.loss_pct()
+    );
+    if let Some(l) = s.latency.summary() {
+        let _ = write!(
+            line,
+            " rtt ms min {} p50 {} p99 {} max {} jitter {}",
+            ms(l.min),
+            ms(l.p50),
+            ms(l.p99),
+            ms(l.max),
+            ms(l.jitter)
+        );
+    }
+    line
+}
+
+/// The block of one probe target (the monitor's summary, `netmon ping`):
+/// counts, RTT summary and, with `hist_bins` > 0, a small histogram.
+pub fn write_probe_stats(w: &mut impl Write, s: &ProbeStats, hist_bins: usize) -> io::Result<()> {
+    let addr = s
+        .addr
+        .map_or_else(|| "unresolved".to_owned(), |a| a.to_string());
+    let what = match (s.kind, s.port) {
+        (ProbeKind::Tcp, Some(p)) => format!("tcp port {p}"),
+        (k, _) => k.as_str().to_owned(),
+    };
+    writeln!(w, "--- {} ({addr}) {what} ---", s.target)?;
+    write!(w, "{} sent, {} received", s.sent, s.received)?;
+    if s.sent > 0 || s.not_sent == 0 {
+        write!(w, ", {:.1}% loss", s.loss_pct())?;
+    }
+    if s.duplicates > 0 || s.late > 0 {
+        write!(w, ", {} duplicates, {} late", s.duplicates, s.late)?;
+    }
+    if s.not_sent > 0 {
+        write!(
+            w,
+            ", {} not sent ({})",
+            s.not_sent,
+            s.error.as_deref().unwrap_or("send failed")
+        )?;
+    }
+    writeln!(w)?;
+    if let Some(l) = s.latency.summary() {
+        writeln!(
+            w,
+            "rtt ms: min {} mean {} p50 {} p90 {} p99 {} max {} stddev {} jitter {}",
+            ms(l.min),
+            ms(l.mean),
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.max),
+            ms(l.stddev),
+            ms(l.jitter)
+        )?;
+        let bins = s.latency.bins(hist_bins);
+        let top = bins.iter().map(|b| b.1).max().unwrap_or(0).max(1);
+        for (upper, count) in bins {
+            let bar = "#".repeat(((count * 30).div_ceil(top)) as usize);
+            writeln!(w, "  <= {:>8} ms |{bar:<30}| {count}", ms(upper))?;
+        }
+    }
+    Ok(())
+}
+
+/// Milliseconds with three significant-ish digits.
+#[must_use]
+pub fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.1}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{super::fixtures, *};
+
+    #[test]
+    fn a_run_prints_as_before() {
+        fixtures::assert_writes(include_str!("golden/monitor.txt"), |out| {
+            fixtures::run(&mut TextSink::new(out));
+        });
+    }
+
+    /// As `netmon ping` prints them.
+    #[test]
+    fn ping_blocks_print_as_before() {
+        fixtures::assert_writes(include_str!("golden/ping.txt"), |out| {
+            for s in fixtures::probes() {
+                writeln!(out).unwrap();
+                write_probe_stats(out, &s, 8).unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn rate_line() {
+        let mut out = Vec::new();
+        TextSink::new(&mut out)
+            .interval(&fixtures::small_interval())
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("01:01:01"), "{text}");
+        assert!(text.contains("8.00 kbit/s"), "{text}");
+    }
+
+    #[test]
+    fn probe_block() {
+        let mut out = Vec::new();
+        write_probe_stats(&mut out, &fixtures::sample_probe(), 4).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "--- localhost (127.0.0.1) icmp ---");
+        assert_eq!(lines[1], "5 sent, 4 received, 20.0% loss");
+        assert_eq!(
+            lines[2],
+            "rtt ms: min 0.100 mean 0.250 p50 0.200 p90 0.400 p99 0.400 max 0.400 stddev 0.112 jitter 0.018"
+        );
+        assert_eq!(lines.len(), 3 + 4, "{text}");
+        assert!(lines[6].starts_with("  <=    0.400 ms |"), "{text}");
+    }
+}

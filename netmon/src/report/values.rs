@@ -1,0 +1,230 @@
+//! What the monitor and the probes produce, as plain data: every
+//! interval's [`Interval`], a [`Link`] change, the end-of-run [`Summary`],
+//! and the pieces they are made of. No rendering here (the sinks do it) and
+//! no I/O; all owned and `Clone`, so a sink can keep the latest to serve
+//! it later.
+//!
+//! `monitor::stats` makes the flow values ([`Flow::new`] from a kernel
+//! flow key, [`Rates::between`] two counter snapshots, [`IntervalFlows`],
+//! [`FlowSummary`]); the probes fill [`ProbeStats`].
+
+use std::{net::IpAddr, time::Duration};
+
+use netmon_common::{Counters, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+
+use super::latency::Latency;
+
+/// One interval of the monitor.
+#[derive(Clone, Debug)]
+pub struct Interval {
+    pub iface: String,
+    /// Unix time at the end of the interval, in seconds.
+    pub unix_time: f64,
+    /// Traffic during the interval.
+    pub rates: Rates,
+    /// Every counter since the attach, at the end of the interval (an
+    /// exporter serves these as monotonic counters).
+    pub totals: Counters,
+    pub flows: IntervalFlows,
+    /// The `--ping`/`--tcp` probes that finished during the interval, per
+    /// target (`--ping` first); empty without probes.
+    pub probes: Vec<ProbeStats>,
+}
+
+/// A change of the watched interface's link state: administratively up and
+/// with carrier, or not.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub iface: String,
+    /// Unix time of the notification, in seconds.
+    pub unix_time: f64,
+    pub up: bool,
+}
+
+/// Everything the end-of-run summary shows.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub iface: String,
+    pub duration_s: f64,
+    /// Final totals, read after the detach.
+    pub counters: Counters,
+    /// Distinct flows of the run (exact or estimated), the top flows
+    /// (sorted and truncated), and what was dropped of retired flows.
+    pub flows: FlowSummary,
+    /// Adds to a kernel monotonic timestamp (a flow's first and last
+    /// packet) to give Unix time in ns.
+    pub mono_to_unix_ns: i128,
+    /// Statistics of the `--ping`/`--tcp` probes since the start; empty
+    /// without probes.
+    pub probes: Vec<ProbeStats>,
+}
+
+/// One flow, decoded for people.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Flow {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Kernel monotonic time, ns.
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub tcp_flags: u32,
+}
+
+impl Flow {
+    /// Whether the protocol has ports (TCP, UDP).
+    #[must_use]
+    pub fn has_ports(&self) -> bool {
+        matches!(self.proto, PROTO_TCP | PROTO_UDP)
+    }
+}
+
+/// `tcp`, `udp`, `icmp`, `icmpv6`, or `None` for other protocols (shown by
+/// number).
+#[must_use]
+pub fn proto_name(proto: u8) -> Option<&'static str> {
+    match proto {
+        PROTO_TCP => Some("tcp"),
+        PROTO_UDP => Some("udp"),
+        PROTO_ICMP => Some("icmp"),
+        PROTO_ICMPV6 => Some("icmpv6"),
+        _ => None,
+    }
+}
+
+/// Traffic during one interval.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rates {
+    pub interval_s: f64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub pps: f64,
+    /// Bits per second of L2 frames (FCS excluded).
+    pub bps: f64,
+    /// Share of the link's capacity in percent, wire overhead included;
+    /// `None` when the link speed is unknown.
+    pub util_pct: Option<f64>,
+}
+
+/// The flows of one interval.
+#[derive(Clone, Debug, Default)]
+pub struct IntervalFlows {
+    /// Flows in the flow table at the end of the interval.
+    pub in_table: usize,
+    /// Flows that carried packets during the interval.
+    pub active: usize,
+    /// Top flows by bytes and by packets, counting this interval's traffic
+    /// only.
+    pub top_bytes: Vec<Flow>,
+    pub top_packets: Vec<Flow>,
+}
+
+/// What the summary says about flows.
+#[derive(Clone, Debug)]
+pub struct FlowSummary {
+    /// The top flows by bytes, sorted.
+    pub top: Vec<Flow>,
+    /// Distinct flows of the run: in the table at the end or removed from
+    /// it as idle before.
+    pub tracked: u64,
+    /// Whether `tracked` is exact (see `monitor::stats::DistinctFlows`).
+    pub tracked_exact: bool,
+    /// Retired flows kept for the summary at most.
+    pub retired_kept: usize,
+    /// Retired flows' records the summary dropped (their packets are in
+    /// the totals, not in per-flow counts), and the most bytes one of them
+    /// had.
+    pub retired_dropped: u64,
+    pub retired_dropped_max_bytes: u64,
+}
+
+/// What a probe measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// ICMP or ICMPv6 echo.
+    Icmp,
+    /// TCP connect (SYN to SYN-ACK, as the caller sees it).
+    Tcp,
+}
+
+impl ProbeKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Icmp => "icmp",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// Counts and latency of one probe target (`netmon ping`, or a
+/// `--ping`/`--tcp` target of the monitor over an interval or the run).
+#[derive(Clone, Debug)]
+pub struct ProbeStats {
+    pub kind: ProbeKind,
+    /// As the user wrote it.
+    pub target: String,
+    pub addr: Option<IpAddr>,
+    /// TCP only.
+    pub port: Option<u16>,
+    /// Probes sent whose outcome is known (answered or timed out).
+    pub sent: u64,
+    /// Probes that could not be sent at all (no route, refused locally).
+    pub not_sent: u64,
+    /// Why the last probe that could not be sent failed.
+    pub error: Option<String>,
+    pub received: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub latency: Latency,
+}
+
+impl ProbeStats {
+    #[must_use]
+    pub fn new(kind: ProbeKind, target: &str, addr: Option<IpAddr>, port: Option<u16>) -> Self {
+        Self {
+            kind,
+            target: target.to_owned(),
+            addr,
+            port,
+            sent: 0,
+            not_sent: 0,
+            error: None,
+            received: 0,
+            duplicates: 0,
+            late: 0,
+            latency: Latency::new(),
+        }
+    }
+
+    /// One outcome: the RTT, or `None` for a probe that got no answer in time.
+    pub fn record(&mut self, rtt: Option<Duration>) {
+        self.sent += 1;
+        if let Some(rtt) = rtt {
+            self.received += 1;
+            self.latency.record(rtt);
+        }
+    }
+
+    /// A probe that never left this host, and why.
+    pub fn record_not_sent(&mut self, reason: &str) {
+        self.not_sent += 1;
+        if self.error.as_deref() != Some(reason) {
+            self.error = Some(reason.to_owned());
+        }
+    }
+
+    /// Share of the sent probes that got no answer (0 when none was sent).
+    #[must_use]
+    pub fn loss_pct(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            (self.sent - self.received) as f64 * 100.0 / self.sent as f64
+        }
+    }
+}
