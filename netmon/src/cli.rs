@@ -88,6 +88,11 @@ pub struct MonitorArgs {
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_positive_duration)]
     pub idle_timeout: Duration,
 
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics:
+    /// PORT (on 127.0.0.1), HOST:PORT or [V6]:PORT. Only on the address named.
+    #[arg(long, value_name = "ADDR", value_parser = crate::export::metrics::parse_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Also ping TARGET every interval (repeatable)
     #[arg(long = "ping", value_name = "TARGET")]
     pub ping: Vec<String>,

@@ -14,6 +14,7 @@
 //!   sockets.
 
 pub mod cli;
+pub mod export;
 #[cfg(test)]
 mod fuzz;
 pub mod log;

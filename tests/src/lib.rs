@@ -24,6 +24,7 @@ use std::{
 use serde_json::Value;
 
 pub mod collectors;
+pub mod traffic;
 
 /// The netmon binary under test.
 #[must_use]

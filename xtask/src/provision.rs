@@ -42,6 +42,10 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nft", "nftables"),
     ("sysctl", "procps"),
+    ("ss", "iproute2"),
+    // The real consumers of the exports (tests/tests/exports.rs).
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
 ];
 /// Programs `cargo xtask bench veth` calls.
 pub const BENCH_VETH_TOOLS: &[(&str, &str)] = &[

@@ -1,7 +1,11 @@
 //! `netmon` without a subcommand: check the arguments, attach, count until
 //! asked to stop, print the summary.
 
-use std::{io, process::ExitCode};
+use std::{
+    io,
+    process::ExitCode,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::{Context, Result};
 
@@ -9,8 +13,11 @@ use super::{Config, Ended, flowtable::FlowTable, xdp::XdpSource};
 use crate::{
     UsageError,
     cli::MonitorArgs,
-    probe,
-    report::Sinks,
+    export, probe,
+    report::{
+        Sinks,
+        metrics::{MetricsSink, MetricsState},
+    },
     sys::{self, netif, netlink, signal::shutdown_signal},
 };
 
@@ -35,6 +42,11 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
             probe::continuous::ContinuousProbes::prepare(&args.ping, &args.tcp, args.interval)
                 .await?,
         )
+    };
+    // Exporters' sockets too: a taken port attaches nothing.
+    let metrics_listener = match args.metrics {
+        Some(addr) => Some(export::metrics::bind(addr).await?),
+        None => None,
     };
     let slot_bytes = size_of::<netmon_common::FlowSlot>() as u64;
     let flow_slots = args
@@ -71,12 +83,18 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         top: args.top,
         mono_to_unix_ns: sys::mono_to_unix_ns(),
     };
+    let xdp_mode = attachment.mode.as_str();
     let idle_ns = u64::try_from(args.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
     let mut source = XdpSource::new(attachment, FlowTable::new(args.max_flows as usize, idle_ns))?;
     // Every output is a sink; a new one (a live view, an exporter) is
     // pushed here beside the one of --format.
     let mut sinks = Sinks::new();
     sinks.push(args.format.sink(io::stdout().lock()));
+    let _metrics_server = metrics_listener.map(|listener| {
+        let state = Arc::new(Mutex::new(MetricsState::new(&cfg.iface, xdp_mode)));
+        sinks.push(Box::new(MetricsSink::new(Arc::clone(&state))));
+        AbortOnDrop(export::metrics::serve(listener, state))
+    });
     let result = super::run(
         &cfg,
         &mut source,
@@ -145,4 +163,13 @@ fn watch_link(
         }
     });
     Ok(rx)
+}
+
+/// Aborts a task when dropped (a server that lives as long as the run).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

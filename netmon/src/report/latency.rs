@@ -107,6 +107,56 @@ impl Latency {
         })
     }
 
+    /// Samples recorded.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of the samples in seconds (from the exact mean).
+    #[must_use]
+    pub fn sum_s(&self) -> f64 {
+        self.mean_ns * self.count as f64 / 1e9
+    }
+
+    /// For each upper bound in seconds (ascending), the samples at or below
+    /// it: the buckets of a Prometheus histogram. Within the histogram's
+    /// precision (3 significant figures).
+    #[must_use]
+    pub fn cumulative_counts(&self, bounds_s: &[f64]) -> Vec<u64> {
+        bounds_s
+            .iter()
+            .map(|b| {
+                let ns = (b * 1e9) as u64;
+                if ns == 0 {
+                    0
+                } else {
+                    self.hist.count_between(0, ns)
+                }
+            })
+            .collect()
+    }
+
+    /// Adds the samples of `other` (taken after this one's). The jitter
+    /// estimate stays this one's (it needs the samples in order).
+    pub fn merge(&mut self, other: &Latency) {
+        if other.count == 0 {
+            return;
+        }
+        self.hist
+            .add(&other.hist)
+            .expect("histograms of one bounds configuration add");
+        let n = self.count + other.count;
+        let delta = other.mean_ns - self.mean_ns;
+        let mean = self.mean_ns + delta * other.count as f64 / n as f64;
+        self.m2 += other.m2 + delta * delta * (self.count as f64 * other.count as f64) / n as f64;
+        self.mean_ns = mean;
+        self.count = n;
+        self.min_ns = self.min_ns.min(other.min_ns);
+        self.max_ns = self.max_ns.max(other.max_ns);
+        self.prev_ns = other.prev_ns.or(self.prev_ns);
+    }
+
     /// Counts in `bins` logarithmically spaced bins from min to max, each
     /// with its upper bound in ms. Empty without samples.
     #[must_use]
@@ -186,6 +236,27 @@ mod tests {
             c.record(ms(3.0));
         }
         assert!(c.summary().unwrap().jitter.abs() < 1e-12);
+    }
+
+    #[test]
+    fn merged_latency_equals_one_of_all_samples() {
+        let (mut a, mut b, mut all) = (Latency::new(), Latency::new(), Latency::new());
+        for v in [1.0, 2.0, 3.0] {
+            a.record(ms(v));
+            all.record(ms(v));
+        }
+        for v in [10.0, 20.0] {
+            b.record(ms(v));
+            all.record(ms(v));
+        }
+        a.merge(&b);
+        let (m, w) = (a.summary().unwrap(), all.summary().unwrap());
+        assert_eq!(a.count(), 5);
+        assert!((m.mean - w.mean).abs() < 1e-9 && (m.stddev - w.stddev).abs() < 1e-9);
+        assert!((m.min - 1.0).abs() < 1e-9 && (m.max - 20.0).abs() < 1e-9);
+        assert!((a.sum_s() - 0.036).abs() < 1e-12, "{}", a.sum_s());
+        // Samples at or below 2.5 ms, 15 ms and 1 s.
+        assert_eq!(a.cumulative_counts(&[0.0025, 0.015, 1.0]), vec![2, 4, 5]);
     }
 
     #[test]

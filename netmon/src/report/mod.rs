@@ -19,6 +19,7 @@ mod fixtures;
 pub mod ipfix_wire;
 pub mod json;
 pub mod latency;
+pub mod metrics;
 pub mod text;
 pub mod values;
 

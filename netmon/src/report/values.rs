@@ -143,7 +143,7 @@ pub struct FlowSummary {
 }
 
 /// What a probe measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ProbeKind {
     /// ICMP or ICMPv6 echo.
     Icmp,
