@@ -95,9 +95,10 @@ fn link<F: Frame>(f: &F) -> Result<(Net, usize), Malformed> {
 #[inline(always)]
 fn mpls_stack<F: Frame>(f: &F, mut offset: usize) -> Result<(Net, usize), Malformed> {
     for _ in 0..mpls::MAX_LABELS {
-        let entry = Header::<{ mpls::HLEN }>::at(f, offset)?;
+        // A value, as in the IPv6 extension-header walk (see there).
+        let entry: [u8; mpls::HLEN] = read(f, offset)?;
         offset += mpls::HLEN;
-        if entry.get::<u8, { mpls::BOS_BYTE }>() & mpls::BOS != 0 {
+        if entry[mpls::BOS_BYTE] & mpls::BOS != 0 {
             let first: u8 = read(f, offset)?;
             let net = match first >> 4 {
                 4 => Net::Ipv4,
@@ -134,11 +135,22 @@ fn pppoe_session<F: Frame>(f: &F, offset: usize) -> Result<(Net, usize), Malform
 
 #[inline(always)]
 fn parse_ipv4<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
-    // The fixed part of the header: version/IHL .. destination address.
+    // The fixed part of the header: version/IHL .. destination address,
+    // every field read right after the one bounds check (a header pointer
+    // kept alive across the length checks below costs registers, and under
+    // pressure LLVM truncates the packet pointer, which the verifier
+    // rejects).
     let h = Header::<{ ipv4::MIN_HLEN }>::at(f, l3)?;
-    let version_ihl = h.get::<u8, { ipv4::VERSION_IHL }>();
+    let (version_ihl, total_len, frag, proto, src, dst) = (
+        h.get::<u8, { ipv4::VERSION_IHL }>(),
+        h.be16::<{ ipv4::TOTAL_LEN }>(),
+        h.be16::<{ ipv4::FRAG }>(),
+        h.get::<u8, { ipv4::PROTO }>(),
+        h.get::<u32, { ipv4::SRC }>(),
+        h.get::<u32, { ipv4::DST }>(),
+    );
     let ihl = usize::from(version_ihl & 0x0f) * 4;
-    let total_len = usize::from(h.be16::<{ ipv4::TOTAL_LEN }>());
+    let total_len = usize::from(total_len);
     // Lying lengths: a header shorter than 20 bytes, a packet shorter than
     // its header, or longer than the frame (truncated). A frame may be
     // longer than the packet (Ethernet padding): the packet ends at total_len.
@@ -149,17 +161,16 @@ fn parse_ipv4<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
     {
         return Err(Malformed);
     }
-    let proto = h.get::<u8, { ipv4::PROTO }>();
     let mut key = [
-        u64::from(h.get::<u32, { ipv4::SRC }>()),
+        u64::from(src),
         0,
-        u64::from(h.get::<u32, { ipv4::DST }>()),
+        u64::from(dst),
         0,
         proto_word(IP_V4, proto),
     ];
     // Only the first fragment (offset 0) carries the L4 header; later
     // fragments count towards the flow with ports 0.
-    let tcp_flags = if h.be16::<{ ipv4::FRAG }>() & ipv4::FRAG_OFFSET_MASK == 0 {
+    let tcp_flags = if frag & ipv4::FRAG_OFFSET_MASK == 0 {
         parse_l4(f, l3 + ihl, l3 + total_len, proto, &mut key[4])?
     } else {
         0
@@ -174,8 +185,11 @@ fn parse_ipv4<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
 
 #[inline(always)]
 fn parse_ipv6<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
-    let h = Header::<{ ipv6::HLEN }>::at(f, l3)?;
-    let payload_len = usize::from(h.be16::<{ ipv6::PAYLOAD_LEN }>());
+    // The first 8 bytes as a value, then the addresses (two checks, in
+    // this order: see parse_ipv4 on pointers kept alive).
+    let hdr: [u8; 8] = read(f, l3)?;
+    let at = ipv6::PAYLOAD_LEN;
+    let payload_len = usize::from(u16::from_be_bytes([hdr[at], hdr[at + 1]]));
     let frame = frame_len(f);
     // Payload length 0 is a jumbogram (RFC 2675): the frame says how long.
     let end = if payload_len == 0 {
@@ -183,16 +197,16 @@ fn parse_ipv6<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
     } else {
         l3 + ipv6::HLEN + payload_len
     };
-    if h.get::<u8, { ipv6::VERSION }>() >> 4 != 6 || end > frame || l3 + ipv6::HLEN > end {
+    if hdr[ipv6::VERSION] >> 4 != 6 || end > frame || l3 + ipv6::HLEN > end {
         return Err(Malformed);
     }
-    const { assert!(ipv6::ADDRS_LEN == 32) };
-    let mut next = h.get::<u8, { ipv6::NEXT_HEADER }>();
+    let mut next = hdr[ipv6::NEXT_HEADER];
+    let a = Header::<{ ipv6::ADDRS_LEN }>::at(f, l3 + ipv6::ADDRS)?;
     let mut key = [
-        h.get::<u64, { ipv6::ADDRS }>(),
-        h.get::<u64, { ipv6::ADDRS + 8 }>(),
-        h.get::<u64, { ipv6::ADDRS + 16 }>(),
-        h.get::<u64, { ipv6::ADDRS + 24 }>(),
+        a.get::<u64, 0>(),
+        a.get::<u64, 8>(),
+        a.get::<u64, 16>(),
+        a.get::<u64, 24>(),
         0,
     ];
     let mut offset = l3 + ipv6::HLEN;
@@ -200,23 +214,28 @@ fn parse_ipv6<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
     let mut done = false;
     for _ in 0..ipv6::MAX_EXT {
         let len = match next {
+            // Inside the loop the bytes are read as values (one load, then
+            // the fields out of the register): a pointer kept across
+            // iterations gets the packet pointer spilled and truncated by
+            // LLVM in ways the verifier rejects.
             ipv6_ext::HOPOPTS | ipv6_ext::ROUTING | ipv6_ext::DSTOPTS => {
-                let ext = Header::<2>::at(f, offset)?;
-                next = ext.get::<u8, { ipv6_ext::NEXT_HEADER }>();
-                (usize::from(ext.get::<u8, { ipv6_ext::LEN }>()) + 1) * 8
+                let ext: [u8; 2] = read(f, offset)?;
+                next = ext[ipv6_ext::NEXT_HEADER];
+                (usize::from(ext[ipv6_ext::LEN]) + 1) * 8
             }
             ipv6_ext::FRAGMENT => {
-                let ext = Header::<4>::at(f, offset)?;
-                next = ext.get::<u8, { ipv6_ext::NEXT_HEADER }>();
+                let ext: [u8; 4] = read(f, offset)?;
+                next = ext[ipv6_ext::NEXT_HEADER];
                 // Fragment offset: the high 13 bits.
-                first_fragment = ext.be16::<{ ipv6_ext::FRAG_OFFSET }>() >> 3 == 0;
+                let at = ipv6_ext::FRAG_OFFSET;
+                first_fragment = u16::from_be_bytes([ext[at], ext[at + 1]]) >> 3 == 0;
                 ipv6_ext::FRAG_HLEN
             }
             ipv6_ext::AH => {
-                let ext = Header::<2>::at(f, offset)?;
-                next = ext.get::<u8, { ipv6_ext::NEXT_HEADER }>();
+                let ext: [u8; 2] = read(f, offset)?;
+                next = ext[ipv6_ext::NEXT_HEADER];
                 // RFC 4302: the length is in 4-byte words, minus 2.
-                (usize::from(ext.get::<u8, { ipv6_ext::LEN }>()) + 2) * 4
+                (usize::from(ext[ipv6_ext::LEN]) + 2) * 4
             }
             _ => {
                 done = true;
