@@ -10,28 +10,31 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use netmon_common::{
+    CLOCK_MAP, COUNTERS_MAP, EVICTED_MAP, FLOW_SLOTS_MAP, PENDING_MAP, XDP_PROGRAM, bench,
+};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
 /// Programs of the shipped object: netmon's XDP program only.
-const SHIPPED_PROGRAMS: &[&str] = &["netmon_xdp"];
+const SHIPPED_PROGRAMS: &[&str] = &[XDP_PROGRAM];
 /// Maps the shipped object may hold: the counting code's and aya-log's.
 const SHIPPED_MAPS: &[&str] = &[
-    "COUNTERS",
-    "FLOW_SLOTS",
-    "PENDING",
-    "EVICTED",
-    "CLOCK",
+    COUNTERS_MAP,
+    FLOW_SLOTS_MAP,
+    PENDING_MAP,
+    EVICTED_MAP,
+    CLOCK_MAP,
     "AYA_LOGS",
 ];
 /// Names that belong to the bench object (netmon-common's `bench` module);
 /// listed in the failure when one turns up in the shipped object.
-const BENCH_NAMES: &[&str] = &[
-    "netmon_floor",
-    "netmon_bench_tx",
-    "netmon_bench_new_flow",
-    "BENCH_TAIL",
-    "BENCH_CYCLE",
-    "BENCH_CYCLE_BASE",
+const BENCH_NAMES: [&str; 6] = [
+    bench::PROGRAMS[0],
+    bench::PROGRAMS[1],
+    bench::PROGRAMS[2],
+    bench::SYMBOLS[0],
+    bench::SYMBOLS[1],
+    bench::SYMBOLS[2],
 ];
 
 /// The programs, maps and globals of an object, each sorted.
