@@ -21,14 +21,14 @@
 //! What this does not measure (yet): netmon's userspace at these flow
 //! counts (CPU time, memory); see BENCHMARKS.md.
 
-use std::{fs, time::Instant};
+use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use serde_json::json;
 
 use crate::{
     util::{machine, median, print_machine, write_report},
-    xdp::{Bench, Prog, SLOTS, ipv4_tcp_frame, pin_to_one_cpu},
+    xdp::{Bench, Objects, Prog, SLOTS, ipv4_tcp_frame, pin_to_one_cpu},
 };
 
 const FLOW_COUNTS: [u32; 4] = [1_000, 10_000, 100_000, 1_000_000];
@@ -52,10 +52,8 @@ struct Row {
 }
 
 pub fn run(ctx: &crate::Ctx) -> Result<()> {
-    let object = &ctx.object;
     let started = Instant::now();
-    let bytes = fs::read(object)
-        .with_context(|| format!("cannot read the XDP object {}", object.display()))?;
+    let objects = Objects::read(ctx)?;
     pin_to_one_cpu()?;
     crate::step(&format!(
         "XDP per-packet cost with {FLOW_COUNTS:?} active flows, {} slots per CPU, {ROUNDS} \
@@ -64,7 +62,7 @@ pub fn run(ctx: &crate::Ctx) -> Result<()> {
     ));
     let mut rows = Vec::new();
     for flows in FLOW_COUNTS {
-        rows.push(measure(&bytes, flows)?);
+        rows.push(measure(&objects, flows)?);
         eprintln!("bench: {flows} flows done");
     }
 
@@ -116,9 +114,9 @@ pub fn run(ctx: &crate::Ctx) -> Result<()> {
 }
 
 /// One flow count: load, prime, measure, check.
-fn measure(bytes: &[u8], flows: u32) -> Result<Row> {
+fn measure(objects: &Objects, flows: u32) -> Result<Row> {
     let base = u32::from_be_bytes(BASE);
-    let mut bench = Bench::load_cycling(bytes, flows, base)?;
+    let mut bench = Bench::load_cycling(objects, flows, base)?;
     let mut frame = ipv4_tcp_frame(BASE, 40_000, &[]);
     let before = bench.counters()?;
     let (mut evictions, mut in_ring, mut runs) = (0u64, 0u64, 0u64);
@@ -184,8 +182,8 @@ fn run_cycle(
     cycle: u32,
     base: u32,
 ) -> Result<f64> {
-    let (ns, out) = bench.test_run(netmon_common::XDP_BENCH_NEW_FLOW_PROGRAM, frame, repeat)?;
-    let at = netmon_common::BENCH_NEW_FLOW_OFFSET..netmon_common::BENCH_NEW_FLOW_OFFSET + 4;
+    let (ns, out) = bench.test_run(netmon_common::bench::NEW_FLOW_PROGRAM, frame, repeat)?;
+    let at = netmon_common::bench::NEW_FLOW_OFFSET..netmon_common::bench::NEW_FLOW_OFFSET + 4;
     let addr = |f: &[u8]| u32::from_be_bytes(f[at.clone()].try_into().expect("4 bytes"));
     let start = addr(frame).wrapping_sub(base);
     let want = base + ((u64::from(start) + u64::from(repeat)) % u64::from(cycle)) as u32;

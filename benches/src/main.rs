@@ -35,9 +35,12 @@ enum Which {
 struct Cli {
     #[arg(value_enum)]
     which: Which,
-    /// The kernel object the benches load.
+    /// The shipped kernel object (netmon's XDP program).
     #[arg(long)]
     object: PathBuf,
+    /// The bench object (floor, generator, new-flow driver).
+    #[arg(long)]
+    bench_object: PathBuf,
     /// The netmon binary (veth, probes).
     #[arg(long)]
     netmon: PathBuf,
@@ -55,6 +58,7 @@ struct Cli {
 /// What every bench gets.
 pub struct Ctx {
     pub object: PathBuf,
+    pub bench_object: PathBuf,
     pub netmon: PathBuf,
     pub fping: PathBuf,
     pub nmap: PathBuf,
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let ctx = Ctx {
         object: cli.object,
+        bench_object: cli.bench_object,
         netmon: cli.netmon,
         fping: cli.fping,
         nmap: cli.nmap,

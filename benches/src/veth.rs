@@ -60,11 +60,14 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+use netmon::sys::{
+    self, AttachedMode, Link, Object,
+    object::{TestRunAttrs, TestRunOptions},
 };
-use netmon_common::{XDP_BENCH_TX_PROGRAM, XDP_FLOOR_PROGRAM};
+use netmon_common::bench::{
+    FLOOR_PROGRAM as XDP_FLOOR_PROGRAM, TX_PROGRAM as XDP_BENCH_TX_PROGRAM,
+};
+use netmon_tests::frames;
 use serde_json::{Value, json};
 
 /// Frames per run (each run with netmon attached gets this many).
@@ -126,11 +129,11 @@ pub fn run(ctx: &crate::Ctx) -> Result<()> {
         "{} does not exist; build it with `cargo xtask build`",
         netmon.display()
     );
-    // The object `cargo xtask bench` built: the generator's program and the
-    // XDP_PASS-only program.
-    let object = &ctx.object;
+    // The bench object `cargo xtask bench` built: the generator's program
+    // and the XDP_PASS-only program.
+    let object = &ctx.bench_object;
     let object_bytes = fs::read(object)
-        .with_context(|| format!("cannot read the XDP object {}", object.display()))?;
+        .with_context(|| format!("cannot read the bench object {}", object.display()))?;
     let mut topo = Topology::create()?;
     let generator = Generator::start(&topo, object_bytes.clone())?;
     crate::step(&format!(
@@ -251,34 +254,39 @@ impl Config {
     }
 }
 
-/// The object's `netmon_floor` program attached to the receiving veth in
-/// native mode (from a thread inside the rx namespace). Dropping it closes
-/// the bpf_link, which detaches the program.
+/// The bench object's `netmon_floor` program attached to the receiving
+/// veth in native mode (from a thread inside the rx namespace). Dropping it
+/// closes the bpf_link, which detaches the program.
 struct FloorAttachment {
-    _ebpf: Ebpf,
+    /// Declared first: the link goes before the program.
+    _link: Link,
+    _object: Object,
 }
 
 impl FloorAttachment {
     fn attach(topo: &Topology, object: &[u8]) -> Result<Self> {
-        let ebpf = thread::scope(|s| {
-            s.spawn(|| -> Result<Ebpf> {
+        thread::scope(|s| {
+            s.spawn(|| -> Result<FloorAttachment> {
                 topo.rx.join_this_thread()?;
-                let mut ebpf = EbpfLoader::new()
-                    .load(object)
-                    .context("loading the XDP object failed")?;
-                let xdp: &mut Xdp = ebpf
-                    .program_mut(XDP_FLOOR_PROGRAM)
-                    .with_context(|| format!("no program {XDP_FLOOR_PROGRAM}"))?
-                    .try_into()?;
-                xdp.load()?;
-                xdp.attach(&topo.rx_if, XdpMode::Driver)
+                let mut object = Object::load(object).context("loading the bench object failed")?;
+                object.load_xdp(XDP_FLOOR_PROGRAM)?;
+                let ifindex = sys::ifindex(&topo.rx_if)?;
+                let link = object
+                    .attach_xdp(
+                        XDP_FLOOR_PROGRAM,
+                        &topo.rx_if,
+                        ifindex,
+                        AttachedMode::Native,
+                    )
                     .with_context(|| format!("attaching {XDP_FLOOR_PROGRAM} to {}", topo.rx_if))?;
-                Ok(ebpf)
+                Ok(FloorAttachment {
+                    _link: link,
+                    _object: object,
+                })
             })
             .join()
             .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?
-        })?;
-        Ok(FloorAttachment { _ebpf: ebpf })
+        })
     }
 }
 
@@ -652,7 +660,10 @@ struct Sent {
 
 /// The generator thread's state.
 struct GeneratorState {
-    ebpf: Ebpf,
+    /// The generator's attachment to the idle device (see `open`); declared
+    /// before the object it belongs to.
+    _pin: Link,
+    object: Object,
     /// `xdp_md` with the tx veth as ingress device, queue 0.
     ctx: [u8; 24],
     /// The tx veth's `tx_queue_0_xdp_xmit` and `tx_queue_0_xdp_xmit_errors`.
@@ -724,21 +735,22 @@ impl GeneratorState {
         // SAFETY: a valid C string.
         let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
         ensure!(ifindex != 0, "no interface {ifname} in {ns}");
-        let mut ebpf = EbpfLoader::new()
-            .load(object)
-            .context("loading the XDP object failed")?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(XDP_BENCH_TX_PROGRAM)
-            .with_context(|| format!("no program {XDP_BENCH_TX_PROGRAM} in the XDP object"))?
-            .try_into()?;
-        prog.load()
+        let mut object = Object::load(object).context("loading the bench object failed")?;
+        object
+            .load_xdp(XDP_BENCH_TX_PROGRAM)
             .with_context(|| format!("loading {XDP_BENCH_TX_PROGRAM}"))?;
         // Attached (generic mode) to a device that is down and sees no
         // traffic, the program stays in the kernel's XDP dispatcher: else
         // every test-run call adds it there and removes it again, each time
         // rewriting the dispatcher and waiting for an RCU grace period,
         // which takes longer than the frames of the call.
-        prog.attach(pin_if, XdpMode::Skb)
+        let pin = object
+            .attach_xdp(
+                XDP_BENCH_TX_PROGRAM,
+                pin_if,
+                sys::ifindex(pin_if)?,
+                AttachedMode::Generic,
+            )
             .with_context(|| format!("attaching {XDP_BENCH_TX_PROGRAM} to {pin_if}"))?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex (u32 each). The kernel resolves
@@ -754,7 +766,8 @@ impl GeneratorState {
             .map(|i| udp_frame(SPORT_BASE + i as u16))
             .collect();
         Ok(GeneratorState {
-            ebpf,
+            _pin: pin,
+            object,
             ctx,
             stats,
             frames,
@@ -762,11 +775,6 @@ impl GeneratorState {
     }
 
     fn send(&self, repeat: u64) -> Result<Sent> {
-        let prog: &Xdp = self
-            .ebpf
-            .program(XDP_BENCH_TX_PROGRAM)
-            .expect("loaded in open")
-            .try_into()?;
         let mut sent = Sent {
             per_flow: vec![0; FLOWS],
             ..Sent::default()
@@ -783,7 +791,7 @@ impl GeneratorState {
                 ..TestRunOptions::new()
             };
             let t = Instant::now();
-            let r = prog.test_run(opts);
+            let r = self.object.test_run(XDP_BENCH_TX_PROGRAM, opts);
             sent.elapsed += t.elapsed();
             check_interrupted()?;
             let r = r.with_context(|| format!("live-frames test run of {XDP_BENCH_TX_PROGRAM}"))?;
@@ -808,33 +816,13 @@ impl GeneratorState {
 
 /// A 60-byte IPv4/UDP frame 198.51.100.2:`sport` -> 198.51.100.1:9000.
 fn udp_frame(sport: u16) -> [u8; FRAME_LEN] {
-    let mut f = [0u8; FRAME_LEN];
-    f[0..6].copy_from_slice(&RX_MAC);
-    f[6..12].copy_from_slice(&TX_MAC);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let total_len = (FRAME_LEN - 14) as u16;
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&total_len.to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&TX_IP);
-    ip[16..20].copy_from_slice(&RX_IP);
-    let mut sum: u32 = ip
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    let udp = &mut f[34..42];
-    udp[0..2].copy_from_slice(&sport.to_be_bytes());
-    udp[2..4].copy_from_slice(&DPORT.to_be_bytes());
-    udp[4..6].copy_from_slice(&(total_len - 20).to_be_bytes());
-    // UDP checksum 0: none (allowed for IPv4).
-    f
+    let eth = frames::Eth {
+        dst: RX_MAC,
+        src: TX_MAC,
+    };
+    frames::ipv4_udp(eth, (TX_IP, sport), (RX_IP, DPORT), FRAME_LEN)
+        .try_into()
+        .expect("FRAME_LEN bytes")
 }
 
 /// What netmon's summary said.

@@ -1,6 +1,10 @@
 //! `cargo xtask bench xdp`: per-packet cost of netmon's XDP program under
 //! `BPF_PROG_TEST_RUN`, in ns above a bare `XDP_PASS` program (`netmon_floor`
-//! from the same object) measured in the same run.
+//! from the bench object) measured in the same run. netmon's program is the
+//! shipped object's own (`--object`), loaded through `netmon::sys` as
+//! netmon loads it; the floor and the new-flow driver come from the bench
+//! object (`--bench-object`), the driver reaching netmon's program by a tail
+//! call across the two objects.
 //!
 //! Three methods, because the kernel runs *the same frame* `repeat` times:
 //!
@@ -43,17 +47,16 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuValues, ProgramArray, RingBuf},
-    programs::{TestRun, TestRunOptions, Xdp},
-};
+use netmon::sys::{Counting, FlowMaps, Global, Object, object::TestRunOptions};
 use netmon_common::{
-    BENCH_CYCLE_BASE_GLOBAL, BENCH_CYCLE_GLOBAL, BENCH_NEW_FLOW_OFFSET, BENCH_TAIL_MAP, CLOCK_MAP,
-    COUNTERS_MAP, Counters, DEFAULT_EVICTED_BYTES, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP,
-    FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL, SLOT_SHIFT_GLOBAL,
-    XDP_BENCH_NEW_FLOW_PROGRAM, XDP_FLOOR_PROGRAM, XDP_PROGRAM,
+    Counters, DEFAULT_EVICTED_BYTES, EvictBatch, FlowSlot, XDP_PROGRAM,
+    bench::{
+        CYCLE_BASE_GLOBAL, CYCLE_GLOBAL, FLOOR_PROGRAM as XDP_FLOOR_PROGRAM,
+        NEW_FLOW_OFFSET as BENCH_NEW_FLOW_OFFSET, NEW_FLOW_PROGRAM as XDP_BENCH_NEW_FLOW_PROGRAM,
+        TAIL_MAP,
+    },
 };
+use netmon_tests::frames;
 use serde_json::{Value, json};
 
 /// Runs per `BPF_PROG_TEST_RUN` call in the repeat-based cases.
@@ -95,16 +98,10 @@ const TARGET_NEW_FLOW: f64 = 60.0;
 const XDP_PASS: u32 = 2;
 
 pub fn run(ctx: &crate::Ctx) -> Result<()> {
-    let object = &ctx.object;
     let started = Instant::now();
-    let bytes = fs::read(object).with_context(|| {
-        format!(
-            "cannot read the XDP object {}; build it with `cargo xtask build`",
-            object.display()
-        )
-    })?;
+    let objects = Objects::read(ctx)?;
     pin_to_one_cpu()?;
-    let mut bench = Bench::load(&bytes)?;
+    let mut bench = Bench::load(&objects)?;
 
     crate::step(&format!(
         "XDP per-packet cost: {ROUNDS} rounds of {REPEAT} repeats per case, and {ROUNDS} rounds \
@@ -268,16 +265,37 @@ fn new_flow_round(bench: &mut Bench, round: u32, established: &[u8]) -> Result<N
     Ok(r.summarise())
 }
 
-/// The loaded object: both programs, and the maps taken out of it so that
-/// they can be read while the programs are borrowed.
+/// The two kernel objects the benches are given: the shipped one and the
+/// bench one.
+pub(crate) struct Objects {
+    pub shipped: Vec<u8>,
+    pub bench: Vec<u8>,
+}
+
+impl Objects {
+    pub(crate) fn read(ctx: &crate::Ctx) -> Result<Self> {
+        let read = |path: &std::path::Path| {
+            fs::read(path).with_context(|| {
+                format!(
+                    "cannot read the kernel object {}; build it with `cargo xtask build`",
+                    path.display()
+                )
+            })
+        };
+        Ok(Self {
+            shipped: read(&ctx.object)?,
+            bench: read(&ctx.bench_object)?,
+        })
+    }
+}
+
+/// netmon's program (the shipped object, loaded as netmon loads it, its
+/// maps taken out) and the bench object's floor and driver.
 pub(crate) struct Bench {
-    ebpf: Ebpf,
-    counters: PerCpuArray<MapData, Counters>,
-    /// Every CPU's slots, CPU `c`'s at `c * SLOTS` (see FLOW_SLOTS_MAP).
-    slots: aya::maps::Array<MapData, FlowSlot>,
-    pending: PerCpuArray<MapData, Pending>,
-    ring: RingBuf<MapData>,
-    tail: ProgramArray<MapData>,
+    netmon: Object,
+    maps: FlowMaps,
+    /// The bench object: the floor and the driver.
+    harness: Object,
 }
 
 #[derive(Clone, Copy)]
@@ -296,60 +314,50 @@ impl Prog {
 }
 
 impl Bench {
-    fn load(bytes: &[u8]) -> Result<Self> {
-        Self::load_cycling(bytes, 0, 0)
+    fn load(objects: &Objects) -> Result<Self> {
+        Self::load_cycling(objects, 0, 0)
     }
 
-    /// Loads the object with the driver cycling through `cycle` source
+    /// Loads both objects, with the driver cycling through `cycle` source
     /// addresses from `base` (host order); `cycle` 0: no cycle.
-    pub(crate) fn load_cycling(bytes: &[u8], cycle: u32, base: u32) -> Result<Self> {
-        let mask = *SLOTS - 1;
-        let shift = SLOTS.trailing_zeros();
-        let seed: u64 = 0x5eed_5eed_5eed_5eed;
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(FLOW_SLOTS_MAP, slot_entries()?)
-            .map_max_entries(EVICTED_MAP, RING_BYTES)
-            .override_global(SLOT_MASK_GLOBAL, &mask, true)
-            .override_global(SLOT_SHIFT_GLOBAL, &shift, true)
-            .override_global(HASH_SEED_GLOBAL, &seed, true)
-            .override_global(BENCH_CYCLE_GLOBAL, &cycle, true)
-            .override_global(BENCH_CYCLE_BASE_GLOBAL, &base, true)
-            .load(bytes)
-            .context("loading the XDP object failed")?;
-        for name in [
-            Prog::Floor.name(),
-            Prog::Netmon.name(),
-            XDP_BENCH_NEW_FLOW_PROGRAM,
-        ] {
-            let xdp: &mut Xdp = ebpf
-                .program_mut(name)
-                .with_context(|| format!("no program {name} in the object"))?
-                .try_into()
-                .with_context(|| format!("{name} is not an XDP program"))?;
-            xdp.load()
-                .with_context(|| format!("the verifier rejected {name}"))?;
-        }
-        let mut take = |name: &str| {
-            ebpf.take_map(name)
-                .with_context(|| format!("no map {name}"))
+    pub(crate) fn load_cycling(objects: &Objects, cycle: u32, base: u32) -> Result<Self> {
+        let counting = Counting {
+            slots_per_cpu: *SLOTS,
+            hash_seed: 0x5eed_5eed_5eed_5eed,
+            ring_bytes: RING_BYTES,
         };
+        let (mut netmon, mut maps) = Object::load_counting(&objects.shipped, &counting)
+            .context("loading the shipped object failed")?;
+        netmon.load_xdp(XDP_PROGRAM)?;
         // A nonzero clock, as netmon publishes one (the cost of reading it
         // does not depend on its value).
-        let mut clock: aya::maps::Array<_, u64> = aya::maps::Array::try_from(take(CLOCK_MAP)?)?;
-        clock.set(0, 1_000_000_000, 0)?;
-        let counters = PerCpuArray::try_from(take(COUNTERS_MAP)?)?;
-        let slots = aya::maps::Array::try_from(take(FLOW_SLOTS_MAP)?)?;
-        let pending = PerCpuArray::try_from(take(PENDING_MAP)?)?;
-        let ring = RingBuf::try_from(take(EVICTED_MAP)?)?;
-        let tail = ProgramArray::try_from(take(BENCH_TAIL_MAP)?)?;
+        maps.set_clock(1_000_000_000)?;
+        let mut harness = Object::load_with(
+            &objects.bench,
+            &[
+                (CYCLE_GLOBAL, Global::U32(cycle)),
+                (CYCLE_BASE_GLOBAL, Global::U32(base)),
+            ],
+            &[],
+        )
+        .context("loading the bench object failed")?;
+        for name in [XDP_FLOOR_PROGRAM, XDP_BENCH_NEW_FLOW_PROGRAM] {
+            harness.load_xdp(name)?;
+        }
         Ok(Bench {
-            ebpf,
-            counters,
-            slots,
-            pending,
-            ring,
-            tail,
+            netmon,
+            maps,
+            harness,
         })
+    }
+
+    /// The object that holds program `name`.
+    fn object(&self, name: &str) -> &Object {
+        if name == XDP_PROGRAM {
+            &self.netmon
+        } else {
+            &self.harness
+        }
     }
 
     /// One `BPF_PROG_TEST_RUN`; returns the kernel's average ns per run and
@@ -363,15 +371,18 @@ impl Bench {
     /// `repeat` runs of `name` on `frame`: the kernel's average ns per run
     /// and the frame it handed back, after checking the verdict.
     pub(crate) fn test_run(&self, name: &str, frame: &[u8], repeat: u32) -> Result<(f64, Vec<u8>)> {
-        let xdp = program(&self.ebpf, name)?;
         let mut out = vec![0u8; frame.len() + 256];
-        let res = xdp
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat,
-                ..TestRunOptions::new()
-            })
+        let res = self
+            .object(name)
+            .test_run(
+                name,
+                TestRunOptions {
+                    data_in: Some(frame),
+                    data_out: Some(&mut out),
+                    repeat,
+                    ..TestRunOptions::new()
+                },
+            )
             .context("BPF_PROG_TEST_RUN failed")?;
         ensure!(
             res.return_value == XDP_PASS,
@@ -382,11 +393,12 @@ impl Bench {
         Ok((res.duration.as_nanos() as f64, out))
     }
 
-    /// Points the driver's tail call at `prog`.
+    /// Points the driver's tail call at `prog` (netmon's program: in the
+    /// other object).
     pub(crate) fn set_tail(&mut self, prog: Prog) -> Result<()> {
-        let xdp = program(&self.ebpf, prog.name())?;
-        self.tail
-            .set(0, xdp.fd()?, 0)
+        let target = self.object(prog.name()).program(prog.name())?;
+        self.harness
+            .set_tail_call(TAIL_MAP, 0, &target)
             .context("setting the driver's tail call")?;
         Ok(())
     }
@@ -412,12 +424,7 @@ impl Bench {
 
     /// This machine's counters summed over CPUs.
     pub(crate) fn counters(&self) -> Result<Counters> {
-        let per_cpu = self.counters.get(&0, 0).context("reading COUNTERS")?;
-        let mut sum = Counters::default();
-        for c in per_cpu.iter() {
-            sum.accumulate(c);
-        }
-        Ok(sum)
+        Ok(self.maps.counters()?)
     }
 
     /// Checks that `sent` packets are all accounted for: `drained` (evicted
@@ -442,31 +449,18 @@ impl Bench {
 
     /// Packets of the flows now in a slot, all CPUs.
     fn packets_in_slots(&self) -> Result<u64> {
-        let mut n = 0;
-        for i in 0..self.slots.len() {
-            n += self
-                .slots
-                .get(&i, 0)
-                .context("reading FLOW_SLOTS")?
-                .value
-                .packets;
-        }
-        Ok(n)
+        Ok(self.maps.slots()?.iter().map(|s| s.value.packets).sum())
     }
 
     /// Empties the ring: (evictions, packets in them).
     pub(crate) fn drain_ring(&mut self) -> (u64, u64) {
         let (mut evictions, mut packets) = (0, 0);
-        while let Some(item) = self.ring.next() {
-            if item.len() >= size_of::<EvictBatch>() {
-                // SAFETY: the program writes whole EvictBatch records;
-                // read_unaligned copes with the ring's 8-byte alignment.
-                let rec: EvictBatch =
-                    unsafe { item.as_ptr().cast::<EvictBatch>().read_unaligned() };
-                for s in rec.slots.iter().take(rec.count as usize) {
-                    evictions += 1;
-                    packets += s.value.packets;
-                }
+        let mut batches: Vec<EvictBatch> = Vec::new();
+        self.maps.drain_batches(&mut batches);
+        for rec in &batches {
+            for s in rec.slots.iter().take(rec.count as usize) {
+                evictions += 1;
+                packets += s.value.packets;
             }
         }
         (evictions, packets)
@@ -474,9 +468,8 @@ impl Bench {
 
     /// Evictions waiting for a batch, all CPUs: (evictions, packets).
     fn pending(&self) -> Result<(u64, u64)> {
-        let per_cpu = self.pending.get(&0, 0).context("reading PENDING")?;
         let (mut evictions, mut packets) = (0, 0);
-        for p in per_cpu.iter() {
+        for p in &self.maps.pending()? {
             for s in p.batch.slots.iter().take(p.count as usize) {
                 evictions += 1;
                 packets += s.value.packets;
@@ -487,32 +480,8 @@ impl Bench {
 
     /// Empties the slots of every CPU and the ring.
     pub(crate) fn clear_flows(&mut self) -> Result<()> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        for i in 0..self.slots.len() {
-            self.slots
-                .set(i, FlowSlot::default(), 0)
-                .context("emptying FLOW_SLOTS")?;
-        }
-        let empty = PerCpuValues::try_from(vec![Pending::default(); cpus])?;
-        self.pending.set(0, empty, 0).context("emptying PENDING")?;
-        self.drain_ring();
-        Ok(())
+        Ok(self.maps.clear_flows()?)
     }
-}
-
-/// The loaded XDP program `name` of the object.
-fn program<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
-    Ok(ebpf
-        .program(name)
-        .with_context(|| format!("no program {name}"))?
-        .try_into()?)
-}
-
-/// Entries of the slot array: [`SLOTS`] for every possible CPU (the
-/// possible CPUs of a bench machine are 0..n).
-fn slot_entries() -> Result<u32> {
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-    Ok(u32::try_from(cpus)? * *SLOTS)
 }
 
 /// Pins this process to the CPU it runs on, so that every test run uses the
@@ -630,43 +599,19 @@ fn new_flow_frame(i: u32) -> Vec<u8> {
     ipv4_tcp_frame([198, 51, 100, host], port, &[])
 }
 
-const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
-const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 const DST_V4: [u8; 4] = [198, 51, 100, 1];
 
 /// A [`FRAME_LEN`]-byte IPv4/TCP frame (ACK) from `src`:`sport` to
 /// 198.51.100.1:9000, behind the VLAN tags `(tpid, vid)` given.
 pub(crate) fn ipv4_tcp_frame(src: [u8; 4], sport: u16, tags: &[(u16, u16)]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(FRAME_LEN);
-    f.extend_from_slice(&DST_MAC);
-    f.extend_from_slice(&SRC_MAC);
-    for &(tpid, vid) in tags {
-        f.extend_from_slice(&tpid.to_be_bytes());
-        f.extend_from_slice(&vid.to_be_bytes());
-    }
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let l3 = f.len();
-    let total_len = (FRAME_LEN - l3) as u16;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&total_len.to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&src);
-    ip[16..20].copy_from_slice(&DST_V4);
-    let sum = ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&ip);
-    let mut tcp = [0u8; 20];
-    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
-    tcp[2..4].copy_from_slice(&9000u16.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x10; // ACK
-    tcp[14..16].copy_from_slice(&64_240u16.to_be_bytes());
-    f.extend_from_slice(&tcp);
-    f.resize(FRAME_LEN, 0);
-    f
+    frames::ipv4_tcp(
+        frames::ETH,
+        tags,
+        (src, sport),
+        (DST_V4, 9000),
+        frames::TCP_ACK,
+        FRAME_LEN,
+    )
 }
 
 /// An IPv4/TCP frame (ACK) from `src`:40004 to 198.51.100.1:9000 behind
@@ -675,91 +620,29 @@ pub(crate) fn ipv4_tcp_frame(src: [u8; 4], sport: u16, tags: &[(u16, u16)]) -> V
 /// shortened by the shim's length, down to its 40 bytes of headers. So
 /// [`FRAME_LEN`] bytes, or more for a shim longer than 10 bytes.
 fn ipv4_tcp_behind(ether_type: u16, shim: &[u8], src: [u8; 4]) -> Vec<u8> {
-    let plain = ipv4_tcp_frame(src, 40_004, &[]);
-    let mut f = plain[..12].to_vec();
-    f.extend_from_slice(&ether_type.to_be_bytes());
-    f.extend_from_slice(shim);
-    let mut ip = plain[14..FRAME_LEN - shim.len().min(FRAME_LEN - 14 - 40)].to_vec();
-    let total_len = ip.len() as u16;
-    ip[2..4].copy_from_slice(&total_len.to_be_bytes());
-    ip[10..12].copy_from_slice(&[0, 0]);
-    let sum = ipv4_checksum(&ip[..20]);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f
+    frames::ipv4_behind(&ipv4_tcp_frame(src, 40_004, &[]), ether_type, shim)
 }
 
 /// IPv6, 2001:db8::3 -> 2001:db8::1, an Authentication Header (RFC 4302,
 /// payload length 4: 12 bytes and a 96-bit ICV), then TCP (ACK) 40005 ->
 /// 9000: 98 bytes.
 fn ipv6_ah_tcp_frame() -> Vec<u8> {
-    let mut f = Vec::with_capacity(98);
-    f.extend_from_slice(&DST_MAC);
-    f.extend_from_slice(&SRC_MAC);
-    f.extend_from_slice(&0x86DDu16.to_be_bytes());
-    let mut ip = [0u8; 40];
-    ip[0] = 0x60;
-    ip[4..6].copy_from_slice(&44u16.to_be_bytes());
-    ip[6] = 51;
-    ip[7] = 64;
-    ip[8..12].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
-    ip[23] = 3;
-    ip[24..28].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
-    ip[39] = 1;
-    f.extend_from_slice(&ip);
-    let mut ah = [0u8; 24];
-    ah[0] = 6;
-    ah[1] = 4;
-    ah[4..8].copy_from_slice(&0x100u32.to_be_bytes()); // SPI
-    ah[8..12].copy_from_slice(&1u32.to_be_bytes()); // sequence number
-    f.extend_from_slice(&ah);
-    let mut tcp = [0u8; 20];
-    tcp[0..2].copy_from_slice(&40_005u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&9000u16.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x10; // ACK
-    tcp[14..16].copy_from_slice(&64_240u16.to_be_bytes());
-    f.extend_from_slice(&tcp);
-    f
+    frames::ipv6_ah_tcp(
+        frames::ETH,
+        (frames::v6(3), 40_005),
+        (frames::v6(1), 9000),
+        frames::TCP_ACK,
+    )
 }
 
 /// A [`FRAME_LEN`]-byte IPv6/UDP frame, 2001:db8::2:40000 -> 2001:db8::1:9000.
 fn ipv6_udp_frame() -> Vec<u8> {
-    let mut f = Vec::with_capacity(FRAME_LEN);
-    f.extend_from_slice(&DST_MAC);
-    f.extend_from_slice(&SRC_MAC);
-    f.extend_from_slice(&0x86DDu16.to_be_bytes());
-    let payload_len = (FRAME_LEN - f.len() - 40) as u16;
-    let mut ip = [0u8; 40];
-    ip[0] = 0x60;
-    ip[4..6].copy_from_slice(&payload_len.to_be_bytes());
-    ip[6] = 17;
-    ip[7] = 64;
-    ip[8..10].copy_from_slice(&[0x20, 0x01]);
-    ip[10..12].copy_from_slice(&[0x0d, 0xb8]);
-    ip[23] = 2;
-    ip[24..26].copy_from_slice(&[0x20, 0x01]);
-    ip[26..28].copy_from_slice(&[0x0d, 0xb8]);
-    ip[39] = 1;
-    f.extend_from_slice(&ip);
-    let mut udp = [0u8; 8];
-    udp[0..2].copy_from_slice(&40_000u16.to_be_bytes());
-    udp[2..4].copy_from_slice(&9000u16.to_be_bytes());
-    udp[4..6].copy_from_slice(&payload_len.to_be_bytes());
-    f.extend_from_slice(&udp);
-    f.resize(FRAME_LEN, 0);
-    f
-}
-
-fn ipv4_checksum(hdr: &[u8]) -> u16 {
-    let mut sum: u32 = hdr
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    frames::ipv6_udp(
+        frames::ETH,
+        (frames::v6(2), 40_000),
+        (frames::v6(1), 9000),
+        FRAME_LEN,
+    )
 }
 
 /// Per-call durations of one `new_flow` round.

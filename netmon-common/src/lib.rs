@@ -7,32 +7,44 @@
 
 use core::mem::size_of;
 
-/// Name of the XDP program inside the eBPF object.
+/// Name of the XDP program inside the shipped eBPF object (the only
+/// program there).
 pub const XDP_PROGRAM: &str = "netmon_xdp";
-/// A program in the same object that only returns `XDP_PASS`: the
-/// benchmark floor. Never attached.
-pub const XDP_FLOOR_PROGRAM: &str = "netmon_floor";
-/// A program in the same object that returns `XDP_TX`: the traffic
-/// generator of `cargo xtask bench veth` (live-frames test runs). Never
-/// attached.
-pub const XDP_BENCH_TX_PROGRAM: &str = "netmon_bench_tx";
-/// A program in the same object for `cargo xtask bench xdp`: adds one to
-/// the IPv4 source address of the frame in place (so every run of a
-/// repeated test run is a new flow), then tail-calls entry 0 of
-/// [`BENCH_TAIL_MAP`]. Never attached.
-pub const XDP_BENCH_NEW_FLOW_PROGRAM: &str = "netmon_bench_new_flow";
-/// The program array of [`XDP_BENCH_NEW_FLOW_PROGRAM`]'s tail call.
-pub const BENCH_TAIL_MAP: &str = "BENCH_TAIL";
-/// Offset of the IPv4 source address in an untagged Ethernet frame.
-pub const BENCH_NEW_FLOW_OFFSET: usize = 26;
-/// Global of [`XDP_BENCH_NEW_FLOW_PROGRAM`]: when not 0, the driver cycles
-/// the source address through this many addresses from
-/// [`BENCH_CYCLE_BASE_GLOBAL`] (`cargo xtask bench flows`), instead of
-/// moving it on for ever.
-pub const BENCH_CYCLE_GLOBAL: &str = "BENCH_CYCLE";
-/// Global of [`XDP_BENCH_NEW_FLOW_PROGRAM`]: the first source address of the
-/// cycle, in host order.
-pub const BENCH_CYCLE_BASE_GLOBAL: &str = "BENCH_CYCLE_BASE";
+
+/// Names of the bench object's programs, maps and globals (`netmon-bench`,
+/// built beside the shipped object by `cargo xtask build`, loaded only by
+/// `netmon-benches`). Not part of what netmon ships: the `bench` feature,
+/// which only the kernel crate and the benches enable.
+#[cfg(feature = "bench")]
+pub mod bench {
+    /// A program that only returns `XDP_PASS`: the floor the benches
+    /// subtract from netmon's cost. Never attached to a real NIC.
+    pub const FLOOR_PROGRAM: &str = "netmon_floor";
+    /// A program that returns `XDP_TX`: the traffic generator of `cargo
+    /// xtask bench veth` (live-frames test runs).
+    pub const TX_PROGRAM: &str = "netmon_bench_tx";
+    /// The driver of `cargo xtask bench xdp`/`flows`: moves the IPv4 source
+    /// address of the frame on in place (so every run of a repeated test run
+    /// is a new flow), then tail-calls entry 0 of [`TAIL_MAP`] (netmon's
+    /// program from the shipped object, or [`FLOOR_PROGRAM`]).
+    pub const NEW_FLOW_PROGRAM: &str = "netmon_bench_new_flow";
+    /// The program array of [`NEW_FLOW_PROGRAM`]'s tail call.
+    pub const TAIL_MAP: &str = "BENCH_TAIL";
+    /// Offset of the IPv4 source address in an untagged Ethernet frame.
+    pub const NEW_FLOW_OFFSET: usize = 26;
+    /// Global of [`NEW_FLOW_PROGRAM`]: when not 0, the driver cycles the
+    /// source address through this many addresses from [`CYCLE_BASE_GLOBAL`]
+    /// (`cargo xtask bench flows`), instead of moving it on for ever.
+    pub const CYCLE_GLOBAL: &str = "BENCH_CYCLE";
+    /// Global of [`NEW_FLOW_PROGRAM`]: the first source address of the
+    /// cycle, in host order.
+    pub const CYCLE_BASE_GLOBAL: &str = "BENCH_CYCLE_BASE";
+    /// Every program of the bench object, and every map and global name
+    /// that belongs to it: none of them may be in the shipped object.
+    pub const PROGRAMS: [&str; 3] = [FLOOR_PROGRAM, TX_PROGRAM, NEW_FLOW_PROGRAM];
+    pub const SYMBOLS: [&str; 3] = [TAIL_MAP, CYCLE_GLOBAL, CYCLE_BASE_GLOBAL];
+}
+
 /// Name of the per-CPU array holding one [`Counters`] per CPU.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Name of the array of [`FlowSlot`]s: every CPU's flow cache, CPU `c`'s

@@ -6,6 +6,7 @@
 //! These tests need root and the binary built by `cargo xtask build`; run
 //! them with `cargo xtask test`, which sets `NETMON_BIN`.
 
+pub mod frames;
 use std::{
     io::{BufRead, BufReader, Read},
     net::IpAddr,

@@ -59,17 +59,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{TestRun, TestRunOptions, Xdp},
-};
 use corpus::Frame;
+use netmon::sys::{Counting, FlowMaps, Object, object::TestRunOptions};
 use netmon_common::{
-    CLOCK_MAP, COUNTERS_MAP, Counters, EVICT_BATCH, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP,
-    FlowKey, FlowSlot, FlowValue, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL,
-    SLOT_SHIFT_GLOBAL, XDP_PROGRAM,
+    Counters, DEFAULT_EVICTED_BYTES, EVICT_BATCH, EvictBatch, FlowKey, FlowSlot, FlowValue,
+    XDP_PROGRAM,
 };
+use netmon_tests::frames;
 use reference::Outcome;
 
 const XDP_PASS: u32 = 2;
@@ -247,20 +243,29 @@ struct ExpectedFlow {
 }
 
 struct Kernel {
-    // Owns the program; the maps below were taken out of it.
-    ebpf: Ebpf,
-    counters: PerCpuArray<MapData, Counters>,
-    /// Every CPU's slots, CPU `c`'s at `c * slot_count`.
-    slots: Array<MapData, FlowSlot>,
+    // Owns the program; the maps were taken out of it.
+    object: Object,
+    maps: FlowMaps,
+    /// Slots per CPU: CPU `c`'s at `c * slot_count`.
     slot_count: u32,
-    pending: PerCpuArray<MapData, Pending>,
-    ring: RingBuf<MapData>,
     /// Final records taken from the ring so far, summed per flow.
     ended: StdHashMap<FlowKey, FlowValue>,
     /// Occupancies (CPU, seq) in the records taken from the ring so far.
     ended_ids: HashSet<(u32, u64)>,
     /// Possible CPUs: per-CPU values come in this many copies.
     cpus: usize,
+}
+
+/// The shipped object `cargo xtask build` wrote, from `NETMON_EBPF_OBJ`.
+fn shipped_object() -> (String, Vec<u8>) {
+    let path = std::env::var("NETMON_EBPF_OBJ").unwrap_or_else(|_| {
+        panic!(
+            "NETMON_EBPF_OBJ is not set: run `cargo xtask test`, or point it at the object \
+             that `cargo xtask build` writes (target/bpf/bpfel-unknown-none/release/netmon)"
+        )
+    });
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    (path, bytes)
 }
 
 impl Kernel {
@@ -273,99 +278,65 @@ impl Kernel {
     /// As [`load`](Self::load), with an eviction ring of `ring_bytes`
     /// instead of the object's default.
     fn load_with(slots: u32, ring_bytes: Option<u32>) -> Self {
-        let path = std::env::var("NETMON_EBPF_OBJ").unwrap_or_else(|_| {
-            panic!(
-                "NETMON_EBPF_OBJ is not set: run `cargo xtask test`, or point it at the object \
-                 that `cargo xtask build` writes (target/bpf/bpfel-unknown-none/release/netmon)"
-            )
-        });
-        let mask = slots - 1;
-        let shift = slots.trailing_zeros();
-        // The possible CPUs of a test machine are 0..n.
-        let cpus = u32::try_from(aya::util::nr_cpus().expect("possible CPUs")).unwrap();
-        let seed = 0x1234_5678_9abc_def0_u64;
-        let mut loader = EbpfLoader::new();
-        if let Some(bytes) = ring_bytes {
-            loader.map_max_entries(EVICTED_MAP, bytes);
-        }
-        let mut ebpf = loader
-            .map_max_entries(FLOW_SLOTS_MAP, cpus * slots)
-            .override_global(SLOT_MASK_GLOBAL, &mask, true)
-            .override_global(SLOT_SHIFT_GLOBAL, &shift, true)
-            .override_global(HASH_SEED_GLOBAL, &seed, true)
-            .load_file(&path)
-            .unwrap_or_else(|e| panic!("loading {path} (needs root): {e:?}"));
-        let program: &mut Xdp = ebpf
-            .program_mut(XDP_PROGRAM)
-            .unwrap_or_else(|| panic!("no program {XDP_PROGRAM} in {path}"))
-            .try_into()
-            .expect("netmon_xdp is an XDP program");
-        program
-            .load()
-            .unwrap_or_else(|e| panic!("the verifier rejected {XDP_PROGRAM}: {e:?}"));
-        let mut take = |name: &str| {
-            ebpf.take_map(name)
-                .unwrap_or_else(|| panic!("no map {name}"))
+        let (path, bytes) = shipped_object();
+        let counting = Counting {
+            slots_per_cpu: slots,
+            hash_seed: 0x1234_5678_9abc_def0,
+            ring_bytes: ring_bytes.unwrap_or(DEFAULT_EVICTED_BYTES),
         };
+        // Through netmon's own loading code (netmon::sys).
+        let (mut object, mut maps) = Object::load_counting(&bytes, &counting)
+            .unwrap_or_else(|e| panic!("loading {path} (needs root): {e}"));
+        object
+            .load_xdp(XDP_PROGRAM)
+            .unwrap_or_else(|e| panic!("the verifier rejected {XDP_PROGRAM}: {e}"));
         // The clock netmon publishes: any nonzero time will do here.
-        let mut clock: Array<_, u64> = Array::try_from(take(CLOCK_MAP)).expect("CLOCK is an array");
-        clock.set(0, 1_000_000_000, 0).expect("set CLOCK");
-        let counters = take(COUNTERS_MAP);
-        let slots_map = take(FLOW_SLOTS_MAP);
-        let pending = take(PENDING_MAP);
-        let ring = take(EVICTED_MAP);
+        maps.set_clock(1_000_000_000).expect("set CLOCK");
         Self {
-            counters: PerCpuArray::try_from(counters).expect("COUNTERS is a per-CPU array"),
-            slots: Array::try_from(slots_map).expect("FLOW_SLOTS is an array"),
+            cpus: maps.cpu_ids().len(),
+            object,
+            maps,
             slot_count: slots,
-            pending: PerCpuArray::try_from(pending).expect("PENDING is a per-CPU array"),
-            ring: RingBuf::try_from(ring).expect("EVICTED is a ring buffer"),
             ended: StdHashMap::new(),
             ended_ids: HashSet::new(),
-            cpus: aya::util::nr_cpus().expect("possible CPUs"),
-            ebpf,
         }
     }
 
     /// Runs the program once on `frame`: the verdict, the frame it hands
     /// back, and the kernel's measured run time.
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>, Duration) {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(XDP_PROGRAM)
-            .expect("program")
-            .try_into()
-            .expect("XDP");
         // Room beyond the frame, so a program that grew it would show.
         let mut out = vec![0u8; frame.len() + 256];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {}: {e:?}", hex(frame)));
+        let result = self
+            .object
+            .test_run(
+                XDP_PROGRAM,
+                TestRunOptions {
+                    data_in: Some(frame),
+                    data_out: Some(&mut out),
+                    repeat: 1,
+                    ..TestRunOptions::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {}: {e}", hex(frame)));
         out.truncate(result.data_size_out as usize);
         (result.return_value, out, result.duration)
     }
 
     /// `COUNTERS` summed over the CPUs.
     fn counters(&self) -> Counters {
-        let per_cpu = self.counters.get(&0, 0).expect("read COUNTERS");
-        let mut sum = Counters::default();
-        for c in per_cpu.iter() {
-            sum.accumulate(c);
-        }
-        sum
+        self.maps.counters().expect("read COUNTERS")
     }
 
     /// Takes the final records out of the ring.
     fn drain(&mut self) {
-        while let Some(item) = self.ring.next() {
-            assert_eq!(item.len(), size_of::<EvictBatch>(), "ring record size");
-            // SAFETY: a whole EvictBatch (length checked), any bits valid.
-            let batch = unsafe { item.as_ptr().cast::<EvictBatch>().read_unaligned() };
+        let mut batches: Vec<EvictBatch> = Vec::new();
+        let skipped = self.maps.drain_batches(&mut batches);
+        assert_eq!(
+            skipped, 0,
+            "ring records of another size than an EvictBatch"
+        );
+        for batch in batches {
             assert_eq!(
                 batch.count as usize, EVICT_BATCH,
                 "a ring record is a full batch"
@@ -395,14 +366,14 @@ impl Kernel {
     /// CPUs of a test machine are 0..n).
     fn live(&self) -> Vec<(u32, FlowSlot)> {
         let mut out = Vec::new();
-        for i in 0..self.slots.len() {
-            let slot = self.slots.get(&i, 0).expect("read FLOW_SLOTS");
+        let slots = self.maps.slots().expect("read FLOW_SLOTS");
+        for (i, slot) in slots.into_iter().enumerate() {
             if slot.seq != 0 {
                 assert_eq!(slot.seq, slot.seq_end, "a slot copy is whole");
-                out.push((i / self.slot_count, slot));
+                out.push((i as u32 / self.slot_count, slot));
             }
         }
-        let pending = self.pending.get(&0, 0).expect("read PENDING");
+        let pending = self.maps.pending().expect("read PENDING");
         for (cpu, p) in pending.iter().enumerate() {
             assert!(p.count as usize <= EVICT_BATCH, "{}", p.count);
             for slot in &p.batch.slots[..p.count as usize] {
@@ -693,7 +664,7 @@ fn xdp_passes_every_frame_unchanged_and_counts_like_the_reference() {
 #[test]
 fn xdp_walks_eight_ipv6_extension_headers_to_l4() {
     for exts in [7, 8, 9] {
-        let frame = corpus::ipv6_udp_behind_hop_by_hop(exts);
+        let frame = frames::ipv6_udp_behind_hop_by_hop(exts);
         let Outcome::Ip(want) = reference::parse(&frame) else {
             panic!("the fixture is IPv6")
         };
@@ -733,7 +704,7 @@ fn a_full_ring_keeps_the_occupant_and_counts_what_it_could_not_track() {
     let mut kernel = Kernel::load_with(1, Some(4096));
     let fit = 4096 / (size_of::<EvictBatch>() + 8).next_multiple_of(8);
     assert!(fit >= 1);
-    let template = corpus::ipv6_udp_behind_hop_by_hop(0);
+    let template = frames::ipv6_udp_behind_hop_by_hop(0);
     let sport = template.len() - 8;
     for i in 0..FLOWS {
         let mut frame = template.clone();
@@ -759,6 +730,34 @@ fn a_full_ring_keeps_the_occupant_and_counts_what_it_could_not_track() {
     );
     let (records, found) = kernel.records();
     assert_eq!(records, found);
+}
+
+/// The shipped object holds netmon's program and the counting code's maps,
+/// nothing of the benches (`cargo xtask build` checks its symbol table;
+/// this reads it as netmon's loader sees it).
+#[test]
+fn the_shipped_object_holds_netmons_program_and_maps_only() {
+    let (path, bytes) = shipped_object();
+    let object = Object::load(&bytes).unwrap_or_else(|e| panic!("loading {path}: {e}"));
+    assert_eq!(object.program_names(), [XDP_PROGRAM], "{path}");
+    // Global data sections (.rodata, ...) aside.
+    let maps: Vec<String> = object
+        .map_names()
+        .into_iter()
+        .filter(|m| !m.starts_with('.'))
+        .collect();
+    assert_eq!(
+        maps,
+        [
+            "AYA_LOGS",
+            "CLOCK",
+            "COUNTERS",
+            "EVICTED",
+            "FLOW_SLOTS",
+            "PENDING"
+        ],
+        "{path}"
+    );
 }
 
 /// Pins the calling thread to the CPU it runs on.

@@ -5,6 +5,7 @@
 //! has `rust-src` (`-Z build-std=core`), and linked by bpf-linker. See
 //! ARCHITECTURE.md and the shared TOOLCHAIN notes.
 
+mod objcheck;
 mod provision;
 
 use std::{
@@ -33,7 +34,9 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
-    /// Build the XDP object and target/release/netmon with it embedded.
+    /// Build the kernel objects (the shipped XDP object, checked to hold
+    /// nothing of the benches, and the bench object) and
+    /// target/release/netmon with the shipped one embedded.
     Build,
     /// Build, then run `netmon ARGS` (as root, via sudo when needed).
     Run {
@@ -198,13 +201,25 @@ fn clean_cargo(program: &Path) -> Command {
     cmd
 }
 
-/// Where the BPF build leaves the XDP object.
+/// Where the BPF build leaves the shipped object (netmon's XDP program).
 pub const EBPF_OBJECT: &str = "target/bpf/bpfel-unknown-none/release/netmon";
+/// Where the BPF build leaves the bench object (bench programs only).
+pub const BENCH_OBJECT: &str = "target/bpf/bpfel-unknown-none/release/netmon-bench";
 
-/// Builds the XDP object; returns its path.
-fn build_ebpf(root: &Path) -> Result<PathBuf> {
+/// The kernel objects of one build.
+struct Objects {
+    /// What netmon embeds and attaches.
+    shipped: PathBuf,
+    /// What the benches load beside it.
+    bench: PathBuf,
+}
+
+/// Builds the kernel objects (every binary of netmon-ebpf) and checks that
+/// the shipped one holds netmon's program and maps and nothing of the
+/// benches.
+fn build_ebpf(root: &Path) -> Result<Objects> {
     let toolchain = provision::ensure()?;
-    step("building the XDP program (netmon-ebpf, bpfel-unknown-none)");
+    step("building the kernel objects (netmon-ebpf, bpfel-unknown-none): netmon, netmon-bench");
     let target_dir = root.join("target/bpf");
     let mut cmd = clean_cargo(&toolchain.cargo);
     cmd.current_dir(root)
@@ -230,24 +245,39 @@ fn build_ebpf(root: &Path) -> Result<PathBuf> {
     }
     let status = cmd.status().context("cannot run cargo for the BPF build")?;
     if !status.success() {
-        bail!("building the XDP program failed");
+        bail!("building the kernel objects failed");
     }
-    Ok(root.join(EBPF_OBJECT))
+    let objects = Objects {
+        shipped: root.join(EBPF_OBJECT),
+        bench: root.join(BENCH_OBJECT),
+    };
+    let inv = objcheck::check_shipped(&objects.shipped)?;
+    step(&format!(
+        "shipped object checked: programs {:?}, maps {:?}; nothing of the benches",
+        inv.programs, inv.maps
+    ));
+    Ok(objects)
 }
 
-/// Builds the XDP object and the release binary with it embedded.
-fn build(root: &Path) -> Result<PathBuf> {
-    let object = build_ebpf(root)?;
+/// Builds the kernel objects and the release binary with the shipped one
+/// embedded; returns the binary's path and the objects.
+fn build_all(root: &Path) -> Result<(PathBuf, Objects)> {
+    let objects = build_ebpf(root)?;
     step("building target/release/netmon with the XDP program embedded");
     let status = cargo()
         .current_dir(root)
         .args(["build", "--release", "--package", "netmon"])
-        .env("NETMON_EBPF_OBJ", &object)
+        .env("NETMON_EBPF_OBJ", &objects.shipped)
         .status()?;
     if !status.success() {
         bail!("building netmon failed");
     }
-    Ok(root.join("target/release/netmon"))
+    Ok((root.join("target/release/netmon"), objects))
+}
+
+/// As [`build_all`], for the commands that only need the binary.
+fn build(root: &Path) -> Result<PathBuf> {
+    build_all(root).map(|(bin, _)| bin)
 }
 
 /// Provisions what bench `which` runs, builds netmon, the kernel object
@@ -262,12 +292,12 @@ fn bench(root: &Path, which: Bench) -> Result<()> {
     if let Some(tools) = tools {
         provision::ensure_tools(tools, &format!("bench {name}"))?;
     }
-    let netmon = build(root)?;
+    let (netmon, objects) = build_all(root)?;
     step("building the benches (netmon-benches)");
     let status = cargo()
         .current_dir(root)
         .args(["build", "--release", "--package", "netmon-benches"])
-        .env("NETMON_EBPF_OBJ", root.join(EBPF_OBJECT))
+        .env("NETMON_EBPF_OBJ", &objects.shipped)
         .status()?;
     if !status.success() {
         bail!("building the benches failed");
@@ -275,7 +305,9 @@ fn bench(root: &Path, which: Bench) -> Result<()> {
     let mut cmd = Command::new(root.join("target/release/netmon-benches"));
     cmd.arg(name)
         .arg("--object")
-        .arg(root.join(EBPF_OBJECT))
+        .arg(&objects.shipped)
+        .arg("--bench-object")
+        .arg(&objects.bench)
         .arg("--netmon")
         .arg(&netmon)
         .arg("--out-dir")
@@ -322,7 +354,7 @@ fn fuzz(root: &Path, seconds: u64) -> Result<()> {
         step("skipping the XDP parser's corpora: BPF_PROG_TEST_RUN needs root");
         return Ok(());
     }
-    let object = build_ebpf(root)?;
+    let object = build_ebpf(root)?.shipped;
     step(&format!(
         "XDP parser against its reference on random corpora for {seconds} s"
     ));

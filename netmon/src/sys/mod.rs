@@ -1,24 +1,12 @@
-//! The only module that touches aya: loads the XDP object, attaches it,
-//! reads its maps and the eviction ring. Everything above it works on plain
-//! values.
+//! The only module that touches aya: loads eBPF objects ([`object`]: any
+//! object, its programs and maps, for the monitor, the tests and the
+//! benches), attaches netmon's program ([`Attachment`]), reads its maps and
+//! the eviction ring. Everything above it works on plain values.
 
-use std::{
-    ffi::CString,
-    fs, io,
-    os::fd::{AsFd, AsRawFd, RawFd},
-};
+use std::{ffi::CString, io, os::fd::RawFd};
 
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{Xdp, XdpMode as AyaXdpMode, links::FdLink, xdp::XdpLink},
-};
 use aya_log::EbpfLogger;
-use netmon_common::{
-    CLOCK_MAP, COUNTERS_MAP, Counters, EVICT_BATCH, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP,
-    FlowKey, FlowSlot, FlowValue, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL,
-    SLOT_SHIFT_GLOBAL, XDP_PROGRAM,
-};
+use netmon_common::{Counters, FlowKey, FlowSlot, FlowValue, XDP_PROGRAM};
 use thiserror::Error;
 
 use crate::UsageError;
@@ -27,9 +15,11 @@ pub mod clock;
 pub mod netif;
 pub mod netlink;
 pub mod notify;
+pub mod object;
 pub mod signal;
 
 pub use clock::{clock_ns, mono_to_unix_ns, monotonic_ns};
+pub use object::{Counting, FlowMaps, Global, Link, Object, possible_cpus};
 
 /// How the XDP program is attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -72,6 +62,8 @@ pub enum SysError {
     Permission,
     #[error("loading the XDP program failed: {0}")]
     Load(String),
+    #[error("program {program}: {reason}")]
+    Program { program: String, reason: String },
     #[error("attaching to {iface} in {mode} mode failed: {reason}{hint}")]
     Attach {
         iface: String,
@@ -191,22 +183,16 @@ impl AttachedMode {
     }
 }
 
-/// The loaded program, attached to one interface. Dropping it detaches.
+/// netmon's program, loaded from the embedded object and attached to one
+/// interface. It holds a list of links (XDP today; a program for another
+/// hook joins the list), each a bpf_link, so a killed netmon leaves
+/// nothing attached. Dropping it detaches.
 pub struct Attachment {
-    /// Declared before `ebpf`: the link goes first, then the program.
-    link: Option<FdLink>,
+    /// Declared first: the links go first, then the programs and maps.
+    links: Vec<Link>,
     logger: EbpfLogger<&'static dyn log::Log>,
-    /// The eviction ring, taken out of `ebpf` (reading it needs `&mut`).
-    ring: RingBuf<MapData>,
-    /// The clock the program stamps flows with (see [`Self::publish_clock`]).
-    clock: Array<MapData, u64>,
-    ebpf: Ebpf,
-    /// Entries of the slot array: CPU `c`'s slots start at `c << slot_shift`.
-    slot_entries: u32,
-    slot_shift: u32,
-    /// The id of each possible CPU, in the order of the per-CPU copies (the
-    /// ids the program puts in ring records).
-    cpu_ids: Vec<u32>,
+    maps: FlowMaps,
+    _object: Object,
     pub mode: AttachedMode,
 }
 
@@ -224,34 +210,9 @@ impl Attachment {
             return Err(SysError::NoObject);
         }
         debug_assert!(slots_per_cpu.is_power_of_two());
-        let cpu_ids = fs::read_to_string(POSSIBLE_CPUS)
-            .ok()
-            .and_then(|s| parse_cpu_list(&s))
-            .ok_or_else(|| SysError::Load(format!("cannot read the CPU list {POSSIBLE_CPUS}")))?;
-        let mut ebpf = load_object(&cpu_ids, slots_per_cpu)?;
-        let logger = EbpfLogger::init(&mut ebpf).map_err(|e| SysError::Load(chain(&e)))?;
-        let ring = ebpf
-            .take_map(EVICTED_MAP)
-            .ok_or_else(|| SysError::Load(format!("no map {EVICTED_MAP} in the object")))
-            .and_then(|m| RingBuf::try_from(m).map_err(|e| SysError::Load(chain(&e))))?;
-        let mut clock: Array<MapData, u64> = ebpf
-            .take_map(CLOCK_MAP)
-            .ok_or_else(|| SysError::Load(format!("no map {CLOCK_MAP} in the object")))
-            .and_then(|m| Array::try_from(m).map_err(|e| SysError::Load(chain(&e))))?;
-        // The first packets are stamped with the time of the attach.
-        write_clock(&mut clock).map_err(|e| SysError::Load(e.to_string()))?;
-        let program: &mut Xdp = ebpf
-            .program_mut(XDP_PROGRAM)
-            .ok_or_else(|| SysError::Load(format!("no program {XDP_PROGRAM} in the object")))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| SysError::Load(chain(&e)))?;
-        program.load().map_err(|e| {
-            if is_permission(&e) {
-                SysError::Permission
-            } else {
-                SysError::Load(chain(&e))
-            }
-        })?;
+        let (mut object, maps) = Object::load_counting(XDP_OBJECT, &Counting::new(slots_per_cpu)?)?;
+        let logger = EbpfLogger::init(&mut object.ebpf).map_err(|e| SysError::Load(chain(&e)))?;
+        object.load_xdp(XDP_PROGRAM)?;
         let attempts: &[AttachedMode] = match mode {
             XdpMode::Auto => &[AttachedMode::Native, AttachedMode::Generic],
             XdpMode::Native => &[AttachedMode::Native],
@@ -259,135 +220,54 @@ impl Attachment {
         };
         let mut last_err = None;
         for &attempt in attempts {
-            let flags = match attempt {
-                AttachedMode::Native => AyaXdpMode::Driver,
-                AttachedMode::Generic => AyaXdpMode::Skb,
-            };
-            match program.attach_to_if_index(ifindex, flags) {
-                Ok(id) => {
-                    let link: XdpLink = program
-                        .take_link(id)
-                        .map_err(|e| SysError::Load(chain(&e)))?;
-                    // A netlink attachment (no bpf_link) would survive a
-                    // SIGKILL; converting fails for it, and dropping it
-                    // detaches.
-                    let link = FdLink::try_from(link).map_err(|_| SysError::NoLink)?;
+            match object.attach_xdp(XDP_PROGRAM, iface, ifindex, attempt) {
+                Ok(link) => {
                     return Ok(Attachment {
-                        link: Some(link),
+                        links: vec![link],
                         logger,
-                        ring,
-                        clock,
-                        ebpf,
-                        slot_entries: slot_entries(&cpu_ids, slots_per_cpu)?,
-                        slot_shift: slots_per_cpu.trailing_zeros(),
-                        cpu_ids,
+                        maps,
+                        _object: object,
                         mode: attempt,
                     });
                 }
-                Err(e) => {
-                    if let Some(fatal) = fatal_attach_error(&e, iface) {
-                        return Err(fatal);
-                    }
+                Err(e @ SysError::Attach { .. }) => {
                     if mode == XdpMode::Auto && attempt == AttachedMode::Native {
-                        log::info!(
-                            "native XDP on {iface} failed ({}); trying generic mode",
-                            chain(&e)
-                        );
+                        if let SysError::Attach { reason, .. } = &e {
+                            log::info!(
+                                "native XDP on {iface} failed ({reason}); trying generic mode"
+                            );
+                        }
                     }
-                    last_err = Some((attempt, chain(&e)));
+                    last_err = Some(e);
                 }
+                Err(e) => return Err(e),
             }
         }
-        let (attempt, reason) = last_err.expect("at least one attempt was made");
-        Err(SysError::Attach {
-            iface: iface.to_owned(),
-            mode: attempt.as_str(),
-            reason,
-            hint: if attempt == AttachedMode::Native {
-                "; the driver may lack native XDP: try --xdp-mode generic"
-            } else {
-                "; is another XDP program attached? (`ip link show` shows it)"
-            },
-        })
+        Err(last_err.expect("at least one attempt was made"))
     }
 
     /// Writes the kernel monotonic time into the program's clock. The
     /// program stamps flows' first and last packets with it, so its
     /// resolution is how often this runs (every 10 ms in the monitor).
     pub fn publish_clock(&mut self) -> Result<(), SysError> {
-        write_clock(&mut self.clock)
+        self.maps.publish_clock()
     }
 
-    /// Detaches the program from the interface. The maps stay readable, so
-    /// a final read after this sees every packet that was counted.
+    /// Detaches every program. The maps stay readable, so a final read
+    /// after this sees every packet that was counted.
     pub fn detach(&mut self) {
-        self.link.take();
+        self.links.clear();
     }
 
     /// The global counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, SysError> {
-        let map_err = |e: aya::maps::MapError| SysError::Map {
-            map: COUNTERS_MAP,
-            reason: chain(&e),
-        };
-        let map = self.ebpf.map(COUNTERS_MAP).ok_or_else(|| SysError::Map {
-            map: COUNTERS_MAP,
-            reason: "missing from the object".into(),
-        })?;
-        let array: PerCpuArray<&MapData, Counters> = PerCpuArray::try_from(map).map_err(map_err)?;
-        let per_cpu = array.get(&0, 0).map_err(map_err)?;
-        let mut total = Counters::default();
-        for c in per_cpu.iter() {
-            total.accumulate(c);
-        }
-        Ok(total)
-    }
-
-    fn map_fd(&self, name: &'static str) -> Result<RawFd, SysError> {
-        match self.ebpf.map(name) {
-            Some(aya::maps::Map::Array(data)) => Ok(data.fd().as_fd().as_raw_fd()),
-            _ => Err(SysError::Map {
-                map: name,
-                reason: "missing from the object, or not an array".into(),
-            }),
-        }
+        self.maps.counters()
     }
 
     /// Every occupied flow slot and pending eviction of every CPU, as they
-    /// are now. The slots come in one `BPF_MAP_LOOKUP_BATCH` (Linux 5.6+).
-    /// Copies torn across a change of occupant (`seq != seq_end`) are left
-    /// out: the next read has them.
+    /// are now (see [`FlowMaps::occupancies`]).
     pub fn occupancies(&self) -> Result<Vec<Occupancy>, SysError> {
-        let rows: Vec<FlowSlot> = lookup_batch(self.map_fd(FLOW_SLOTS_MAP)?, self.slot_entries)
-            .map_err(|e| SysError::Map {
-                map: FLOW_SLOTS_MAP,
-                reason: format!("batch lookup: {e}"),
-            })?;
-        // A slot's place in the array names its CPU.
-        let mut out: Vec<Occupancy> = rows
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| occupancy((i >> self.slot_shift) as u32, s))
-            .collect();
-        let map_err = |e: aya::maps::MapError| SysError::Map {
-            map: PENDING_MAP,
-            reason: chain(&e),
-        };
-        let map = self.ebpf.map(PENDING_MAP).ok_or_else(|| SysError::Map {
-            map: PENDING_MAP,
-            reason: "missing from the object".into(),
-        })?;
-        let pending: PerCpuArray<&MapData, Pending> =
-            PerCpuArray::try_from(map).map_err(map_err)?;
-        for (position, p) in pending.get(&0, 0).map_err(map_err)?.iter().enumerate() {
-            let n = usize::try_from(p.count).map_or(0, |n| n.min(EVICT_BATCH));
-            out.extend(
-                p.batch.slots[..n]
-                    .iter()
-                    .filter_map(|s| occupancy(self.cpu_ids[position], s)),
-            );
-        }
-        Ok(out)
+        self.maps.occupancies()
     }
 
     /// Moves the final records of evicted occupancies from the ring to
@@ -395,35 +275,13 @@ impl Attachment {
     /// in one round: a record may only be consumed after every read that
     /// could still show its occupancy.
     pub fn drain_evicted(&mut self, out: &mut Vec<Occupancy>) {
-        while let Some(item) = self.ring.next() {
-            if item.len() < size_of::<EvictBatch>() {
-                continue;
-            }
-            // SAFETY: the program sends whole EvictBatch records (checked
-            // length), every bit pattern is valid, and read_unaligned copes
-            // with the ring's 8-byte alignment.
-            let batch = unsafe { item.as_ptr().cast::<EvictBatch>().read_unaligned() };
-            let n = (batch.count as usize).min(EVICT_BATCH);
-            out.extend(batch.slots[..n].iter().map(|s| Occupancy {
-                cpu: batch.cpu,
-                seq: s.seq,
-                key: s.key,
-                value: s.value,
-            }));
-        }
+        self.maps.drain_evicted(out);
     }
 
     /// Forwards waiting kernel log records to the `log` crate.
     pub fn flush_log(&mut self) {
         self.logger.flush();
     }
-}
-
-fn write_clock(clock: &mut Array<MapData, u64>) -> Result<(), SysError> {
-    clock.set(0, monotonic_ns(), 0).map_err(|e| SysError::Map {
-        map: CLOCK_MAP,
-        reason: chain(&e),
-    })
 }
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -438,8 +296,6 @@ fn ring_bytes(cpus: usize) -> u32 {
         .max(cpus.saturating_mul(256 << 10))
         .min(1 << 30)
 }
-
-const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
 
 /// The CPU ids of a kernel CPU list such as `0-3,8-11` (the order in which
 /// the kernel lays out per-CPU map values).
@@ -494,39 +350,6 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
     } else {
         Ok(())
     }
-}
-
-/// Loads the object into the kernel (its maps; programs are loaded later),
-/// sized for `slots_per_cpu` flow slots on each CPU of `cpu_ids`.
-fn load_object(cpu_ids: &[u32], slots_per_cpu: u32) -> Result<Ebpf, SysError> {
-    let mask = slots_per_cpu - 1;
-    let shift = slots_per_cpu.trailing_zeros();
-    let seed = random_seed();
-    EbpfLoader::new()
-        .map_max_entries(FLOW_SLOTS_MAP, slot_entries(cpu_ids, slots_per_cpu)?)
-        .map_max_entries(EVICTED_MAP, ring_bytes(cpu_ids.len()))
-        .override_global(SLOT_MASK_GLOBAL, &mask, true)
-        .override_global(SLOT_SHIFT_GLOBAL, &shift, true)
-        .override_global(HASH_SEED_GLOBAL, &seed, true)
-        .load(XDP_OBJECT)
-        .map_err(|e| {
-            if is_permission(&e) {
-                SysError::Permission
-            } else {
-                SysError::Load(chain(&e))
-            }
-        })
-}
-
-/// Entries of the slot array: `slots_per_cpu` for every CPU id the kernel
-/// can hand out (the highest possible id + 1).
-fn slot_entries(cpu_ids: &[u32], slots_per_cpu: u32) -> Result<u32, SysError> {
-    cpu_ids
-        .iter()
-        .max()
-        .map_or(0, |&m| m + 1)
-        .checked_mul(slots_per_cpu)
-        .ok_or_else(|| SysError::Load("too many flow slots for the CPU count".into()))
 }
 
 /// A whole copy of an occupied slot or pending entry, as seen by CPU `cpu`;

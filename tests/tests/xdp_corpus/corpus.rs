@@ -439,28 +439,6 @@ fn lie(t: &mut Template, rng: &mut Rng, field: Field) {
     }
 }
 
-/// IPv6 from 2001:db8::1 to 2001:db8::2 with `exts` hop-by-hop headers of 8
-/// bytes, then UDP 53 -> 53 without payload: the walk's limit as a fixture.
-pub fn ipv6_udp_behind_hop_by_hop(exts: usize) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xdd];
-    let payload = u16::try_from(exts * 8 + 8).expect("a short chain");
-    let first = if exts == 0 { 17 } else { 0 };
-    f.extend_from_slice(&[0x60, 0, 0, 0]);
-    f.extend_from_slice(&payload.to_be_bytes());
-    f.extend_from_slice(&[first, 64]);
-    for last in [1, 2] {
-        f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
-        f.extend_from_slice(&[0; 11]);
-        f.push(last);
-    }
-    for i in 0..exts {
-        let next = if i + 1 == exts { 17 } else { 0 };
-        f.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
-    }
-    f.extend_from_slice(&[0, 53, 0, 53, 0, 8, 0, 0]);
-    f
-}
-
 /// The corpus being built.
 struct Corpus {
     rng: Rng,

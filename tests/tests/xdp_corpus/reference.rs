@@ -490,7 +490,7 @@ mod tests {
 
     #[test]
     fn ipv6_extension_walk_stops_after_eight() {
-        let ipv6_udp = crate::corpus::ipv6_udp_behind_hop_by_hop;
+        let ipv6_udp = netmon_tests::frames::ipv6_udp_behind_hop_by_hop;
         let p = ip(&ipv6_udp(0));
         assert_eq!((p.key.proto, u16::from_be(p.key.dport_be)), (17, 53));
         // Eight extension headers are walked to the end...

@@ -1,0 +1,281 @@
+//! Counting: the per-CPU totals and the per-CPU flow cache, with the maps
+//! they live in. Any program that counts frames (XDP ingress today, a TC
+//! program later) calls [`count_frame`]; a program that references none of
+//! this gets none of these maps in its object.
+#![expect(clippy::inline_always, reason = "per-packet path, see lib.rs")]
+
+use core::{
+    mem::size_of,
+    ptr::{read_volatile, write_volatile},
+    sync::atomic::{Ordering, compiler_fence},
+};
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_get_smp_processor_id,
+    macros::map,
+    maps::{Array, PerCpuArray, RingBuf},
+};
+use aya_log_ebpf::warn;
+use netmon_common::{
+    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_SLOTS_PER_CPU, EVICT_BATCH, EvictBatch, FlowKey,
+    FlowSlot, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Pending, TCP_FIN, TCP_RST,
+    TCP_SYN, size_class,
+};
+
+use crate::{
+    frame::{Frame, Malformed},
+    parse::{L3, classify},
+};
+
+/// Slot 0 holds this CPU's [`Counters`].
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+
+/// Every CPU's flow cache: direct-mapped slots, CPU `c`'s at
+/// `c << SLOT_SHIFT`, see [`FlowSlot`] and `FLOW_SLOTS_MAP`. One plain,
+/// page-aligned array rather than a per-CPU array: its lookup is inlined to
+/// a bounds check and a multiply, and each 96-byte slot spans exactly two
+/// cache lines. Each CPU writes only its own slots. Userspace sizes it
+/// before load.
+#[map(name = "FLOW_SLOTS")]
+pub static FLOW_SLOTS: Array<FlowSlot> =
+    Array::with_max_entries(DEFAULT_SLOTS_PER_CPU, netmon_common::BPF_F_MMAPABLE);
+
+/// Each CPU's evictions not yet in the ring (one entry, see [`Pending`]).
+#[map(name = "PENDING")]
+pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// Occupants pushed out of a slot, with their final counts, for userspace,
+/// [`EVICT_BATCH`] to a record. BPF ring buffer: Linux 5.8.
+#[map(name = "EVICTED")]
+pub static EVICTED: RingBuf = RingBuf::with_byte_size(DEFAULT_EVICTED_BYTES, 0);
+
+/// The time flows are stamped with: kernel monotonic ns, written by
+/// userspace every 10 ms (entry 0). A lookup in a plain array is inlined by
+/// the verifier, so reading it is two loads and no helper call.
+#[map(name = "CLOCK")]
+pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+
+/// `bpf_ringbuf_output` flag: no wakeup of a waiting reader. netmon reads
+/// the ring on a 10 ms timer, never waits on it; a wakeup would cost an
+/// interrupt (irq_work) per record sent to an empty ring.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+
+/// Slots per CPU minus one. Set by userspace at load time.
+#[unsafe(no_mangle)]
+static SLOT_MASK: u32 = DEFAULT_SLOTS_PER_CPU - 1;
+
+/// log2 of the slots per CPU. Set by userspace at load time.
+#[unsafe(no_mangle)]
+static SLOT_SHIFT: u32 = DEFAULT_SLOTS_PER_CPU.trailing_zeros();
+
+/// Seed of the slot hash. Set by userspace at load time.
+#[unsafe(no_mangle)]
+static HASH_SEED: u64 = 0;
+
+/// Counts one frame: in this CPU's totals, and, for IP, in its flow. Never
+/// touches the frame; counts nothing when the counters cannot be reached
+/// (never, for a one-entry array).
+#[inline(always)]
+pub fn count_frame<C: Frame + EbpfContext>(ctx: &C) {
+    let Some(counters) = COUNTERS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: slot 0 of a per-CPU array: this CPU's copy, not shared, and
+    // programs that count do not nest on one CPU.
+    let c = unsafe { &mut *counters };
+    let len = ctx.wire_len();
+    c.packets += 1;
+    c.bytes += len;
+    c.size_classes[size_class(len as u32)] += 1;
+
+    match classify(ctx) {
+        Ok(L3::Arp) => c.arp += 1,
+        Ok(L3::OtherL2) => c.other_l2 += 1,
+        Ok(L3::Ip(p)) => {
+            match p.proto {
+                _ if p.chain_too_long => c.other_ip += 1,
+                PROTO_TCP => {
+                    c.tcp += 1;
+                    // Most segments carry none of the three.
+                    if p.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+                        c.tcp_syn += u64::from(p.tcp_flags & TCP_SYN != 0);
+                        c.tcp_fin += u64::from(p.tcp_flags & TCP_FIN != 0);
+                        c.tcp_rst += u64::from(p.tcp_flags & TCP_RST != 0);
+                    }
+                }
+                PROTO_UDP => c.udp += 1,
+                PROTO_ICMP => c.icmp += 1,
+                PROTO_ICMPV6 => c.icmpv6 += 1,
+                _ => c.other_ip += 1,
+            }
+            if !count_flow(c, &FlowKey::from_words(p.key), len, p.tcp_flags) {
+                c.flow_insert_failed += 1;
+                if c.flow_insert_failed == 1 {
+                    // Once per CPU: the first packet this CPU could not track.
+                    warn!(
+                        ctx,
+                        "flow eviction ring full: packets of new flows are counted in totals only"
+                    );
+                }
+            }
+        }
+        Err(Malformed) => c.malformed += 1,
+    }
+}
+
+/// Adds one packet to its flow in this CPU's cache. Returns false when the
+/// packet could not be counted to a flow (the slot's occupant could not be
+/// evicted because the ring is full; the occupant stays).
+#[inline(always)]
+pub fn count_flow(c: &mut Counters, key: &FlowKey, len: u64, tcp_flags: u8) -> bool {
+    // The clock userspace publishes (10 ms resolution): no helper call on
+    // the path of a packet (see CLOCK).
+    let now = match CLOCK.get_ptr(0) {
+        // SAFETY: entry 0 of an array, 8 bytes; userspace writes it whole.
+        Some(t) => unsafe { read_volatile(t) },
+        None => 0,
+    };
+    let Some(slot) = FLOW_SLOTS.get_ptr_mut(slot_index(key)) else {
+        return false;
+    };
+    // SAFETY: one of this CPU's slots (see slot_index), written by no other
+    // CPU, and programs that count do not nest on one CPU.
+    let slot = unsafe { &mut *slot };
+    // An empty slot's key is all zero, which no parsed key is (ip_version
+    // is 4 or 6), so a match is always an occupied slot.
+    if same_key(&slot.key, key) {
+        let v = &mut slot.value;
+        v.packets += 1;
+        v.bytes += len;
+        v.last_seen_ns = now;
+        v.tcp_flags |= u32::from(tcp_flags);
+        return true;
+    }
+    // A new flow for this slot. An occupant first goes to this CPU's
+    // pending evictions (and from there, a batch at a time, to the ring);
+    // when neither has room it stays and this packet is counted to no flow.
+    if slot.seq != 0 && !evict(slot) {
+        return false;
+    }
+    c.flow_records += 1;
+    let seq = c.flow_records;
+    // seq_end first, seq last (see FlowSlot): a reader that sees the new
+    // seq at the start of its copy sees the new key and value after it.
+    // SAFETY: plain stores into this CPU's slot.
+    unsafe {
+        write_volatile(&raw mut slot.seq_end, seq);
+        compiler_fence(Ordering::Release);
+        slot.key = *key;
+        slot.value = FlowValue {
+            packets: 1,
+            bytes: len,
+            first_seen_ns: now,
+            last_seen_ns: now,
+            tcp_flags: u32::from(tcp_flags),
+            pad: 0,
+        };
+        compiler_fence(Ordering::Release);
+        write_volatile(&raw mut slot.seq, seq);
+    }
+    true
+}
+
+/// Moves a slot's occupant to this CPU's pending evictions, first sending
+/// them to the ring as one batch when they are full. False when the ring has
+/// no room (nothing changed then).
+#[inline(always)]
+fn evict(slot: &FlowSlot) -> bool {
+    let Some(p) = PENDING.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's entry of a per-CPU array, as for the slots.
+    let p = unsafe { &mut *p };
+    let mut n = p.count as usize;
+    if n >= EVICT_BATCH {
+        // count goes to 0 before the batch is visible in the ring (see
+        // Pending).
+        // SAFETY: plain stores into this CPU's entry.
+        unsafe { write_volatile(&raw mut p.count, 0) };
+        compiler_fence(Ordering::Release);
+        p.batch.count = EVICT_BATCH as u32;
+        // SAFETY: no preconditions.
+        p.batch.cpu = unsafe { bpf_get_smp_processor_id() };
+        if EVICTED
+            .output::<EvictBatch>(&p.batch, BPF_RB_NO_WAKEUP)
+            .is_err()
+        {
+            // SAFETY: as above.
+            unsafe { write_volatile(&raw mut p.count, EVICT_BATCH as u64) };
+            return false;
+        }
+        n = 0;
+    }
+    let Some(entry) = p.batch.slots.get_mut(n) else {
+        return false;
+    };
+    // The same order as a slot gets a new occupant (see FlowSlot).
+    // SAFETY: plain stores into this CPU's entry.
+    unsafe {
+        write_volatile(&raw mut entry.seq_end, slot.seq);
+        compiler_fence(Ordering::Release);
+        copy_words(&raw mut entry.key, &raw const slot.key);
+        copy_words(&raw mut entry.value, &raw const slot.value);
+        compiler_fence(Ordering::Release);
+        write_volatile(&raw mut entry.seq, slot.seq);
+        compiler_fence(Ordering::Release);
+        write_volatile(&raw mut p.count, n as u64 + 1);
+    }
+    true
+}
+
+/// Key equality as five word compares (`==` on the arrays becomes a call
+/// to memcmp, which BPF has no room for).
+#[inline(always)]
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    let (a, b) = (a.words(), b.words());
+    ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0
+}
+
+/// Copies a 40-byte `T` a word at a time. A plain assignment between two map
+/// values becomes a call to memmove (the compiler cannot tell the values
+/// apart), which BPF has no room for; volatile accesses stay single loads
+/// and stores.
+///
+/// # Safety
+/// Both pointers must be valid, 8-aligned and 40 bytes long.
+#[inline(always)]
+unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
+    const { assert!(size_of::<T>() == 40) };
+    let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
+    for i in 0..5 {
+        // SAFETY: the caller guarantees 40 valid bytes at both.
+        unsafe { write_volatile(d.add(i), read_volatile(s.add(i))) };
+    }
+}
+
+/// The slot of `key` in this CPU's cache: a seeded multiply-xorshift hash of
+/// the key's five words, masked to the slot count, in this CPU's part of the
+/// array.
+#[inline(always)]
+fn slot_index(key: &FlowKey) -> u32 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    // SAFETY: globals in read-only data, set by userspace before load.
+    let (seed, mask, shift) = unsafe {
+        (
+            read_volatile(&raw const HASH_SEED),
+            read_volatile(&raw const SLOT_MASK),
+            read_volatile(&raw const SLOT_SHIFT),
+        )
+    };
+    // SAFETY: no preconditions; the verifier inlines it (x86-64, arm64).
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let w = key.words();
+    let mut h = seed;
+    for &x in w {
+        h = (h ^ x).wrapping_mul(K);
+        h ^= h >> 29;
+    }
+    (cpu << shift) | ((h >> 32) as u32 & mask)
+}

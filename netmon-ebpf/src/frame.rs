@@ -1,0 +1,143 @@
+//! The frame abstraction every parser reads through: a program context that
+//! gives the start and end of the packet data (`XdpContext`, `TcContext`),
+//! and checked views of a header inside it.
+//!
+//! A read of the packet is one bounds check ([`Header::at`], the only
+//! comparison against `data_end`) followed by loads at constant offsets
+//! into the checked header ([`Header::get`]), whose bounds are proven at
+//! compile time. The verifier sees exactly one packet-pointer comparison
+//! per header.
+#![expect(clippy::inline_always, reason = "per-packet path, see lib.rs")]
+
+use core::{marker::PhantomData, mem::size_of, ptr::read_unaligned};
+
+use aya_ebpf::programs::{TcContext, XdpContext};
+
+/// A program context with packet data: what the parsers need of it.
+pub trait Frame {
+    /// Address of the first byte of the frame.
+    fn data(&self) -> usize;
+    /// Address one past the last byte the program may read.
+    fn data_end(&self) -> usize;
+    /// Length of the frame in bytes as counted: the L2 frame length without
+    /// FCS. For XDP the readable bytes; for TC the whole skb, which may be
+    /// longer than its linear part (`data..data_end`).
+    fn wire_len(&self) -> u64;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> u64 {
+        (XdpContext::data_end(self) - XdpContext::data(self)) as u64
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> u64 {
+        u64::from(self.len())
+    }
+}
+
+/// A header runs past the end of the frame, or a length field lies.
+pub struct Malformed;
+
+/// Pointer to a `T` at `offset` bytes into the frame, if the frame is long
+/// enough to hold it. The one bounds check every packet read goes through.
+#[inline(always)]
+pub fn ptr_at<T, F: Frame>(f: &F, offset: usize) -> Result<*const T, Malformed> {
+    let start = f.data();
+    let end = f.data_end();
+    if start + offset + size_of::<T>() > end {
+        return Err(Malformed);
+    }
+    Ok((start + offset) as *const T)
+}
+
+/// Reads a `T` (an integer or byte array) at `offset`: one bounds check,
+/// one load. Packet data carries no alignment guarantee, hence
+/// `read_unaligned`.
+#[inline(always)]
+pub fn read<T: Copy, F: Frame>(f: &F, offset: usize) -> Result<T, Malformed> {
+    let p = ptr_at::<T, F>(f, offset)?;
+    // SAFETY: ptr_at checked that size_of::<T>() bytes at p are in the frame.
+    Ok(unsafe { read_unaligned(p) })
+}
+
+/// Reads a big-endian `u16` at `offset`.
+#[inline(always)]
+pub fn read_be16<F: Frame>(f: &F, offset: usize) -> Result<u16, Malformed> {
+    read::<u16, F>(f, offset).map(u16::from_be)
+}
+
+/// Length of the frame in bytes, for checks of the lengths that headers
+/// claim. `black_box` keeps LLVM from using these scalar checks to prove a
+/// later bounds check redundant: the verifier only trusts comparisons of
+/// packet pointers, so every check of [`ptr_at`] must stay.
+#[inline(always)]
+pub fn frame_len<F: Frame>(f: &F) -> usize {
+    core::hint::black_box(f.data_end() - f.data())
+}
+
+/// `N` bytes of the frame whose bounds have been checked: fields at
+/// constant offsets inside them are read without another check.
+pub struct Header<const N: usize> {
+    p: *const u8,
+    _frame: PhantomData<[u8; N]>,
+}
+
+impl<const N: usize> Header<N> {
+    /// The `N` bytes at `offset`, if the frame holds them (one bounds
+    /// check).
+    #[inline(always)]
+    pub fn at<F: Frame>(f: &F, offset: usize) -> Result<Self, Malformed> {
+        Ok(Self {
+            p: ptr_at::<[u8; N], F>(f, offset)?.cast(),
+            _frame: PhantomData,
+        })
+    }
+
+    /// The `T` at byte `OFF` of the header, as it is in memory (network
+    /// order for multi-byte fields). `OFF + size_of::<T>() <= N` is checked
+    /// at compile time.
+    #[inline(always)]
+    #[must_use]
+    pub fn get<T: Copy, const OFF: usize>(&self) -> T {
+        const { assert!(OFF + size_of::<T>() <= N, "field outside the header") };
+        // SAFETY: `at` checked the N bytes at p; the field lies inside them
+        // (asserted above). With allows-misaligned-mem-access
+        // (.cargo/config.toml) this is one load.
+        unsafe { read_unaligned(self.p.add(OFF).cast::<T>()) }
+    }
+
+    /// The big-endian `u16` at byte `OFF`.
+    #[inline(always)]
+    #[must_use]
+    pub fn be16<const OFF: usize>(&self) -> u16 {
+        u16::from_be(self.get::<u16, OFF>())
+    }
+
+    /// Address of the header's first byte (for programs that write to
+    /// their frame; netmon's never do).
+    #[inline(always)]
+    #[must_use]
+    pub fn ptr(&self) -> *const u8 {
+        self.p
+    }
+}

@@ -1,0 +1,314 @@
+//! The parser: Ethernet, VLAN tags, MPLS or PPPoE, IPv4/IPv6 (with IPv6
+//! extension headers), then the ports and TCP flags of L4, over any
+//! [`Frame`]. What it steps over is restated in ARCHITECTURE.md ("What the
+//! parser steps over").
+#![expect(clippy::inline_always, reason = "per-packet path, see lib.rs")]
+
+use netmon_common::{IP_V4, IP_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+
+use crate::{
+    frame::{Frame, Header, Malformed, frame_len, read, read_be16},
+    hdr::{eth, icmp, ipv4, ipv6, ipv6_ext, mpls, pppoe, tcp, udp, vlan},
+};
+
+/// What the parser learned about one IP packet.
+pub struct Parsed {
+    /// The flow key as `FlowKey::words`: built a word at a time, which the
+    /// compiler keeps in registers (byte arrays end up byte by byte).
+    pub key: [u64; 5],
+    pub proto: u8,
+    /// TCP flags (see [`tcp::FLAGS`]) or 0.
+    pub tcp_flags: u8,
+    /// IPv6 whose extension-header chain was longer than we walk.
+    pub chain_too_long: bool,
+}
+
+/// What a frame carries, as far as the parser went.
+pub enum L3 {
+    Ip(Parsed),
+    Arp,
+    OtherL2,
+}
+
+/// What the link layer carries, found by [`link`].
+enum Net {
+    Ipv4,
+    Ipv6,
+    Arp,
+    Other,
+}
+
+/// Word 4 of a key (see `FlowKey::from_words`) without the ports.
+#[inline(always)]
+fn proto_word(ip_version: u8, proto: u8) -> u64 {
+    (u64::from(ip_version) << 40) | (u64::from(proto) << 32)
+}
+
+/// Parses a frame down to its flow key. `Err(Malformed)`: a header cut off
+/// by the end of the frame, or a length field that lies.
+#[inline(always)]
+pub fn classify<F: Frame>(f: &F) -> Result<L3, Malformed> {
+    // One call site per network parser, whatever the encapsulation: the
+    // parsers are inlined, so a copy per path would multiply the code.
+    let (net, l3) = link(f)?;
+    match net {
+        Net::Ipv4 => parse_ipv4(f, l3).map(L3::Ip),
+        Net::Ipv6 => parse_ipv6(f, l3).map(L3::Ip),
+        Net::Arp => Ok(L3::Arp),
+        Net::Other => Ok(L3::OtherL2),
+    }
+}
+
+/// The link layer: Ethernet, up to [`vlan::MAX_TAGS`] VLAN tags, then
+/// either the network layer (IPv4, IPv6, ARP), an MPLS label stack or a
+/// PPPoE session header in front of IP. Returns what follows and its offset.
+/// Accepted: Ethernet, VLAN tags*, (MPLS | PPPoE)?, IP. Nothing is stepped
+/// over after MPLS or PPPoE (no VLAN tag, no Ethernet pseudowire).
+#[inline(always)]
+fn link<F: Frame>(f: &F) -> Result<(Net, usize), Malformed> {
+    let mut offset = eth::HLEN;
+    let mut ether_type = read_be16(f, eth::ETHERTYPE)?;
+    for _ in 0..vlan::MAX_TAGS {
+        if ether_type != eth::P_8021Q && ether_type != eth::P_8021AD {
+            break;
+        }
+        ether_type = read_be16(f, offset + vlan::ETHERTYPE)?;
+        offset += vlan::HLEN;
+    }
+    let net = match ether_type {
+        eth::P_IP => Net::Ipv4,
+        eth::P_IPV6 => Net::Ipv6,
+        eth::P_ARP => Net::Arp,
+        eth::P_MPLS_UC | eth::P_MPLS_MC => return mpls_stack(f, offset),
+        eth::P_PPP_SES => return pppoe_session(f, offset),
+        // Includes a tag after the fourth.
+        _ => Net::Other,
+    };
+    Ok((net, offset))
+}
+
+/// An MPLS label stack at `offset`: up to [`mpls::MAX_LABELS`] entries, the
+/// last with bottom-of-stack set, then IP, told apart by the first nibble
+/// (4 or 6; anything else, e.g. a pseudowire control word, is other L2).
+/// An entry or the first payload byte cut off is malformed; a stack with no
+/// bottom-of-stack in its first eight entries is other L2.
+#[inline(always)]
+fn mpls_stack<F: Frame>(f: &F, mut offset: usize) -> Result<(Net, usize), Malformed> {
+    for _ in 0..mpls::MAX_LABELS {
+        // A value, as in the IPv6 extension-header walk (see there).
+        let entry: [u8; mpls::HLEN] = read(f, offset)?;
+        offset += mpls::HLEN;
+        if entry[mpls::BOS_BYTE] & mpls::BOS != 0 {
+            let first: u8 = read(f, offset)?;
+            let net = match first >> 4 {
+                4 => Net::Ipv4,
+                6 => Net::Ipv6,
+                _ => Net::Other,
+            };
+            return Ok((net, offset));
+        }
+    }
+    Ok((Net::Other, offset))
+}
+
+/// A PPPoE session header and PPP protocol at `offset` ([`pppoe::HLEN`]
+/// bytes, else malformed). Version/type 0x11, code 0 and protocol 0x0021
+/// (IPv4) or 0x0057 (IPv6) go on to IP; anything else is other L2. The
+/// PPPoE length field is not checked: the IP header's own length decides,
+/// as for untagged frames.
+#[inline(always)]
+fn pppoe_session<F: Frame>(f: &F, offset: usize) -> Result<(Net, usize), Malformed> {
+    let h = Header::<{ pppoe::HLEN }>::at(f, offset)?;
+    let net = if h.get::<u8, { pppoe::VER_TYPE }>() != pppoe::VER_TYPE_1_1
+        || h.get::<u8, { pppoe::CODE }>() != pppoe::CODE_SESSION
+    {
+        Net::Other
+    } else {
+        match h.be16::<{ pppoe::PPP_PROTO }>() {
+            pppoe::PPP_IPV4 => Net::Ipv4,
+            pppoe::PPP_IPV6 => Net::Ipv6,
+            _ => Net::Other,
+        }
+    };
+    Ok((net, offset + pppoe::HLEN))
+}
+
+#[inline(always)]
+fn parse_ipv4<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
+    // The fixed part of the header: version/IHL .. destination address,
+    // every field read right after the one bounds check (a header pointer
+    // kept alive across the length checks below costs registers, and under
+    // pressure LLVM truncates the packet pointer, which the verifier
+    // rejects).
+    let h = Header::<{ ipv4::MIN_HLEN }>::at(f, l3)?;
+    let (version_ihl, total_len, frag, proto, src, dst) = (
+        h.get::<u8, { ipv4::VERSION_IHL }>(),
+        h.be16::<{ ipv4::TOTAL_LEN }>(),
+        h.be16::<{ ipv4::FRAG }>(),
+        h.get::<u8, { ipv4::PROTO }>(),
+        h.get::<u32, { ipv4::SRC }>(),
+        h.get::<u32, { ipv4::DST }>(),
+    );
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    let total_len = usize::from(total_len);
+    // Lying lengths: a header shorter than 20 bytes, a packet shorter than
+    // its header, or longer than the frame (truncated). A frame may be
+    // longer than the packet (Ethernet padding): the packet ends at total_len.
+    if version_ihl >> 4 != 4
+        || ihl < ipv4::MIN_HLEN
+        || total_len < ihl
+        || l3 + total_len > frame_len(f)
+    {
+        return Err(Malformed);
+    }
+    let mut key = [
+        u64::from(src),
+        0,
+        u64::from(dst),
+        0,
+        proto_word(IP_V4, proto),
+    ];
+    // Only the first fragment (offset 0) carries the L4 header; later
+    // fragments count towards the flow with ports 0.
+    let tcp_flags = if frag & ipv4::FRAG_OFFSET_MASK == 0 {
+        parse_l4(f, l3 + ihl, l3 + total_len, proto, &mut key[4])?
+    } else {
+        0
+    };
+    Ok(Parsed {
+        key,
+        proto,
+        tcp_flags,
+        chain_too_long: false,
+    })
+}
+
+#[inline(always)]
+fn parse_ipv6<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
+    // The first 8 bytes as a value, then the addresses (two checks, in
+    // this order: see parse_ipv4 on pointers kept alive).
+    let hdr: [u8; 8] = read(f, l3)?;
+    let at = ipv6::PAYLOAD_LEN;
+    let payload_len = usize::from(u16::from_be_bytes([hdr[at], hdr[at + 1]]));
+    let frame = frame_len(f);
+    // Payload length 0 is a jumbogram (RFC 2675): the frame says how long.
+    let end = if payload_len == 0 {
+        frame
+    } else {
+        l3 + ipv6::HLEN + payload_len
+    };
+    if hdr[ipv6::VERSION] >> 4 != 6 || end > frame || l3 + ipv6::HLEN > end {
+        return Err(Malformed);
+    }
+    let mut next = hdr[ipv6::NEXT_HEADER];
+    let a = Header::<{ ipv6::ADDRS_LEN }>::at(f, l3 + ipv6::ADDRS)?;
+    let mut key = [
+        a.get::<u64, 0>(),
+        a.get::<u64, 8>(),
+        a.get::<u64, 16>(),
+        a.get::<u64, 24>(),
+        0,
+    ];
+    let mut offset = l3 + ipv6::HLEN;
+    let mut first_fragment = true;
+    let mut done = false;
+    for _ in 0..ipv6::MAX_EXT {
+        let len = match next {
+            // Inside the loop the bytes are read as values (one load, then
+            // the fields out of the register): a pointer kept across
+            // iterations gets the packet pointer spilled and truncated by
+            // LLVM in ways the verifier rejects.
+            ipv6_ext::HOPOPTS | ipv6_ext::ROUTING | ipv6_ext::DSTOPTS => {
+                let ext: [u8; 2] = read(f, offset)?;
+                next = ext[ipv6_ext::NEXT_HEADER];
+                (usize::from(ext[ipv6_ext::LEN]) + 1) * 8
+            }
+            ipv6_ext::FRAGMENT => {
+                let ext: [u8; 4] = read(f, offset)?;
+                next = ext[ipv6_ext::NEXT_HEADER];
+                // Fragment offset: the high 13 bits.
+                let at = ipv6_ext::FRAG_OFFSET;
+                first_fragment = u16::from_be_bytes([ext[at], ext[at + 1]]) >> 3 == 0;
+                ipv6_ext::FRAG_HLEN
+            }
+            ipv6_ext::AH => {
+                let ext: [u8; 2] = read(f, offset)?;
+                next = ext[ipv6_ext::NEXT_HEADER];
+                // RFC 4302: the length is in 4-byte words, minus 2.
+                (usize::from(ext[ipv6_ext::LEN]) + 2) * 4
+            }
+            _ => {
+                done = true;
+                break;
+            }
+        };
+        offset += len;
+        if offset > end {
+            return Err(Malformed);
+        }
+    }
+    // Eight extension headers followed by an upper-layer header is a chain
+    // walked to its end: only an extension header after the eighth is too
+    // long.
+    let done = done
+        || !matches!(
+            next,
+            ipv6_ext::HOPOPTS
+                | ipv6_ext::ROUTING
+                | ipv6_ext::DSTOPTS
+                | ipv6_ext::FRAGMENT
+                | ipv6_ext::AH
+        );
+    key[4] = proto_word(IP_V6, next);
+    let tcp_flags = if done && first_fragment {
+        parse_l4(f, offset, end, next, &mut key[4])?
+    } else {
+        0
+    };
+    Ok(Parsed {
+        key,
+        proto: next,
+        tcp_flags,
+        chain_too_long: !done,
+    })
+}
+
+/// Adds the ports of TCP and UDP to `word` (word 4 of the key) and returns
+/// the TCP flags. The L4 header must fit both the frame and the IP packet
+/// (which ends at `end`).
+#[inline(always)]
+fn parse_l4<F: Frame>(
+    f: &F,
+    l4: usize,
+    end: usize,
+    proto: u8,
+    word: &mut u64,
+) -> Result<u8, Malformed> {
+    let need = match proto {
+        PROTO_TCP => tcp::MIN_HLEN,
+        PROTO_UDP => udp::HLEN,
+        PROTO_ICMP | PROTO_ICMPV6 => icmp::MIN_HLEN,
+        _ => return Ok(0),
+    };
+    if l4 + need > end {
+        return Err(Malformed);
+    }
+    match proto {
+        PROTO_TCP => {
+            let t = Header::<{ tcp::MIN_HLEN }>::at(f, l4)?;
+            // The ports go in as they are on the wire (source port,
+            // destination port).
+            *word |= u64::from(t.get::<u32, { tcp::PORTS }>());
+            Ok(t.get::<u8, { tcp::FLAGS }>())
+        }
+        PROTO_UDP => {
+            let u = Header::<{ udp::HLEN }>::at(f, l4)?;
+            *word |= u64::from(u.get::<u32, { udp::PORTS }>());
+            Ok(0)
+        }
+        _ => {
+            Header::<{ icmp::MIN_HLEN }>::at(f, l4)?;
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! Loading any eBPF object, and what can be done with its programs and
+//! maps: load a program into the kernel, attach it through a bpf_link, run
+//! it under `BPF_PROG_TEST_RUN`, point a program array at it. [`FlowMaps`]
+//! reads and writes the maps of the counting code (netmon-ebpf's `flow`
+//! module), whichever object holds them.
+//!
+//! One loading path for the monitor ([`super::Attachment`]), the
+//! integration tests and the benches; every failure becomes a
+//! [`SysError`].
+
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd, RawFd},
+};
+
+pub use aya::programs::{TestRunAttrs, TestRunOptions, TestRunResult};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, Map, MapData, PerCpuArray, PerCpuValues, ProgramArray, RingBuf},
+    programs::{ProgramFd, Xdp, XdpMode as AyaXdpMode, links::FdLink, xdp::XdpLink},
+};
+use netmon_common::{
+    CLOCK_MAP, COUNTERS_MAP, Counters, EVICT_BATCH, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP,
+    FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL, SLOT_SHIFT_GLOBAL,
+};
+
+use super::{
+    AttachedMode, Occupancy, SysError, chain, fatal_attach_error, is_permission, lookup_batch,
+    monotonic_ns, occupancy,
+};
+
+/// A value for a global of an object (`#[no_mangle] static` in read-only
+/// data), set at load time.
+#[derive(Clone, Copy, Debug)]
+pub enum Global {
+    U32(u32),
+    U64(u64),
+}
+
+/// A loaded object: its maps exist in the kernel; its programs are loaded
+/// one by one ([`Object::load_xdp`]).
+pub struct Object {
+    pub(super) ebpf: Ebpf,
+}
+
+/// A loaded program, by its own file descriptor (see [`Object::program`]).
+pub struct ProgramHandle(ProgramFd);
+
+/// An attachment of a program through a bpf_link: it dies with its file
+/// descriptor, so a killed process leaves nothing attached. Dropping it
+/// detaches.
+pub struct Link {
+    _link: FdLink,
+}
+
+fn load_error(e: &(dyn std::error::Error + 'static)) -> SysError {
+    if is_permission(e) {
+        SysError::Permission
+    } else {
+        SysError::Load(chain(e))
+    }
+}
+
+fn program_error(program: &str, e: &(dyn std::error::Error + 'static)) -> SysError {
+    if is_permission(e) {
+        SysError::Permission
+    } else {
+        SysError::Program {
+            program: program.to_owned(),
+            reason: chain(e),
+        }
+    }
+}
+
+impl Object {
+    /// Loads `bytes` as they are.
+    pub fn load(bytes: &[u8]) -> Result<Self, SysError> {
+        Self::load_with(bytes, &[], &[])
+    }
+
+    /// Loads `bytes` with `globals` set and the maps of `max_entries`
+    /// resized. Every global named must exist in the object.
+    pub fn load_with(
+        bytes: &[u8],
+        globals: &[(&str, Global)],
+        max_entries: &[(&str, u32)],
+    ) -> Result<Self, SysError> {
+        if bytes.is_empty() {
+            return Err(SysError::NoObject);
+        }
+        let mut loader = EbpfLoader::new();
+        for (name, value) in globals {
+            match value {
+                Global::U32(v) => loader.override_global(name, v, true),
+                Global::U64(v) => loader.override_global(name, v, true),
+            };
+        }
+        for &(name, n) in max_entries {
+            loader.map_max_entries(name, n);
+        }
+        let ebpf = loader.load(bytes).map_err(|e| load_error(&e))?;
+        Ok(Self { ebpf })
+    }
+
+    /// Loads an object that holds the counting code (the shipped object)
+    /// with the flow cache and ring sized by `counting`, and takes its maps
+    /// out. The clock is set to now, so the first packets are stamped with
+    /// the time of the load.
+    pub fn load_counting(bytes: &[u8], counting: &Counting) -> Result<(Self, FlowMaps), SysError> {
+        let cpu_ids = possible_cpus()?;
+        let slots = counting.slots_per_cpu;
+        if !slots.is_power_of_two() {
+            return Err(SysError::Load(format!(
+                "{slots} flow slots per CPU is not a power of two"
+            )));
+        }
+        let entries = slot_entries(&cpu_ids, slots)?;
+        let mut object = Self::load_with(
+            bytes,
+            &[
+                (SLOT_MASK_GLOBAL, Global::U32(slots - 1)),
+                (SLOT_SHIFT_GLOBAL, Global::U32(slots.trailing_zeros())),
+                (HASH_SEED_GLOBAL, Global::U64(counting.hash_seed)),
+            ],
+            &[
+                (FLOW_SLOTS_MAP, entries),
+                (EVICTED_MAP, counting.ring_bytes),
+            ],
+        )?;
+        let mut maps = FlowMaps::take(&mut object, cpu_ids, slots)?;
+        maps.publish_clock()?;
+        Ok((object, maps))
+    }
+
+    /// Names of the object's programs, sorted.
+    pub fn program_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.ebpf.programs().map(|(n, _)| n.to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// Names of the object's maps not taken out of it, sorted (global data
+    /// sections such as `.rodata` included).
+    pub fn map_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.ebpf.maps().map(|(n, _)| n.to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    fn xdp(&self, name: &str) -> Result<&Xdp, SysError> {
+        self.ebpf
+            .program(name)
+            .ok_or_else(|| SysError::Program {
+                program: name.to_owned(),
+                reason: "not in the object".into(),
+            })?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| program_error(name, &e))
+    }
+
+    fn xdp_mut(&mut self, name: &str) -> Result<&mut Xdp, SysError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| SysError::Program {
+                program: name.to_owned(),
+                reason: "not in the object".into(),
+            })?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| program_error(name, &e))
+    }
+
+    /// Loads the XDP program `name` into the kernel (the verifier runs).
+    pub fn load_xdp(&mut self, name: &str) -> Result<(), SysError> {
+        self.xdp_mut(name)?
+            .load()
+            .map_err(|e| program_error(name, &e))
+    }
+
+    /// Attaches the loaded XDP program `name` to `iface` (index `ifindex`)
+    /// in `mode`, through a bpf_link only: a netlink attachment, which
+    /// would outlive the process, is detached again and refused
+    /// ([`SysError::NoLink`]). A failure another mode may get past is
+    /// [`SysError::Attach`].
+    pub fn attach_xdp(
+        &mut self,
+        name: &str,
+        iface: &str,
+        ifindex: u32,
+        mode: AttachedMode,
+    ) -> Result<Link, SysError> {
+        let program = self.xdp_mut(name)?;
+        let flags = match mode {
+            AttachedMode::Native => AyaXdpMode::Driver,
+            AttachedMode::Generic => AyaXdpMode::Skb,
+        };
+        match program.attach_to_if_index(ifindex, flags) {
+            Ok(id) => {
+                let link: XdpLink = program
+                    .take_link(id)
+                    .map_err(|e| SysError::Load(chain(&e)))?;
+                // A netlink attachment (no bpf_link) would survive a
+                // SIGKILL; converting fails for it, and dropping it
+                // detaches.
+                let link = FdLink::try_from(link).map_err(|_| SysError::NoLink)?;
+                Ok(Link { _link: link })
+            }
+            Err(e) => Err(
+                fatal_attach_error(&e, iface).unwrap_or_else(|| SysError::Attach {
+                    iface: iface.to_owned(),
+                    mode: mode.as_str(),
+                    reason: chain(&e),
+                    hint: if mode == AttachedMode::Native {
+                        "; the driver may lack native XDP: try --xdp-mode generic"
+                    } else {
+                        "; is another XDP program attached? (`ip link show` shows it)"
+                    },
+                }),
+            ),
+        }
+    }
+
+    /// One `BPF_PROG_TEST_RUN` of the loaded XDP program `name`.
+    pub fn test_run(&self, name: &str, opts: TestRunOptions) -> Result<TestRunResult, SysError> {
+        use aya::programs::TestRun as _;
+        self.xdp(name)?
+            .test_run(opts)
+            .map_err(|e| program_error(name, &e))
+    }
+
+    /// A handle to the loaded XDP program `name`, for a program array
+    /// ([`Self::set_tail_call`]) of this object or another.
+    pub fn program(&self, name: &str) -> Result<ProgramHandle, SysError> {
+        let fd = self
+            .xdp(name)?
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(Into::into))
+            .map_err(|e| program_error(name, &e))?;
+        Ok(ProgramHandle(fd))
+    }
+
+    /// Puts `program` (of this object or another: a program array takes
+    /// any loaded program of its type) at `index` of this object's program
+    /// array `map`.
+    pub fn set_tail_call(
+        &mut self,
+        map: &'static str,
+        index: u32,
+        program: &ProgramHandle,
+    ) -> Result<(), SysError> {
+        let fd = &program.0;
+        let map_err = |e: aya::maps::MapError| SysError::Map {
+            map,
+            reason: chain(&e),
+        };
+        let data = self.ebpf.map_mut(map).ok_or_else(|| SysError::Map {
+            map,
+            reason: "missing from the object".into(),
+        })?;
+        let mut array = ProgramArray::try_from(data).map_err(map_err)?;
+        array.set(index, fd, 0).map_err(map_err)
+    }
+}
+
+/// How the counting code's maps and globals are set up at load.
+#[derive(Clone, Copy, Debug)]
+pub struct Counting {
+    /// Flow slots per CPU, a power of two.
+    pub slots_per_cpu: u32,
+    /// Seed of the slot hash.
+    pub hash_seed: u64,
+    /// Bytes of the eviction ring (a power-of-two multiple of the page).
+    pub ring_bytes: u32,
+}
+
+impl Counting {
+    /// netmon's set-up: a random seed, a ring sized for the CPUs.
+    pub fn new(slots_per_cpu: u32) -> Result<Self, SysError> {
+        Ok(Self {
+            slots_per_cpu,
+            hash_seed: super::random_seed(),
+            ring_bytes: super::ring_bytes(possible_cpus()?.len()),
+        })
+    }
+}
+
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// The id of each possible CPU, in the order of the per-CPU copies of a
+/// per-CPU map value.
+pub fn possible_cpus() -> Result<Vec<u32>, SysError> {
+    std::fs::read_to_string(POSSIBLE_CPUS)
+        .ok()
+        .and_then(|s| super::parse_cpu_list(&s))
+        .ok_or_else(|| SysError::Load(format!("cannot read the CPU list {POSSIBLE_CPUS}")))
+}
+
+/// Entries of the slot array: `slots_per_cpu` for every CPU id the kernel
+/// can hand out (the highest possible id + 1).
+fn slot_entries(cpu_ids: &[u32], slots_per_cpu: u32) -> Result<u32, SysError> {
+    cpu_ids
+        .iter()
+        .max()
+        .map_or(0, |&m| m + 1)
+        .checked_mul(slots_per_cpu)
+        .ok_or_else(|| SysError::Load("too many flow slots for the CPU count".into()))
+}
+
+/// The counting code's maps, taken out of their object: the totals, the
+/// flow slots, the pending evictions, the eviction ring and the clock.
+pub struct FlowMaps {
+    counters: PerCpuArray<MapData, Counters>,
+    slots: Map,
+    slot_entries: u32,
+    slot_shift: u32,
+    pending: PerCpuArray<MapData, Pending>,
+    ring: RingBuf<MapData>,
+    clock: Array<MapData, u64>,
+    /// The id of each possible CPU, in the order of the per-CPU copies (the
+    /// ids the program puts in ring records).
+    cpu_ids: Vec<u32>,
+}
+
+fn take(object: &mut Object, name: &'static str) -> Result<Map, SysError> {
+    object.ebpf.take_map(name).ok_or_else(|| SysError::Map {
+        map: name,
+        reason: "missing from the object".into(),
+    })
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> SysError {
+    move |e| SysError::Map {
+        map,
+        reason: chain(&e),
+    }
+}
+
+impl FlowMaps {
+    fn take(object: &mut Object, cpu_ids: Vec<u32>, slots_per_cpu: u32) -> Result<Self, SysError> {
+        let counters =
+            PerCpuArray::try_from(take(object, COUNTERS_MAP)?).map_err(map_err(COUNTERS_MAP))?;
+        let slots = take(object, FLOW_SLOTS_MAP)?;
+        let pending =
+            PerCpuArray::try_from(take(object, PENDING_MAP)?).map_err(map_err(PENDING_MAP))?;
+        let ring = RingBuf::try_from(take(object, EVICTED_MAP)?).map_err(map_err(EVICTED_MAP))?;
+        let clock = Array::try_from(take(object, CLOCK_MAP)?).map_err(map_err(CLOCK_MAP))?;
+        Ok(Self {
+            counters,
+            slot_entries: slot_entries(&cpu_ids, slots_per_cpu)?,
+            slot_shift: slots_per_cpu.trailing_zeros(),
+            slots,
+            pending,
+            ring,
+            clock,
+            cpu_ids,
+        })
+    }
+
+    /// The global counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, SysError> {
+        let per_cpu = self.counters.get(&0, 0).map_err(map_err(COUNTERS_MAP))?;
+        let mut total = Counters::default();
+        for c in per_cpu.iter() {
+            total.accumulate(c);
+        }
+        Ok(total)
+    }
+
+    /// Writes the kernel monotonic time into the program's clock.
+    pub fn publish_clock(&mut self) -> Result<(), SysError> {
+        self.set_clock(monotonic_ns())
+    }
+
+    /// Writes `ns` into the program's clock (tests and benches: any value
+    /// will do).
+    pub fn set_clock(&mut self, ns: u64) -> Result<(), SysError> {
+        self.clock.set(0, ns, 0).map_err(map_err(CLOCK_MAP))
+    }
+
+    fn slots_fd(&self) -> Result<RawFd, SysError> {
+        match &self.slots {
+            Map::Array(data) => Ok(data.fd().as_fd().as_raw_fd()),
+            _ => Err(SysError::Map {
+                map: FLOW_SLOTS_MAP,
+                reason: "not an array".into(),
+            }),
+        }
+    }
+
+    /// Every slot of every CPU as it is now, CPU `c`'s at
+    /// `c << slots_shift()`, in one `BPF_MAP_LOOKUP_BATCH` (Linux 5.6+).
+    pub fn slots(&self) -> Result<Vec<FlowSlot>, SysError> {
+        lookup_batch(self.slots_fd()?, self.slot_entries).map_err(|e: io::Error| SysError::Map {
+            map: FLOW_SLOTS_MAP,
+            reason: format!("batch lookup: {e}"),
+        })
+    }
+
+    /// log2 of the slots per CPU: slot `i` is CPU `i >> slot_shift()`'s.
+    pub fn slot_shift(&self) -> u32 {
+        self.slot_shift
+    }
+
+    /// Each CPU's pending evictions, in the order of [`Self::cpu_ids`].
+    pub fn pending(&self) -> Result<Vec<Pending>, SysError> {
+        let per_cpu = self.pending.get(&0, 0).map_err(map_err(PENDING_MAP))?;
+        Ok(per_cpu.iter().copied().collect())
+    }
+
+    /// The id of each possible CPU, in the order of the per-CPU copies.
+    pub fn cpu_ids(&self) -> &[u32] {
+        &self.cpu_ids
+    }
+
+    /// Every occupied flow slot and pending eviction of every CPU, as they
+    /// are now. Copies torn across a change of occupant (`seq != seq_end`)
+    /// are left out: the next read has them.
+    pub fn occupancies(&self) -> Result<Vec<Occupancy>, SysError> {
+        // A slot's place in the array names its CPU.
+        let mut out: Vec<Occupancy> = self
+            .slots()?
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| occupancy((i >> self.slot_shift) as u32, s))
+            .collect();
+        for (position, p) in self.pending()?.iter().enumerate() {
+            let n = usize::try_from(p.count).map_or(0, |n| n.min(EVICT_BATCH));
+            out.extend(
+                p.batch.slots[..n]
+                    .iter()
+                    .filter_map(|s| occupancy(self.cpu_ids[position], s)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Moves the records of the eviction ring to `out`; returns how many
+    /// records of another size than an [`EvictBatch`] were skipped (none,
+    /// from netmon's program).
+    pub fn drain_batches(&mut self, out: &mut Vec<EvictBatch>) -> usize {
+        let mut skipped = 0;
+        while let Some(item) = self.ring.next() {
+            if item.len() != size_of::<EvictBatch>() {
+                skipped += 1;
+                continue;
+            }
+            // SAFETY: a whole EvictBatch (checked length), every bit
+            // pattern is valid, and read_unaligned copes with the ring's
+            // 8-byte alignment.
+            out.push(unsafe { item.as_ptr().cast::<EvictBatch>().read_unaligned() });
+        }
+        skipped
+    }
+
+    /// Moves the final records of evicted occupancies from the ring to
+    /// `out`. Read [`occupancies`](Self::occupancies) before, never after,
+    /// in one round: a record may only be consumed after every read that
+    /// could still show its occupancy.
+    pub fn drain_evicted(&mut self, out: &mut Vec<Occupancy>) {
+        let mut batches = Vec::new();
+        self.drain_batches(&mut batches);
+        for batch in &batches {
+            let n = (batch.count as usize).min(EVICT_BATCH);
+            out.extend(batch.slots[..n].iter().map(|s| Occupancy {
+                cpu: batch.cpu,
+                seq: s.seq,
+                key: s.key,
+                value: s.value,
+            }));
+        }
+    }
+
+    /// Empties every slot, every pending entry and the ring (tests and
+    /// benches, between rounds; never while netmon counts).
+    pub fn clear_flows(&mut self) -> Result<(), SysError> {
+        let mut slots: Array<&mut MapData, FlowSlot> =
+            Array::try_from(&mut self.slots).map_err(map_err(FLOW_SLOTS_MAP))?;
+        for i in 0..self.slot_entries {
+            slots
+                .set(i, FlowSlot::default(), 0)
+                .map_err(map_err(FLOW_SLOTS_MAP))?;
+        }
+        let empty =
+            PerCpuValues::try_from(vec![Pending::default(); self.cpu_ids.len()]).map_err(|e| {
+                SysError::Map {
+                    map: PENDING_MAP,
+                    reason: e.to_string(),
+                }
+            })?;
+        self.pending
+            .set(0, empty, 0)
+            .map_err(map_err(PENDING_MAP))?;
+        let mut batches = Vec::new();
+        self.drain_batches(&mut batches);
+        Ok(())
+    }
+}
