@@ -35,8 +35,8 @@ pub static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0)
 /// Every CPU's flow cache: direct-mapped slots, CPU `c`'s at
 /// `c << SLOT_SHIFT`, see [`FlowSlot`] and `FLOW_SLOTS_MAP`. One plain,
 /// page-aligned array rather than a per-CPU array: its lookup is inlined to
-/// a bounds check and a multiply, and each 96-byte slot spans exactly two
-/// cache lines. Each CPU writes only its own slots. Userspace sizes it
+/// a bounds check and a multiply, and each 128-byte slot covers exactly
+/// two cache lines. Each CPU writes only its own slots. Userspace sizes it
 /// before load.
 #[map(name = "FLOW_SLOTS")]
 pub static FLOW_SLOTS: Array<FlowSlot> =
@@ -110,7 +110,7 @@ pub fn count_frame<C: Frame + EbpfContext>(ctx: &C) {
                 PROTO_ICMPV6 => c.icmpv6 += 1,
                 _ => c.other_ip += 1,
             }
-            if !count_flow(c, &FlowKey::from_words(p.key), len, p.tcp_flags) {
+            if !count_flow(c, &FlowKey::from_words(p.key), len, p.ip_len, p.tcp_flags) {
                 c.flow_insert_failed += 1;
                 if c.flow_insert_failed == 1 {
                     // Once per CPU: the first packet this CPU could not track.
@@ -129,7 +129,7 @@ pub fn count_frame<C: Frame + EbpfContext>(ctx: &C) {
 /// packet could not be counted to a flow (the slot's occupant could not be
 /// evicted because the ring is full; the occupant stays).
 #[inline(always)]
-pub fn count_flow(c: &mut Counters, key: &FlowKey, len: u64, tcp_flags: u8) -> bool {
+pub fn count_flow(c: &mut Counters, key: &FlowKey, len: u64, ip_len: u32, tcp_flags: u8) -> bool {
     // The clock userspace publishes (10 ms resolution): no helper call on
     // the path of a packet (see CLOCK).
     let now = match CLOCK.get_ptr(0) {
@@ -149,6 +149,7 @@ pub fn count_flow(c: &mut Counters, key: &FlowKey, len: u64, tcp_flags: u8) -> b
         let v = &mut slot.value;
         v.packets += 1;
         v.bytes += len;
+        v.ip_bytes += u64::from(ip_len);
         v.last_seen_ns = now;
         v.tcp_flags |= u32::from(tcp_flags);
         return true;
@@ -171,6 +172,7 @@ pub fn count_flow(c: &mut Counters, key: &FlowKey, len: u64, tcp_flags: u8) -> b
         slot.value = FlowValue {
             packets: 1,
             bytes: len,
+            ip_bytes: u64::from(ip_len),
             first_seen_ns: now,
             last_seen_ns: now,
             tcp_flags: u32::from(tcp_flags),
@@ -238,19 +240,19 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
     ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0
 }
 
-/// Copies a 40-byte `T` a word at a time. A plain assignment between two map
-/// values becomes a call to memmove (the compiler cannot tell the values
-/// apart), which BPF has no room for; volatile accesses stay single loads
-/// and stores.
+/// Copies a `T` of whole words (the key, 40 bytes; the value, 48) a word
+/// at a time. A plain assignment between two map values becomes a call to
+/// memmove (the compiler cannot tell the values apart), which BPF has no
+/// room for; volatile accesses stay single loads and stores.
 ///
 /// # Safety
-/// Both pointers must be valid, 8-aligned and 40 bytes long.
+/// Both pointers must be valid and 8-aligned for a `T`.
 #[inline(always)]
 unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
-    const { assert!(size_of::<T>() == 40) };
+    const { assert!(size_of::<T>() % 8 == 0 && size_of::<T>() <= 64) };
     let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
-    for i in 0..5 {
-        // SAFETY: the caller guarantees 40 valid bytes at both.
+    for i in 0..size_of::<T>() / 8 {
+        // SAFETY: the caller guarantees a valid T (whole words) at both.
         unsafe { write_volatile(d.add(i), read_volatile(s.add(i))) };
     }
 }

@@ -19,6 +19,9 @@ pub struct Parsed {
     pub proto: u8,
     /// TCP flags (see [`tcp::FLAGS`]) or 0.
     pub tcp_flags: u8,
+    /// The IP packet's length, header included (IPv4 total length, IPv6
+    /// 40 + payload length; a jumbogram's what the frame holds).
+    pub ip_len: u32,
     /// IPv6 whose extension-header chain was longer than we walk.
     pub chain_too_long: bool,
 }
@@ -179,6 +182,7 @@ fn parse_ipv4<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
         key,
         proto,
         tcp_flags,
+        ip_len: total_len as u32,
         chain_too_long: false,
     })
 }
@@ -269,6 +273,7 @@ fn parse_ipv6<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
         key,
         proto: next,
         tcp_flags,
+        ip_len: (end - l3) as u32,
         chain_too_long: !done,
     })
 }

@@ -93,6 +93,20 @@ pub struct MonitorArgs {
     #[arg(long, value_name = "ADDR", value_parser = crate::export::metrics::parse_addr)]
     pub metrics: Option<std::net::SocketAddr>,
 
+    /// Export flow records over IPFIX (RFC 7011, UDP) to the collector at
+    /// HOST:PORT (e.g. 127.0.0.1:4739)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ipfix: Option<String>,
+
+    /// Send a record of a flow still active after this long (its counts
+    /// so far; the next record starts from there)
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_positive_duration)]
+    pub ipfix_active_timeout: Duration,
+
+    /// IPFIX observation domain [default: the interface's index]
+    #[arg(long, value_name = "N")]
+    pub ipfix_domain: Option<u32>,
+
     /// Also ping TARGET every interval (repeatable)
     #[arg(long = "ping", value_name = "TARGET")]
     pub ping: Vec<String>,

@@ -1,6 +1,6 @@
 //! The real consumers of netmon's exports, run inside a test's namespace:
-//! a Prometheus server that scrapes netmon's `/metrics`, and nfcapd, the
-//! IPFIX/NetFlow collector of nfdump. Each runs behind a guard that stops
+//! a Prometheus server that scrapes netmon's `/metrics`, nfcapd, the
+//! IPFIX/NetFlow collector of nfdump, and tshark's decoder. Each runs behind a guard that stops
 //! it (and removes its files) on every exit path. Their answers are the
 //! ground truth the export tests compare with nftables counters and the
 //! senders' own counts.
@@ -10,13 +10,14 @@ use std::{
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
-use crate::{Netns, unique};
+use crate::{Netns, unique_name};
 
 /// A directory under the temporary directory, removed on drop.
 pub struct TempDir(PathBuf);
@@ -24,7 +25,7 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     #[must_use]
     pub fn new(prefix: &str) -> Self {
-        let dir = std::env::temp_dir().join(unique(prefix));
+        let dir = std::env::temp_dir().join(unique_name(prefix));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         TempDir(dir)
     }
@@ -164,7 +165,7 @@ impl<'a> Prometheus<'a> {
     /// `/metrics`) every second, and waits until it is ready.
     #[must_use]
     pub fn start(ns: &'a Netns, targets: &[&str]) -> Self {
-        let dir = TempDir::new("nmprom");
+        let dir = TempDir::new("netmon-prometheus-");
         let targets = targets
             .iter()
             .map(|t| format!("'{t}'"))
@@ -271,7 +272,7 @@ impl Nfcapd {
     /// Starts nfcapd in `ns` on UDP `127.0.0.1:port`.
     #[must_use]
     pub fn start(ns: &Netns, port: u16) -> Self {
-        let dir = TempDir::new("nmnfcapd");
+        let dir = TempDir::new("netmon-nfcapd-");
         let mut process = Process::spawn(
             "nfcapd",
             ns.command("nfcapd")
@@ -320,5 +321,107 @@ impl Nfcapd {
         let v: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("nfdump printed no JSON ({e}): {text}"));
         v.as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A live capture and decode by tshark of the UDP datagrams to one port
+/// on a test namespace's loopback, as IPFIX.
+///
+/// Complete by construction: a marker message (a valid IPFIX message
+/// without sets, observation domain [`MARKER_DOMAIN`]) is sent until tshark
+/// shows one before the test starts, and one more at the end is awaited
+/// before the capture stops; loopback delivers in order, so everything in
+/// between was decoded.
+pub struct Capture<'a> {
+    ns: &'a Netns,
+    process: Process,
+    port: u16,
+    decoded: Arc<Mutex<String>>,
+}
+
+/// The observation domain of the capture's marker messages.
+pub const MARKER_DOMAIN: u32 = 0xffff_fffe;
+
+impl<'a> Capture<'a> {
+    /// Starts capturing in `ns` and waits until tshark decodes.
+    #[must_use]
+    pub fn start(ns: &'a Netns, port: u16) -> Self {
+        let mut child = ns
+            .command("tshark")
+            .args(["-i", "lo", "-l", "-f", &format!("udp port {port}")])
+            .args(["-d", &format!("udp.port=={port},cflow"), "-V"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start tshark");
+        let decoded = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("piped");
+        let sink = Arc::clone(&decoded);
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let mut s = sink.lock().expect("capture buffer");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let capture = Capture {
+            ns,
+            process: Process {
+                child,
+                name: "tshark",
+            },
+            port,
+            decoded,
+        };
+        capture.mark(1, Duration::from_secs(30));
+        capture
+    }
+
+    fn markers_seen(&self) -> usize {
+        let needle = format!("Observation Domain Id: {MARKER_DOMAIN}");
+        self.decoded
+            .lock()
+            .expect("capture buffer")
+            .lines()
+            .filter(|l| l.trim() == needle)
+            .count()
+    }
+
+    /// Sends markers until tshark has shown `n` of them.
+    fn mark(&self, n: usize, limit: Duration) {
+        let mut marker = vec![0u8; 16];
+        marker[0..2].copy_from_slice(&10u16.to_be_bytes());
+        marker[2..4].copy_from_slice(&16u16.to_be_bytes());
+        marker[12..16].copy_from_slice(&MARKER_DOMAIN.to_be_bytes());
+        let deadline = Instant::now() + limit;
+        let to: std::net::SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let socket = self
+            .ns
+            .enter(|| std::net::UdpSocket::bind("127.0.0.1:0"))
+            .expect("marker socket");
+        while self.markers_seen() < n {
+            assert!(
+                Instant::now() < deadline,
+                "tshark did not decode a marker within {limit:?}"
+            );
+            socket.send_to(&marker, to).expect("send a marker");
+            // One marker at a time: wait for it before sending another.
+            let wait = Instant::now() + Duration::from_millis(500);
+            while self.markers_seen() < n && Instant::now() < wait {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Waits until tshark has decoded everything sent so far, stops it and
+    /// returns its full decode (`-V`).
+    #[must_use]
+    pub fn finish(mut self) -> String {
+        let seen = self.markers_seen();
+        self.mark(seen + 1, Duration::from_secs(30));
+        self.process.terminate(Duration::from_secs(10));
+        self.decoded.lock().expect("capture buffer").clone()
     }
 }

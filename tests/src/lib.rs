@@ -44,11 +44,18 @@ pub fn netmon_bin() -> PathBuf {
 /// A name unique to this process and call, at most 15 bytes (IFNAMSIZ - 1).
 #[must_use]
 pub fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let name = format!("{prefix}{}x{n}", std::process::id() % 100_000);
+    let name = unique_name(prefix);
     assert!(name.len() <= 15, "name {name} too long for an interface");
     name
+}
+
+/// A name unique to this process and call, of any length (files,
+/// directories).
+#[must_use]
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}x{n}", std::process::id() % 100_000)
 }
 
 /// Runs a command, panicking with its stderr if it fails; returns stdout.
@@ -372,7 +379,7 @@ struct NotifySocket {
 
 impl NotifySocket {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(unique("nmready"));
+        let dir = std::env::temp_dir().join(unique_name("netmon-ready-"));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let sock = UnixDatagram::bind(dir.join("notify")).expect("bind the notify socket");
         sock.set_read_timeout(Some(Duration::from_millis(50)))
@@ -501,6 +508,25 @@ impl Netmon {
             assert!(
                 Instant::now() < deadline,
                 "netmon printed no line with {needle:?} within {limit:?}; stdout so far:\n{so_far}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits (at most `limit`) until a stdout line that contains `needle`
+    /// follows the first `mark` lines; returns how many lines there are
+    /// then (a mark for the next wait). Panics if none came.
+    pub fn wait_for_stdout_after(&self, mark: usize, needle: &str, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let so_far = self.stdout_so_far.lock().expect("stdout buffer").clone();
+            if so_far.lines().skip(mark).any(|l| l.contains(needle)) {
+                return so_far.lines().count();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "netmon printed no line with {needle:?} after line {mark} within {limit:?}; \
+                 stdout so far:\n{so_far}"
             );
             thread::sleep(Duration::from_millis(10));
         }

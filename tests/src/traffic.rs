@@ -65,6 +65,18 @@ pub fn receive_all(socket: &UdpSocket, count: u64) {
 pub fn send_through(pair: &Pair, sport: u16, dport: u16, count: u64, payload: usize) -> u64 {
     let to: SocketAddr = format!("{A4}:{dport}").parse().unwrap();
     let from: SocketAddr = format!("{B4}:{sport}").parse().unwrap();
+    send_between(pair, from, to, count, payload)
+}
+
+/// [`send_through`] between any two addresses: `from` in `b`, `to` in `a`
+/// (IPv4 or IPv6).
+pub fn send_between(
+    pair: &Pair,
+    from: SocketAddr,
+    to: SocketAddr,
+    count: u64,
+    payload: usize,
+) -> u64 {
     let received = Received::start(&pair.a, to, count);
     let sent = pair.b.enter(|| send_udp(from, to, count, payload));
     received.wait();

@@ -11,11 +11,12 @@ use std::{
 };
 
 use netmon_tests::{
-    B4, Netmon, Pair,
-    collectors::{Prometheus, http_get},
+    A4, A6, B4, B6, Netmon, Pair,
+    collectors::{Capture, Nfcapd, Prometheus, http_get},
     netmon_run,
-    traffic::send_through,
+    traffic::{Received, send_between, send_through, send_udp},
 };
+use serde_json::Value;
 
 const METRICS: &str = "127.0.0.1:9464";
 
@@ -158,4 +159,210 @@ fn a_taken_metrics_port_attaches_nothing() {
         run.stderr
     );
     assert!(!pair.xdp_attached(), "nothing stays attached");
+}
+
+const COLLECTOR_PORT: u16 = 4739;
+
+/// Every flow record nfdump has for the flow from `src`:`sport` to
+/// `dst`:`dport`: (packets, octets).
+fn records_of(records: &[Value], src: &str, sport: u16, dst: &str, dport: u16) -> Vec<(u64, u64)> {
+    let v6 = src.contains(':');
+    let (sk, dk) = if v6 {
+        ("src6_addr", "dst6_addr")
+    } else {
+        ("src4_addr", "dst4_addr")
+    };
+    records
+        .iter()
+        .filter(|r| {
+            r[sk] == src && r[dk] == dst && r["src_port"] == sport && r["dst_port"] == dport
+        })
+        .map(|r| {
+            (
+                r["in_packets"].as_u64().unwrap_or_else(|| panic!("{r}")),
+                r["in_bytes"].as_u64().unwrap_or_else(|| panic!("{r}")),
+            )
+        })
+        .collect()
+}
+
+fn sum(records: &[(u64, u64)]) -> (u64, u64) {
+    records.iter().fold((0, 0), |(p, o), r| (p + r.0, o + r.1))
+}
+
+/// How often tshark's decode says `Flow End Reason: {reason}`.
+fn end_reasons(decoded: &str, reason: &str) -> usize {
+    decoded
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .starts_with(&format!("Flow End Reason: {reason}"))
+        })
+        .count()
+}
+
+fn sockaddr(ip: &str, port: u16) -> SocketAddr {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+    .parse()
+    .unwrap()
+}
+
+#[test]
+fn ipfix_records_carry_every_packet_once_with_rfc7012_octets() {
+    let pair = Pair::new();
+    let nfcapd = Nfcapd::start(&pair.a, COLLECTOR_PORT);
+    let capture = Capture::start(&pair.a, COLLECTOR_PORT);
+    let collector = format!("127.0.0.1:{COLLECTOR_PORT}");
+    let netmon = Netmon::start(
+        &pair.a,
+        &[
+            "--iface",
+            &pair.if_a,
+            "--format",
+            "json",
+            "--interval",
+            "200ms",
+            "--idle-timeout",
+            "1s",
+            "--ipfix",
+            &collector,
+        ],
+    );
+    // IPv4 and IPv6, two payload sizes each.
+    let flows = [
+        (B4, 40_001, A4, 9001, 300, 120),
+        (B4, 40_002, A4, 9002, 200, 1),
+        (B6, 40_003, A6, 9003, 250, 700),
+        (B6, 40_004, A6, 9004, 100, 3),
+    ];
+    let mut sent = Vec::new();
+    for (src, sport, dst, dport, n, payload) in flows {
+        sent.push(send_between(
+            &pair,
+            sockaddr(src, sport),
+            sockaddr(dst, dport),
+            n,
+            payload,
+        ));
+    }
+    // All four in the table, then gone idle: each leaves with one record.
+    let mark = netmon.wait_for_stdout_after(0, "\"flows_in_table\":4", Duration::from_secs(10));
+    netmon.wait_for_stdout_after(mark, "\"flows_in_table\":0", Duration::from_secs(10));
+    let run = netmon.stop();
+    assert!(run.status.success(), "netmon failed: {}", run.stderr);
+    let records = nfcapd.finish();
+    for ((src, sport, dst, dport, _, payload), sent) in flows.into_iter().zip(sent) {
+        let got = records_of(&records, src, sport, dst, dport);
+        assert!(!got.is_empty(), "no record of {src}:{sport} in {records:?}");
+        // RFC 7012 octetDeltaCount: IP header and payload.
+        let ip_header = if src.contains(':') { 40 } else { 20 };
+        assert_eq!(
+            sum(&got),
+            (sent, sent * (ip_header + 8 + payload as u64)),
+            "{src}:{sport} -> {dst}:{dport}: {got:?}"
+        );
+        // Removed as idle: one record.
+        assert_eq!(got.len(), 1, "{got:?}");
+    }
+    let decoded = capture.finish();
+    // nfdump keeps no end reason; tshark shows it.
+    assert_eq!(end_reasons(&decoded, "Forced end"), 0);
+    assert_eq!(
+        end_reasons(&decoded, "Idle timeout"),
+        flows.len(),
+        "{decoded}"
+    );
+    assert!(
+        decoded.contains("Cisco NetFlow/IPFIX") && decoded.contains("Octets"),
+        "tshark decoded no IPFIX:\n{decoded}"
+    );
+    assert!(
+        !decoded.to_lowercase().contains("malformed"),
+        "tshark found a malformed packet:\n{decoded}"
+    );
+}
+
+#[test]
+fn ipfix_counts_survive_kernel_evictions_and_active_timeouts() {
+    const FLOWS: u16 = 512;
+    const ROUNDS: u64 = 6;
+    const PER_ROUND: u64 = 2;
+    let pair = Pair::new();
+    let nfcapd = Nfcapd::start(&pair.a, COLLECTOR_PORT);
+    let capture = Capture::start(&pair.a, COLLECTOR_PORT);
+    let collector = format!("127.0.0.1:{COLLECTOR_PORT}");
+    // 512 flows through 64 kernel slots per CPU (the fewest): most packets
+    // evict another flow's slot. A record every second of activity.
+    let netmon = Netmon::start(
+        &pair.a,
+        &[
+            "--iface",
+            &pair.if_a,
+            "--format",
+            "json",
+            "--flow-slots",
+            "64",
+            "--interval",
+            "200ms",
+            "--ipfix",
+            &collector,
+            "--ipfix-active-timeout",
+            "1s",
+        ],
+    );
+    let to = sockaddr(A4, 9000);
+    for _ in 0..ROUNDS {
+        // Every flow PER_ROUND datagrams, all received before the pause.
+        let received = Received::start(&pair.a, to, u64::from(FLOWS) * PER_ROUND);
+        pair.b.enter(|| {
+            for f in 0..FLOWS {
+                send_udp(sockaddr(B4, 41_000 + f), to, PER_ROUND, 32);
+            }
+        });
+        received.wait();
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let run = netmon.stop();
+    assert!(run.status.success(), "netmon failed: {}", run.stderr);
+    let summary = run.summary();
+    assert!(
+        summary["counters"]["flow_records"].as_u64().unwrap() > u64::from(FLOWS),
+        "the kernel cache evicted flows: {summary}"
+    );
+    let records = nfcapd.finish();
+    let decoded = capture.finish();
+    let mut split = 0;
+    let mut total_records = 0;
+    for f in 0..FLOWS {
+        let got = records_of(&records, B4, 41_000 + f, A4, 9000);
+        assert_eq!(
+            sum(&got),
+            (ROUNDS * PER_ROUND, ROUNDS * PER_ROUND * (20 + 8 + 32)),
+            "flow {}: {got:?}",
+            41_000 + f
+        );
+        total_records += got.len();
+        if got.len() > 1 {
+            split += 1;
+        }
+    }
+    assert!(
+        split > 0,
+        "no flow was split by the active timeout: {records:?}"
+    );
+    // No flow was idle for --idle-timeout (60 s): every record left on the
+    // active timeout, or when netmon stopped (a flow with packets after its
+    // last active-timeout record), never twice for the same packets.
+    let (active, forced) = (
+        end_reasons(&decoded, "Active timeout"),
+        end_reasons(&decoded, "Forced end"),
+    );
+    assert_eq!(active + forced, total_records, "{active} + {forced}");
+    assert!(active >= split, "{active} active-timeout records");
+    assert!(forced <= usize::from(FLOWS));
+    assert_eq!(end_reasons(&decoded, "Idle timeout"), 0);
 }

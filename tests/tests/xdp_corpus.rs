@@ -237,6 +237,7 @@ impl Failures {
 struct ExpectedFlow {
     packets: u64,
     bytes: u64,
+    ip_bytes: u64,
     tcp_flags: u32,
     /// The first frames that made it (indices into the corpus).
     frames: Vec<usize>,
@@ -524,6 +525,7 @@ fn feed(kernel: &mut Kernel, frames: &[Frame]) -> Fed {
             let e = fed.flows.entry(p.key).or_default();
             e.packets += 1;
             e.bytes += bytes.len() as u64;
+            e.ip_bytes += p.ip_len;
             e.tcp_flags |= u32::from(p.tcp_flags);
             if e.frames.len() < FRAMES_PER_FLOW {
                 e.frames.push(i);
@@ -559,13 +561,13 @@ fn compare_flows(
     for key in keys {
         let w = want.get(key);
         let g = got.get(key);
-        let want_t = w.map(|w| (w.packets, w.bytes, w.tcp_flags));
-        let got_t = g.map(|g| (g.packets, g.bytes, g.tcp_flags));
+        let want_t = w.map(|w| (w.packets, w.bytes, w.ip_bytes, w.tcp_flags));
+        let got_t = g.map(|g| (g.packets, g.bytes, g.ip_bytes, g.tcp_flags));
         let times_ok = g.is_none_or(|g| g.first_seen_ns != 0 && g.first_seen_ns <= g.last_seen_ns);
         if want_t != got_t || !times_ok {
             flows.add(|| {
                 let mut s = format!(
-                    "{}: want (packets, bytes, flags) {want_t:?}, got {got_t:?}",
+                    "{}: want (packets, bytes, ip bytes, flags) {want_t:?}, got {got_t:?}",
                     key_str(key)
                 );
                 if let Some(g) = g.filter(|_| !times_ok) {
@@ -699,10 +701,10 @@ fn a_full_ring_keeps_the_occupant_and_counts_what_it_could_not_track() {
     const FLOWS: u16 = 200;
     // All runs on one CPU, so one pending entry and one slot fill up.
     pin_to_this_cpu();
-    // One page: room for as many records (a batch and the ring's 8-byte
+    // Two pages: room for as many records (a batch and the ring's 8-byte
     // header, rounded up to 8) as fit.
-    let mut kernel = Kernel::load_with(1, Some(4096));
-    let fit = 4096 / (size_of::<EvictBatch>() + 8).next_multiple_of(8);
+    let mut kernel = Kernel::load_with(1, Some(8192));
+    let fit = 8192 / (size_of::<EvictBatch>() + 8).next_multiple_of(8);
     assert!(fit >= 1);
     let template = frames::ipv6_udp_behind_hop_by_hop(0);
     let sport = template.len() - 8;

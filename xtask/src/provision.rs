@@ -46,6 +46,9 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     // The real consumers of the exports (tests/tests/exports.rs).
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
+    ("nfcapd", "nfdump"),
+    ("nfdump", "nfdump"),
+    ("tshark", "tshark"),
 ];
 /// Programs `cargo xtask bench veth` calls.
 pub const BENCH_VETH_TOOLS: &[(&str, &str)] = &[

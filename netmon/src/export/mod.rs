@@ -5,4 +5,5 @@
 //! May use: `report`, tokio, std sockets. Must not use: `monitor`,
 //! `probe`, `sys`, aya.
 
+pub mod ipfix;
 pub mod metrics;

@@ -50,6 +50,7 @@ struct Changed {
     key: FlowKey,
     packets: u64,
     bytes: u64,
+    ip_bytes: u64,
 }
 
 /// Buckets of the idle wheel per idle timeout: a bucket spans
@@ -143,6 +144,7 @@ impl FlowTable {
                     &FlowValue {
                         packets: o.value.packets - last.packets,
                         bytes: o.value.bytes - last.bytes,
+                        ip_bytes: o.value.ip_bytes.saturating_sub(last.ip_bytes),
                         ..o.value
                     },
                 );
@@ -152,7 +154,7 @@ impl FlowTable {
             // occupant so that it named another flow. The latest copy
             // counts: take the earlier one back and add this one.
             Some((key, last)) => {
-                self.take_back(&key, last.packets, last.bytes);
+                self.take_back(&key, &last);
                 self.add(&o.key, &o.value);
             }
         }
@@ -167,11 +169,13 @@ impl FlowTable {
     }
 
     /// Takes back packets and bytes an earlier, torn copy added to `key`.
-    fn take_back(&mut self, key: &FlowKey, packets: u64, bytes: u64) {
+    fn take_back(&mut self, key: &FlowKey, counts: &FlowValue) {
+        let (packets, bytes) = (counts.packets, counts.bytes);
         if let Some(e) = self.flows.get_mut(key) {
             Self::mark(&mut self.dirty, key, e);
             e.value.packets = e.value.packets.saturating_sub(packets);
             e.value.bytes = e.value.bytes.saturating_sub(bytes);
+            e.value.ip_bytes = e.value.ip_bytes.saturating_sub(counts.ip_bytes);
             if e.value.packets == 0 {
                 // Its wheel filing and its `dirty` mention go stale.
                 self.flows.remove(key);
@@ -190,6 +194,7 @@ impl FlowTable {
                 key: *key,
                 packets: e.value.packets,
                 bytes: e.value.bytes,
+                ip_bytes: e.value.ip_bytes,
             });
         }
     }
@@ -215,6 +220,7 @@ impl FlowTable {
                 key: *key,
                 packets: 0,
                 bytes: 0,
+                ip_bytes: 0,
             });
         } else {
             self.untracked_packets += delta.packets;
@@ -262,6 +268,7 @@ impl FlowTable {
                     FlowValue {
                         packets,
                         bytes: e.value.bytes.saturating_sub(c.bytes),
+                        ip_bytes: e.value.ip_bytes.saturating_sub(c.ip_bytes),
                         ..e.value
                     },
                 ));
@@ -375,6 +382,7 @@ mod tests {
             value: FlowValue {
                 packets,
                 bytes: packets * 100,
+                ip_bytes: packets * 86,
                 first_seen_ns: 10,
                 last_seen_ns: last,
                 tcp_flags: 0,

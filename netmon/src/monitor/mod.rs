@@ -17,8 +17,8 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use self::stats::{FlowTracker, RETIRED_KEEP, interval_flows};
 use crate::{
     probe::continuous::ContinuousProbes,
-    report::{Interval, Link, Rates, Sink, Summary},
-    sys::netlink::LinkEvent,
+    report::{FlowChanges, Interval, Link, Rates, Sink, Summary},
+    sys::{self, netlink::LinkEvent},
 };
 
 pub mod flowtable;
@@ -145,6 +145,13 @@ pub async fn run(
                 })?;
                 removed.clear();
                 source.expire_idle(&mut removed)?;
+                sink.flows(&FlowChanges {
+                    changed: &changed,
+                    removed: &removed,
+                    end: false,
+                    now_ns: sys::monotonic_ns(),
+                    mono_to_unix_ns: cfg.mono_to_unix_ns,
+                })?;
                 for (key, value) in &removed {
                     tracker.retire(*key, value);
                 }
@@ -161,6 +168,17 @@ pub async fn run(
     }
     source.finish();
     source.drain_log();
+    // The last changes, for sinks that follow every flow: after the
+    // detach, so they are final.
+    changed.clear();
+    source.flow_changes(&mut changed)?;
+    sink.flows(&FlowChanges {
+        changed: &changed,
+        removed: &[],
+        end: true,
+        now_ns: sys::monotonic_ns(),
+        mono_to_unix_ns: cfg.mono_to_unix_ns,
+    })?;
     // Flows first: reading them counts the packets of flows the table
     // could not take, which the counters then include.
     let flows = tracker.summary(&source.flows()?, cfg.top);

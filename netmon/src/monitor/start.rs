@@ -22,7 +22,7 @@ use crate::{
 };
 
 pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
-    let iface = match args.iface {
+    let iface = match args.iface.clone() {
         Some(i) => i,
         None => netif::default_interface().ok_or_else(|| {
             UsageError(
@@ -44,10 +44,7 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         )
     };
     // Exporters' sockets too: a taken port attaches nothing.
-    let metrics_listener = match args.metrics {
-        Some(addr) => Some(export::metrics::bind(addr).await?),
-        None => None,
-    };
+    let exporters = Exporters::open(&args, ifindex).await?;
     let slot_bytes = size_of::<netmon_common::FlowSlot>() as u64;
     let flow_slots = args
         .flow_slots
@@ -90,11 +87,7 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
     // pushed here beside the one of --format.
     let mut sinks = Sinks::new();
     sinks.push(args.format.sink(io::stdout().lock()));
-    let _metrics_server = metrics_listener.map(|listener| {
-        let state = Arc::new(Mutex::new(MetricsState::new(&cfg.iface, xdp_mode)));
-        sinks.push(Box::new(MetricsSink::new(Arc::clone(&state))));
-        AbortOnDrop(export::metrics::serve(listener, state))
-    });
+    let _metrics_server = exporters.start(&mut sinks, &cfg.iface, xdp_mode);
     let result = super::run(
         &cfg,
         &mut source,
@@ -163,6 +156,43 @@ fn watch_link(
         }
     });
     Ok(rx)
+}
+
+/// The exports' sockets, opened before anything is attached.
+struct Exporters {
+    metrics: Option<tokio::net::TcpListener>,
+    ipfix: Option<export::ipfix::IpfixSink>,
+}
+
+impl Exporters {
+    async fn open(args: &MonitorArgs, ifindex: u32) -> Result<Self> {
+        let metrics = match args.metrics {
+            Some(addr) => Some(export::metrics::bind(addr).await?),
+            None => None,
+        };
+        let ipfix = match &args.ipfix {
+            Some(target) => Some(export::ipfix::IpfixSink::new(
+                export::ipfix::resolve(target)?,
+                args.ipfix_domain.unwrap_or(ifindex),
+                args.ipfix_active_timeout,
+            )?),
+            None => None,
+        };
+        Ok(Exporters { metrics, ipfix })
+    }
+
+    /// Pushes the exporters' sinks onto `sinks` and starts the metrics
+    /// endpoint (served until the returned guard is dropped).
+    fn start(self, sinks: &mut Sinks<'_>, iface: &str, xdp_mode: &str) -> Option<AbortOnDrop> {
+        if let Some(ipfix) = self.ipfix {
+            sinks.push(Box::new(ipfix));
+        }
+        self.metrics.map(|listener| {
+            let state = Arc::new(Mutex::new(MetricsState::new(iface, xdp_mode)));
+            sinks.push(Box::new(MetricsSink::new(Arc::clone(&state))));
+            AbortOnDrop(export::metrics::serve(listener, state))
+        })
+    }
 }
 
 /// Aborts a task when dropped (a server that lives as long as the run).

@@ -8,7 +8,6 @@
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
@@ -19,32 +18,6 @@ use crate::report::{Flow, FlowSummary, IntervalFlows, Rates};
 /// Bytes the wire carries per frame beyond what XDP sees: preamble and SFD
 /// (8), FCS (4), inter-frame gap (12).
 pub const WIRE_OVERHEAD_BYTES: u64 = 24;
-
-impl Flow {
-    /// A kernel flow key and its counts, decoded.
-    #[must_use]
-    pub fn new(key: &FlowKey, value: &FlowValue) -> Self {
-        let addr = |a: [u8; 16]| -> IpAddr {
-            if key.ip_version == IP_V4 {
-                IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
-            } else {
-                IpAddr::V6(Ipv6Addr::from(a))
-            }
-        };
-        Flow {
-            src: addr(key.src),
-            dst: addr(key.dst),
-            sport: u16::from_be(key.sport_be),
-            dport: u16::from_be(key.dport_be),
-            proto: key.proto,
-            packets: value.packets,
-            bytes: value.bytes,
-            first_seen_ns: value.first_seen_ns,
-            last_seen_ns: value.last_seen_ns,
-            tcp_flags: value.tcp_flags,
-        }
-    }
-}
 
 impl Rates {
     /// Rates between two snapshots taken `elapsed` apart on a link of
@@ -433,6 +406,8 @@ fn hll_tau(mut x: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
     use netmon_common::{IP_V6, PROTO_ICMPV6, PROTO_UDP};
 
     use super::*;

@@ -21,7 +21,7 @@
 //! not timed on its own); a record ends at the flow's last packet (10 ms
 //! resolution, see the kernel clock).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, hash_map::Entry};
 
 use netmon_common::{FlowKey, FlowValue};
 
@@ -52,6 +52,9 @@ pub struct IpfixFlows {
     pending: HashMap<FlowKey, Pending>,
     active_timeout_ns: u64,
     direction: Direction,
+    /// `now_ns` of the last update: packets handed in by the next one
+    /// came after it.
+    last_update_ns: u64,
 }
 
 impl IpfixFlows {
@@ -61,6 +64,7 @@ impl IpfixFlows {
             pending: HashMap::new(),
             active_timeout_ns,
             direction,
+            last_update_ns: 0,
         }
     }
 
@@ -83,8 +87,11 @@ impl IpfixFlows {
         for (key, delta) in changes.changed {
             self.add(key, delta);
         }
+        self.last_update_ns = now_ns;
         for (key, _) in changes.removed {
-            if let Some(p) = self.pending.remove(key) {
+            if let Some(p) = self.pending.remove(key)
+                && p.packets > 0
+            {
                 out.push(record_of(
                     key,
                     &p,
@@ -95,7 +102,7 @@ impl IpfixFlows {
             }
         }
         if changes.end {
-            for (key, p) in self.pending.drain() {
+            for (key, p) in self.pending.drain().filter(|(_, p)| p.packets > 0) {
                 out.push(record_of(
                     &key,
                     &p,
@@ -131,14 +138,29 @@ impl IpfixFlows {
     }
 
     fn add(&mut self, key: &FlowKey, delta: &FlowValue) {
-        let p = self.pending.entry(*key).or_insert(Pending {
-            packets: 0,
-            octets: 0,
-            tcp_flags: 0,
-            start_ns: delta.first_seen_ns,
-            last_ns: delta.last_seen_ns,
-            window_ns: delta.first_seen_ns,
-        });
+        let after = self.last_update_ns;
+        let p = match self.pending.entry(*key) {
+            Entry::Vacant(v) => v.insert(Pending {
+                packets: 0,
+                octets: 0,
+                tcp_flags: 0,
+                start_ns: delta.first_seen_ns,
+                last_ns: delta.last_seen_ns,
+                window_ns: delta.first_seen_ns,
+            }),
+            Entry::Occupied(o) => {
+                let p = o.into_mut();
+                if p.packets == 0 {
+                    // A flow that sent a record before: this record starts
+                    // after its last one ended and after the last update
+                    // (the packets came since), and its active timeout runs
+                    // from there.
+                    p.start_ns = p.last_ns.max(after);
+                    p.window_ns = p.start_ns;
+                }
+                p
+            }
+        };
         p.packets += delta.packets;
         p.octets += delta.ip_bytes;
         p.tcp_flags |= delta.tcp_flags;
@@ -170,5 +192,117 @@ fn record_of(
         packets: p.packets,
         start_ms: ms(p.start_ns),
         end_ms: ms(p.last_ns),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netmon_common::{IP_V4, PROTO_UDP};
+
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn key(port: u16) -> FlowKey {
+        let mut k = FlowKey {
+            proto: PROTO_UDP,
+            ip_version: IP_V4,
+            sport_be: port.to_be(),
+            dport_be: 9000u16.to_be(),
+            ..FlowKey::default()
+        };
+        k.src[..4].copy_from_slice(&[198, 51, 100, 2]);
+        k.dst[..4].copy_from_slice(&[198, 51, 100, 1]);
+        k
+    }
+
+    fn delta(packets: u64, first_ms: u64, last_ms: u64) -> FlowValue {
+        FlowValue {
+            packets,
+            bytes: packets * 100,
+            ip_bytes: packets * 86,
+            first_seen_ns: first_ms * MS,
+            last_seen_ns: last_ms * MS,
+            ..FlowValue::default()
+        }
+    }
+
+    fn changes<'a>(
+        changed: &'a [(FlowKey, FlowValue)],
+        removed: &'a [(FlowKey, FlowValue)],
+        now_ms: u64,
+        end: bool,
+    ) -> FlowChanges<'a> {
+        FlowChanges {
+            changed,
+            removed,
+            end,
+            now_ns: now_ms * MS,
+            mono_to_unix_ns: 1_000_000 * i128::from(MS),
+        }
+    }
+
+    #[test]
+    fn counts_leave_once_across_active_timeouts_and_the_end() {
+        let mut f = IpfixFlows::new(1000 * MS, Direction::Ingress);
+        let a = key(1);
+        // 5 packets in the first second: nothing due yet.
+        let r = f.update(&changes(&[(a, delta(5, 100, 900))], &[], 900, false));
+        assert!(r.is_empty());
+        // 3 more; a second has passed since the first packet: one record
+        // of all 8, active timeout, from the first to the last packet.
+        let r = f.update(&changes(&[(a, delta(3, 100, 1100))], &[], 1150, false));
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].packets, r[0].octets), (8, 8 * 86));
+        assert_eq!(r[0].end_reason, EndReason::ActiveTimeout);
+        assert_eq!(
+            (r[0].start_ms, r[0].end_ms),
+            (1_000_000 + 100, 1_000_000 + 1100)
+        );
+        // Quiet for a while: nothing to send for it.
+        assert!(f.update(&changes(&[], &[], 2500, false)).is_empty());
+        // Two more, then the end: the rest, forced end. They came after
+        // the update at 2500, where this record starts (and its active
+        // timeout: not due at 2600).
+        let r = f.update(&changes(&[(a, delta(2, 100, 2600))], &[], 2600, false));
+        assert!(r.is_empty());
+        let r = f.update(&changes(&[], &[], 2700, true));
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].packets, r[0].end_reason), (2, EndReason::ForcedEnd));
+        assert_eq!(
+            (r[0].start_ms, r[0].end_ms),
+            (1_000_000 + 2500, 1_000_000 + 2600)
+        );
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn an_idle_flow_leaves_with_what_it_has_not_sent() {
+        let mut f = IpfixFlows::new(100_000 * MS, Direction::Ingress);
+        let (a, b) = (key(1), key(2));
+        f.update(&changes(
+            &[(a, delta(4, 0, 10)), (b, delta(1, 0, 10))],
+            &[],
+            10,
+            false,
+        ));
+        let r = f.update(&changes(&[], &[(a, delta(4, 0, 10))], 70_000, false));
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (r[0].sport, r[0].packets, r[0].end_reason),
+            (1, 4, EndReason::IdleTimeout)
+        );
+        assert_eq!(f.len(), 1);
+        // The flow's packets after it went idle start a new record.
+        f.update(&changes(
+            &[(a, delta(1, 80_000, 80_000))],
+            &[],
+            80_000,
+            false,
+        ));
+        let r = f.update(&changes(&[], &[], 80_001, true));
+        let mut got: Vec<_> = r.iter().map(|r| (r.sport, r.packets)).collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![(1, 1), (2, 1)]);
     }
 }

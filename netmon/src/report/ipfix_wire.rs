@@ -150,6 +150,13 @@ fn template_set() -> Vec<u8> {
     set
 }
 
+/// One encoded message and the data records in it.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub bytes: Vec<u8>,
+    pub records: u32,
+}
+
 /// Encodes flow records into IPFIX messages for one observation domain,
 /// keeping the sequence number.
 #[derive(Debug)]
@@ -187,7 +194,7 @@ impl Encoder {
         export_time_s: u32,
         records: &[FlowRecord],
         templates: bool,
-    ) -> Vec<Vec<u8>> {
+    ) -> Vec<Message> {
         let mut out = Vec::new();
         let mut msg = self.header();
         let mut in_msg = 0u32;
@@ -232,7 +239,7 @@ impl Encoder {
 
     /// Fills in the header of `msg` (which carries `records` data records)
     /// and advances the sequence number.
-    fn finish(&mut self, mut msg: Vec<u8>, export_time_s: u32, records: u32) -> Vec<u8> {
+    fn finish(&mut self, mut msg: Vec<u8>, export_time_s: u32, records: u32) -> Message {
         let len = msg.len() as u16;
         msg[0..2].copy_from_slice(&VERSION.to_be_bytes());
         msg[2..4].copy_from_slice(&len.to_be_bytes());
@@ -240,7 +247,10 @@ impl Encoder {
         msg[8..12].copy_from_slice(&self.sequence.to_be_bytes());
         msg[12..16].copy_from_slice(&self.domain.to_be_bytes());
         self.sequence = self.sequence.wrapping_add(records);
-        msg
+        Message {
+            bytes: msg,
+            records,
+        }
     }
 }
 
@@ -360,7 +370,7 @@ mod tests {
         let msgs = enc.messages(1_700_000_002, &[rec4, rec6], true);
         assert_eq!(msgs.len(), 1);
         let mut dec = Decoder::default();
-        let d = dec.decode(&msgs[0]);
+        let d = dec.decode(&msgs[0].bytes);
         assert_eq!((d.sequence, d.domain, d.export_time), (0, 7, 1_700_000_002));
         assert_eq!(d.records.len(), 2);
         let (id, f) = &d.records[0];
@@ -384,7 +394,7 @@ mod tests {
         assert_eq!(be(&f[&2]), 12);
         // The next message's sequence number counts both records.
         let next = enc.messages(1_700_000_003, &[record(3, false)], false);
-        assert_eq!(dec.decode(&next[0]).sequence, 2);
+        assert_eq!(dec.decode(&next[0].bytes).sequence, 2);
         assert_eq!(enc.sequence(), 3);
     }
 
@@ -398,8 +408,9 @@ mod tests {
         let mut seen = Vec::new();
         let mut expected_seq = 0u32;
         for m in &msgs {
-            assert!(m.len() <= 600, "{} bytes", m.len());
-            let d = dec.decode(m);
+            assert!(m.bytes.len() <= 600, "{} bytes", m.bytes.len());
+            let d = dec.decode(&m.bytes);
+            assert_eq!(d.records.len() as u32, m.records);
             assert_eq!(d.sequence, expected_seq);
             expected_seq += d.records.len() as u32;
             seen.extend(d.records.iter().map(|(_, f)| be(&f[&7])));
@@ -417,7 +428,7 @@ mod tests {
         let msgs = enc.messages(0, &[], true);
         assert_eq!(msgs.len(), 1);
         let mut dec = Decoder::default();
-        assert!(dec.decode(&msgs[0]).records.is_empty());
+        assert!(dec.decode(&msgs[0].bytes).records.is_empty());
         assert_eq!(dec.templates.len(), 2);
         assert_eq!(dec.templates[&TEMPLATE_V4].len(), 12);
         assert_eq!(enc.sequence(), 0);

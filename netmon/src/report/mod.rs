@@ -16,6 +16,7 @@ use std::io::Write;
 
 #[cfg(test)]
 mod fixtures;
+pub mod ipfix;
 pub mod ipfix_wire;
 pub mod json;
 pub mod latency;
@@ -27,8 +28,8 @@ pub use self::{
     json::JsonSink,
     text::TextSink,
     values::{
-        Flow, FlowSummary, Interval, IntervalFlows, Link, ProbeKind, ProbeStats, Rates, Summary,
-        proto_name,
+        Flow, FlowChanges, FlowSummary, Interval, IntervalFlows, Link, ProbeKind, ProbeStats,
+        Rates, Summary, proto_name,
     },
 };
 
@@ -62,6 +63,12 @@ pub trait Sink {
     fn link(&mut self, link: &Link) -> anyhow::Result<()>;
     /// Once, at the end.
     fn summary(&mut self, summary: &Summary) -> anyhow::Result<()>;
+    /// Every interval after [`Sink::interval`], and once more at the end
+    /// before [`Sink::summary`] (`end`): the flows that changed and those
+    /// removed, for sinks that follow every flow (IPFIX). Most ignore it.
+    fn flows(&mut self, _changes: &FlowChanges) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// A sink lent to a fan-out or a test and used again after.
@@ -74,6 +81,9 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     }
     fn summary(&mut self, summary: &Summary) -> anyhow::Result<()> {
         (**self).summary(summary)
+    }
+    fn flows(&mut self, changes: &FlowChanges) -> anyhow::Result<()> {
+        (**self).flows(changes)
     }
 }
 
@@ -116,5 +126,8 @@ impl Sink for Sinks<'_> {
     }
     fn summary(&mut self, summary: &Summary) -> anyhow::Result<()> {
         self.each(|s| s.summary(summary))
+    }
+    fn flows(&mut self, changes: &FlowChanges) -> anyhow::Result<()> {
+        self.each(|s| s.flows(changes))
     }
 }

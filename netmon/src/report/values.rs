@@ -4,13 +4,18 @@
 //! no I/O; all owned and `Clone`, so a sink can keep the latest to serve
 //! it later.
 //!
-//! `monitor::stats` makes the flow values ([`Flow::new`] from a kernel
-//! flow key, [`Rates::between`] two counter snapshots, [`IntervalFlows`],
-//! [`FlowSummary`]); the probes fill [`ProbeStats`].
+//! [`Flow::new`] decodes a kernel flow key; `monitor::stats` makes the
+//! other flow values ([`Rates::between`] two counter snapshots,
+//! [`IntervalFlows`], [`FlowSummary`]); the probes fill [`ProbeStats`].
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
-use netmon_common::{Counters, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use netmon_common::{
+    Counters, FlowKey, FlowValue, IP_V4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+};
 
 use super::latency::Latency;
 
@@ -59,6 +64,24 @@ pub struct Summary {
     pub probes: Vec<ProbeStats>,
 }
 
+/// The flows of one interval, for sinks that follow each flow (IPFIX).
+#[derive(Clone, Copy, Debug)]
+pub struct FlowChanges<'a> {
+    /// Flows that carried packets since the last call, with the packets,
+    /// bytes and IP bytes of that time (first and last packet and TCP
+    /// flags as in the flow's totals).
+    pub changed: &'a [(FlowKey, FlowValue)],
+    /// Flows removed from the table as idle, with their totals.
+    pub removed: &'a [(FlowKey, FlowValue)],
+    /// The run is over: no call follows (flows still in the table end).
+    pub end: bool,
+    /// Kernel monotonic time of the call, ns (the clock of first/last
+    /// seen).
+    pub now_ns: u64,
+    /// Adds to kernel monotonic ns to give Unix time in ns.
+    pub mono_to_unix_ns: i128,
+}
+
 /// One flow, decoded for people.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Flow {
@@ -73,6 +96,32 @@ pub struct Flow {
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     pub tcp_flags: u32,
+}
+
+impl Flow {
+    /// A kernel flow key and its counts, decoded.
+    #[must_use]
+    pub fn new(key: &FlowKey, value: &FlowValue) -> Self {
+        let addr = |a: [u8; 16]| -> IpAddr {
+            if key.ip_version == IP_V4 {
+                IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+            } else {
+                IpAddr::V6(Ipv6Addr::from(a))
+            }
+        };
+        Flow {
+            src: addr(key.src),
+            dst: addr(key.dst),
+            sport: u16::from_be(key.sport_be),
+            dport: u16::from_be(key.dport_be),
+            proto: key.proto,
+            packets: value.packets,
+            bytes: value.bytes,
+            first_seen_ns: value.first_seen_ns,
+            last_seen_ns: value.last_seen_ns,
+            tcp_flags: value.tcp_flags,
+        }
+    }
 }
 
 impl Flow {

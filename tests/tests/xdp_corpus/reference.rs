@@ -44,6 +44,9 @@ pub struct IpPacket {
     pub tcp_flags: u8,
     /// IPv6 with more extension headers than the walk takes.
     pub chain_too_long: bool,
+    /// The IP packet's length, header included, without link-layer
+    /// padding (what IPFIX counts as octets).
+    pub ip_len: u64,
 }
 
 /// A header runs past the frame or the packet, or a length field lies.
@@ -212,6 +215,7 @@ fn ipv4(rest: &[u8]) -> Result<IpPacket, Malformed> {
         key,
         tcp_flags,
         chain_too_long: false,
+        ip_len: packet.len() as u64,
     })
 }
 
@@ -256,6 +260,7 @@ fn ipv6(rest: &[u8], seen: &mut Seen) -> Result<IpPacket, Malformed> {
                     key,
                     tcp_flags: 0,
                     chain_too_long: true,
+                    ip_len: packet.len() as u64,
                 });
             }
             IpNumber::IPV6_HEADER_HOP_BY_HOP
@@ -299,6 +304,7 @@ fn ipv6(rest: &[u8], seen: &mut Seen) -> Result<IpPacket, Malformed> {
         key,
         tcp_flags,
         chain_too_long: false,
+        ip_len: packet.len() as u64,
     })
 }
 
