@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use self::stats::{FlowTracker, RETIRED_KEEP, interval_flows};
 use crate::{
     probe::continuous::ContinuousProbes,
-    report::{Interval, Link, Rates, Sink, Summary},
+    report::{IfCounters, Interval, Link, ProgramCost, Rates, Sink, Summary},
     sys::netlink::LinkEvent,
 };
 
@@ -47,6 +47,15 @@ pub trait Source {
     /// Called every [`SERVICE_EVERY`] between intervals (the XDP source
     /// moves the eviction records its ring thread took into the table).
     fn service(&mut self) {}
+    /// The watched interface's own counters since it came up, if known.
+    fn if_counters(&mut self) -> Option<IfCounters> {
+        None
+    }
+    /// What the kernel programs cost since they were loaded, if the
+    /// kernel's run-time statistics are on.
+    fn program_cost(&mut self) -> Option<ProgramCost> {
+        None
+    }
 }
 
 /// How often [`Source::service`] runs.
@@ -107,6 +116,9 @@ pub async fn run(
 
     let mut prev = source.counters()?;
     let mut prev_at = Instant::now();
+    let mut prev_if = source.if_counters();
+    let mut prev_cost = source.program_cost();
+    let every_flow = sink.wants_every_flow();
     let mut tracker = FlowTracker::new(cfg.top.max(RETIRED_KEEP));
     // Reused buffers of changed and removed flows.
     let mut changed = Vec::new();
@@ -135,14 +147,20 @@ pub async fn run(
                 let rates = Rates::between(&prev, &cur, now - prev_at, cfg.link_bps);
                 changed.clear();
                 let in_table = source.flow_changes(&mut changed)?;
+                let if_now = source.if_counters();
+                let cost_now = source.program_cost();
                 sink.interval(&Interval {
                     iface: cfg.iface.clone(),
                     unix_time: unix_now(),
                     rates,
                     totals: cur,
-                    flows: interval_flows(in_table, &changed, cfg.top),
+                    counts: cur.minus(&prev),
+                    if_counters: if_now.zip(prev_if).map(|(now, before)| now.minus(&before)),
+                    cost: cost_now.zip(prev_cost).map(|(now, before)| now.minus(&before)),
+                    flows: interval_flows(in_table, &changed, cfg.top, every_flow),
                     probes: probes.map(ContinuousProbes::take_interval).unwrap_or_default(),
                 })?;
+                (prev_if, prev_cost) = (if_now, cost_now);
                 removed.clear();
                 source.expire_idle(&mut removed)?;
                 for (key, value) in &removed {
@@ -369,9 +387,18 @@ mod tests {
             .map(|top| top.len().min(3))
             .sum();
         let summary_at = text.find("\nsummary for test0 over ").unwrap();
+        // A line of counts under each interval that counted something.
+        let counts_lines = lines
+            .iter()
+            .filter(|v| v["type"] == "rates" && v["packets"] != 0)
+            .count();
         assert_eq!(
             text[..summary_at].lines().count(),
-            usize::from(count("rates") > 0) + count("rates") + flow_lines + count("link"),
+            usize::from(count("rates") > 0)
+                + count("rates")
+                + counts_lines
+                + flow_lines
+                + count("link"),
             "{text}"
         );
         (ended, lines)

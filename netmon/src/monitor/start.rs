@@ -1,7 +1,11 @@
 //! `netmon` without a subcommand: check the arguments, attach, count until
 //! asked to stop, print the summary.
 
-use std::{io, process::ExitCode};
+use std::{
+    io::{self, IsTerminal},
+    process::ExitCode,
+    sync::Arc,
+};
 
 use anyhow::{Context, Result};
 
@@ -10,7 +14,7 @@ use crate::{
     UsageError,
     cli::MonitorArgs,
     probe,
-    report::Sinks,
+    report::{Format, Sink, Sinks, live},
     sys::{self, netif, netlink, signal::shutdown_signal},
 };
 
@@ -72,11 +76,32 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         mono_to_unix_ns: sys::mono_to_unix_ns(),
     };
     let idle_ns = u64::try_from(args.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
-    let mut source = XdpSource::new(attachment, FlowTable::new(args.max_flows as usize, idle_ns))?;
-    // Every output is a sink; a new one (a live view, an exporter) is
-    // pushed here beside the one of --format.
+    let xdp_mode = attachment.mode.as_str();
+    let mut source = XdpSource::new(attachment, FlowTable::new(args.max_flows as usize, idle_ns))?
+        .with_if_counters(&cfg.iface);
+    // Without --format, a terminal gets the live view; a pipe, text.
+    let live = args.format.is_none() && io::stdout().is_terminal();
+    // `q` in the live view ends the run as a signal does.
+    let quit = Arc::new(tokio::sync::Notify::new());
+    let shutdown = or_notified(shutdown, Arc::clone(&quit));
+    // Every output is a sink; a new one (an exporter) is pushed here
+    // beside the one of --format.
     let mut sinks = Sinks::new();
-    sinks.push(args.format.sink(io::stdout().lock()));
+    if live {
+        source = with_self_cost(source);
+        sinks.push(open_live_view(
+            &cfg,
+            xdp_mode,
+            (args.max_flows, args.idle_timeout),
+            quit,
+        )?);
+    } else {
+        sinks.push(
+            args.format
+                .unwrap_or(Format::Text)
+                .sink(io::stdout().lock()),
+        );
+    }
     let result = super::run(
         &cfg,
         &mut source,
@@ -99,6 +124,46 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The header of the live view shows what the programs cost: the kernel
+/// times them while the view is open.
+fn with_self_cost(source: XdpSource) -> XdpSource {
+    match sys::bpf_stats::RunStats::enable() {
+        Ok(run_stats) => source.with_run_stats(run_stats),
+        Err(e) => {
+            log::warn!("{e}; the live view shows no self-cost");
+            source
+        }
+    }
+}
+
+/// `shutdown`, or `quit` notified, whichever comes first.
+async fn or_notified(shutdown: impl Future<Output = ()>, quit: Arc<tokio::sync::Notify>) {
+    tokio::select! {
+        () = shutdown => {}
+        () = quit.notified() => {}
+    }
+}
+
+/// The live view on stdout's terminal, of a table of up to `max_flows`
+/// flows that leave it after `idle_timeout`; `q` in it notifies `quit`.
+fn open_live_view(
+    cfg: &Config,
+    xdp_mode: &str,
+    (max_flows, idle_timeout): (u32, std::time::Duration),
+    quit: Arc<tokio::sync::Notify>,
+) -> Result<Box<dyn Sink>> {
+    let setup = live::Setup {
+        iface: cfg.iface.clone(),
+        xdp_mode: xdp_mode.to_owned(),
+        max_flows,
+        link_bps: cfg.link_bps,
+        idle_timeout_s: idle_timeout.as_secs_f64(),
+    };
+    Ok(Box::new(live::LiveSink::open(setup, move || {
+        quit.notify_one();
+    })?))
 }
 
 /// Watches `iface` (index `ifindex`) through rtnetlink: a channel of its

@@ -84,6 +84,27 @@ impl Latency {
         self.prev_ns = Some(ns);
     }
 
+    /// Adds the samples of `later` (the same target's next stretch of
+    /// probes): percentiles, min, max, mean and standard deviation as if
+    /// every sample had been recorded here; the jitter becomes `later`'s
+    /// (the estimate is a running one: its latest value stands).
+    pub fn merge(&mut self, later: &Latency) {
+        if later.count == 0 {
+            return;
+        }
+        // Both histograms have the same bounds: adding cannot fail.
+        let _ = self.hist.add(&later.hist);
+        let n = (self.count + later.count) as f64;
+        let delta = later.mean_ns - self.mean_ns;
+        self.m2 += later.m2 + delta * delta * self.count as f64 * later.count as f64 / n;
+        self.mean_ns += delta * later.count as f64 / n;
+        self.count += later.count;
+        self.min_ns = self.min_ns.min(later.min_ns);
+        self.max_ns = self.max_ns.max(later.max_ns);
+        self.jitter_ns = later.jitter_ns;
+        self.prev_ns = later.prev_ns;
+    }
+
     /// `None` without samples.
     #[must_use]
     pub fn summary(&self) -> Option<Summary> {
@@ -202,5 +223,30 @@ mod tests {
         one.record(ms(1.0));
         one.record(ms(1.0));
         assert_eq!(one.bins(8), vec![(1.0, 2)]);
+    }
+
+    #[test]
+    fn merging_is_recording_everything_in_one() {
+        let samples = [100u64, 250, 130, 900, 120, 4000, 135];
+        let mut whole = Latency::new();
+        let (mut a, mut b) = (Latency::new(), Latency::new());
+        for (i, us) in samples.iter().enumerate() {
+            let d = Duration::from_micros(*us);
+            whole.record(d);
+            if i < 3 { a.record(d) } else { b.record(d) }
+        }
+        a.merge(&b);
+        a.merge(&Latency::new());
+        let (w, m) = (whole.summary().unwrap(), a.summary().unwrap());
+        for (x, y) in [
+            (w.min, m.min),
+            (w.max, m.max),
+            (w.mean, m.mean),
+            (w.stddev, m.stddev),
+            (w.p50, m.p50),
+            (w.p99, m.p99),
+        ] {
+            assert!((x - y).abs() < 1e-9, "{w:?} vs {m:?}");
+        }
     }
 }

@@ -19,6 +19,7 @@ mod fixtures;
 pub mod ipfix_wire;
 pub mod json;
 pub mod latency;
+pub mod live;
 pub mod text;
 pub mod values;
 
@@ -26,8 +27,8 @@ pub use self::{
     json::JsonSink,
     text::TextSink,
     values::{
-        Flow, FlowSummary, Interval, IntervalFlows, Link, ProbeKind, ProbeStats, Rates, Summary,
-        proto_name,
+        Flow, FlowSummary, IfCounters, Interval, IntervalFlows, Link, ProbeKind, ProbeStats,
+        ProgramCost, Rates, Summary, proto_name,
     },
 };
 
@@ -61,6 +62,13 @@ pub trait Sink {
     fn link(&mut self, link: &Link) -> anyhow::Result<()>;
     /// Once, at the end.
     fn summary(&mut self, summary: &Summary) -> anyhow::Result<()>;
+    /// Whether this sink wants every flow of each interval
+    /// ([`IntervalFlows::every`]), not just the top ones. Asked once,
+    /// before the first interval; decoding them costs the loop what
+    /// changed in the interval.
+    fn wants_every_flow(&self) -> bool {
+        false
+    }
 }
 
 /// A sink lent to a fan-out or a test and used again after.
@@ -73,6 +81,9 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     }
     fn summary(&mut self, summary: &Summary) -> anyhow::Result<()> {
         (**self).summary(summary)
+    }
+    fn wants_every_flow(&self) -> bool {
+        (**self).wants_every_flow()
     }
 }
 
@@ -115,5 +126,8 @@ impl Sink for Sinks<'_> {
     }
     fn summary(&mut self, summary: &Summary) -> anyhow::Result<()> {
         self.each(|s| s.summary(summary))
+    }
+    fn wants_every_flow(&self) -> bool {
+        self.0.iter().any(|s| s.wants_every_flow())
     }
 }

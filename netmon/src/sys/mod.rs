@@ -23,7 +23,9 @@ use thiserror::Error;
 
 use crate::UsageError;
 
+pub mod bpf_stats;
 pub mod clock;
+pub mod ifstats;
 pub mod netif;
 pub mod netlink;
 pub mod notify;
