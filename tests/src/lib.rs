@@ -370,7 +370,9 @@ struct NotifySocket {
 
 impl NotifySocket {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(unique("nmready"));
+        // Short: unique() keeps to interface-name length, and a test binary
+        // can start netmon over 100 times (nmready<pid>x100 is 16 bytes).
+        let dir = std::env::temp_dir().join(unique("nmr"));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let sock = UnixDatagram::bind(dir.join("notify")).expect("bind the notify socket");
         sock.set_read_timeout(Some(Duration::from_millis(50)))

@@ -42,6 +42,8 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nft", "nftables"),
     ("sysctl", "procps"),
+    // tests/live.rs drives the live view in a real terminal.
+    ("tmux", "tmux"),
 ];
 /// Programs `cargo xtask bench veth` calls.
 pub const BENCH_VETH_TOOLS: &[(&str, &str)] = &[
