@@ -204,24 +204,31 @@ fn the_live_view_shows_exact_flows_sorts_filters_and_quits_cleanly() {
 
     // q: netmon ends with 0, the summary on the normal screen.
     tmux.keys(&["q"]);
+    assert_ended_cleanly(&tmux, &pair.if_a, &small_src, small);
+}
+
+/// After `q`: netmon exited 0, the alternate screen is left and the
+/// terminal is no longer raw, the summary (with `src`'s exact `packets`)
+/// is on the normal screen and nothing of the view is.
+fn assert_ended_cleanly(tmux: &Tmux, iface: &str, src: &str, packets: u64) {
     let screen = tmux.wait_for("netmon's exit", Duration::from_secs(15), |s| {
         s.contains("netmon exited")
     });
     assert!(screen.contains("netmon exited 0"), "{screen}");
     assert!(!tmux.alternate_on(), "the alternate screen is left");
     assert!(
-        screen.contains(&format!("summary for {} over", pair.if_a)),
+        screen.contains(&format!("summary for {iface} over")),
         "{screen}"
     );
     // The summary's top flows table has the exact counts too.
     let summary_row = screen
         .lines()
-        .find(|l| l.contains(&small_src) && l.contains("->"))
+        .find(|l| l.contains(src) && l.contains("->"))
         .unwrap_or_else(|| panic!("no summary row for the small flow:\n{screen}"));
     assert!(
         summary_row
             .split_whitespace()
-            .any(|w| w == small.to_string()),
+            .any(|w| w == packets.to_string()),
         "{summary_row}"
     );
     // Nothing of the view is left on the screen.

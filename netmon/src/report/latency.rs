@@ -86,8 +86,9 @@ impl Latency {
 
     /// Adds the samples of `later` (the same target's next stretch of
     /// probes): percentiles, min, max, mean and standard deviation as if
-    /// every sample had been recorded here; the jitter becomes `later`'s
-    /// (the estimate is a running one: its latest value stands).
+    /// every sample had been recorded here. The jitter too when `later`
+    /// has one sample (a probe per interval); with more, it becomes
+    /// `later`'s (a running estimate: its latest value stands).
     pub fn merge(&mut self, later: &Latency) {
         if later.count == 0 {
             return;
@@ -101,7 +102,15 @@ impl Latency {
         self.count += later.count;
         self.min_ns = self.min_ns.min(later.min_ns);
         self.max_ns = self.max_ns.max(later.max_ns);
-        self.jitter_ns = later.jitter_ns;
+        match (later.count, self.prev_ns, later.prev_ns) {
+            // One sample (a probe per interval): go on with the recurrence.
+            (1, Some(prev), Some(x)) => {
+                let d = (x as f64 - prev as f64).abs();
+                self.jitter_ns += (d - self.jitter_ns) / 16.0;
+            }
+            (1, None, _) => {}
+            _ => self.jitter_ns = later.jitter_ns,
+        }
         self.prev_ns = later.prev_ns;
     }
 
@@ -237,6 +246,18 @@ mod tests {
         }
         a.merge(&b);
         a.merge(&Latency::new());
+        // One sample at a time: exactly the jitter of recording them.
+        let mut one_by_one = Latency::new();
+        for us in samples {
+            let mut single = Latency::new();
+            single.record(Duration::from_micros(us));
+            one_by_one.merge(&single);
+        }
+        let jitter = one_by_one.summary().unwrap().jitter;
+        assert!(
+            (jitter - whole.summary().unwrap().jitter).abs() < 1e-9,
+            "{jitter}"
+        );
         let (w, m) = (whole.summary().unwrap(), a.summary().unwrap());
         for (x, y) in [
             (w.min, m.min),

@@ -200,6 +200,8 @@ pub struct State {
     /// Indexes into `flows` that pass the filter, in the sort order.
     order: Vec<usize>,
     order_stale: bool,
+    /// How many of `order` are in the sort order (the rest: not yet).
+    sorted: usize,
     pub probes: Vec<ProbeRow>,
     pub sort: SortBy,
     pub filter: Filter,
@@ -231,6 +233,7 @@ impl State {
             index: HashMap::new(),
             order: Vec::new(),
             order_stale: false,
+            sorted: 0,
             probes: Vec::new(),
             sort: SortBy::Bytes,
             filter: Filter::default(),
@@ -322,15 +325,16 @@ impl State {
     /// Flows in the view, and how many pass the filter.
     #[must_use]
     pub fn flow_counts(&mut self) -> (usize, usize) {
-        self.refresh_order();
+        self.refresh_order(0);
         (self.flows.len(), self.order.len())
     }
 
     /// The rows to show: those that pass the filter, in the sort order,
     /// from the scroll position on, at most `n`.
     pub fn visible_flows(&mut self, n: usize) -> Vec<&FlowRow> {
-        self.refresh_order();
+        self.refresh_order(0);
         self.scroll = self.scroll.min(self.order.len().saturating_sub(1));
+        self.refresh_order(self.scroll + n);
         self.order
             .iter()
             .skip(self.scroll)
@@ -339,17 +343,26 @@ impl State {
             .collect()
     }
 
-    fn refresh_order(&mut self) {
-        if !self.order_stale {
+    /// Makes `order` the flows that pass the filter, its first `need` in
+    /// the sort order. Only those are sorted (a linear selection first):
+    /// with 100,000 flows, sorting them all every interval was most of the
+    /// view's cost.
+    fn refresh_order(&mut self, need: usize) {
+        if self.order_stale {
+            self.order_stale = false;
+            self.sorted = 0;
+            let flows = &self.flows;
+            self.order.clear();
+            self.order.extend(
+                (0..flows.len())
+                    .filter(|&at| self.filter.is_empty() || self.filter.matches(&flows[at].flow)),
+            );
+        }
+        let need = need.min(self.order.len());
+        if self.sorted >= need {
             return;
         }
-        self.order_stale = false;
         let flows = &self.flows;
-        self.order.clear();
-        self.order.extend(
-            (0..flows.len())
-                .filter(|&at| self.filter.is_empty() || self.filter.matches(&flows[at].flow)),
-        );
         let rank = |r: &FlowRow| -> (u64, u64) {
             match self.sort {
                 SortBy::Bytes => (r.flow.bytes, r.flow.packets),
@@ -359,17 +372,22 @@ impl State {
             }
         };
         // Largest first; ties in address order, so rows do not jump.
-        self.order.sort_unstable_by(|&a, &b| {
-            let (fa, fb) = (&flows[a], &flows[b]);
+        let order = |a: &usize, b: &usize| {
+            let (fa, fb) = (&flows[*a], &flows[*b]);
             rank(fb)
                 .cmp(&rank(fa))
                 .then_with(|| id(&fa.flow).cmp(&id(&fb.flow)))
-        });
+        };
+        if need < self.order.len() {
+            self.order.select_nth_unstable_by(need - 1, order);
+        }
+        self.order[..need].sort_unstable_by(order);
+        self.sorted = need;
     }
 
     /// Applies a key.
     pub fn key(&mut self, k: KeyEvent) -> Action {
-        self.refresh_order();
+        self.refresh_order(0);
         if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
             self.stopping = true;
             return Action::Quit;
@@ -548,6 +566,32 @@ mod tests {
         assert_eq!(
             s.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
             Action::Quit
+        );
+    }
+
+    #[test]
+    fn rows_past_the_first_page_are_in_order_too() {
+        let mut s = State::new(setup());
+        let base = fixtures::flows().swap_remove(0);
+        let every: Vec<Flow> = (0..500u16)
+            .map(|p| Flow {
+                sport: p,
+                packets: u64::from(p * 7 % 500),
+                bytes: u64::from(p * 7 % 500) * 100,
+                ..base.clone()
+            })
+            .collect();
+        s.interval(interval_with(every));
+        let first: Vec<u64> = s.visible_flows(10).iter().map(|r| r.flow.bytes).collect();
+        assert_eq!(
+            first,
+            (490..500).rev().map(|b| b * 100).collect::<Vec<u64>>()
+        );
+        s.scroll = 200;
+        let deeper: Vec<u64> = s.visible_flows(10).iter().map(|r| r.flow.bytes).collect();
+        assert_eq!(
+            deeper,
+            (290..300).rev().map(|b| b * 100).collect::<Vec<u64>>()
         );
     }
 
