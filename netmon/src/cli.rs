@@ -57,9 +57,10 @@ pub struct MonitorArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
     pub duration: Option<Duration>,
 
-    /// Output format
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
+    /// Output format [default: the live view when stdout is a terminal,
+    /// text otherwise]
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
 
     /// XDP attach mode
     #[arg(long, value_enum, default_value_t)]
@@ -180,8 +181,10 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.monitor.iface.as_deref(), Some("lo"));
         assert_eq!(cli.monitor.duration, Some(Duration::from_secs(7)));
-        assert_eq!(cli.monitor.format, Format::Json);
+        assert_eq!(cli.monitor.format, Some(Format::Json));
         assert_eq!(cli.monitor.interval, Duration::from_secs(1));
+        let cli = Cli::try_parse_from(["netmon"]).unwrap();
+        assert_eq!(cli.monitor.format, None, "auto: live view on a terminal");
     }
 
     #[test]

@@ -2,7 +2,8 @@
  * (203.0.113.x, port) source not used before in this run, to
  * 198.51.100.1:9. Paced to RATE frames/s in batches of 64 (sendmmsg);
  * stops after COUNT frames or DURATION s, whichever first. Prints the
- * number of frames the kernel accepted. */
+ * number of frames the kernel accepted. With a sixth argument FLOWS, frame
+ * i is of flow i % FLOWS: the same FLOWS flows over and over (live-cost.sh). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <linux/if_packet.h>
@@ -28,7 +29,8 @@ static uint16_t csum(const uint8_t *p, int n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) { fprintf(stderr, "usage: send IFACE DSTMAC RATE COUNT DURATION\n"); return 2; }
+    if (argc != 6 && argc != 7) { fprintf(stderr, "usage: send IFACE DSTMAC RATE COUNT DURATION [FLOWS]\n"); return 2; }
+    unsigned long flows = argc == 7 ? strtoul(argv[6], 0, 10) : 0;
     unsigned mac[6];
     sscanf(argv[2], "%x:%x:%x:%x:%x:%x", &mac[0], &mac[1], &mac[2], &mac[3], &mac[4], &mac[5]);
     double rate = atof(argv[3]), duration = atof(argv[5]);
@@ -61,7 +63,7 @@ int main(int argc, char **argv) {
     while (sent < count) {
         int n = count - sent < B ? (int)(count - sent) : B;
         for (int j = 0; j < n; j++) {
-            unsigned long i = sent + j;
+            unsigned long i = flows ? (sent + j) % flows : sent + j;
             uint8_t *ip = frames[j] + 14;
             ip[15] = i & 0xff;
             ip[10] = ip[11] = 0;

@@ -49,6 +49,8 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("nfcapd", "nfdump"),
     ("nfdump", "nfdump"),
     ("tshark", "tshark"),
+    // tests/live.rs drives the live view in a real terminal.
+    ("tmux", "tmux"),
 ];
 /// Programs `cargo xtask bench veth` calls.
 pub const BENCH_VETH_TOOLS: &[(&str, &str)] = &[

@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use self::stats::{FlowTracker, RETIRED_KEEP, interval_flows};
 use crate::{
     probe::continuous::ContinuousProbes,
-    report::{FlowChanges, Interval, Link, Rates, Sink, Summary},
+    report::{FlowChanges, IfCounters, Interval, Link, ProgramCost, Rates, Sink, Summary},
     sys::{self, netlink::LinkEvent},
 };
 
@@ -47,6 +47,15 @@ pub trait Source {
     /// Called every [`SERVICE_EVERY`] between intervals (the XDP source
     /// moves the eviction records its ring thread took into the table).
     fn service(&mut self) {}
+    /// The watched interface's own counters since it came up, if known.
+    fn if_counters(&mut self) -> Option<IfCounters> {
+        None
+    }
+    /// What the kernel programs cost since they were loaded, if the
+    /// kernel's run-time statistics are on.
+    fn program_cost(&mut self) -> Option<ProgramCost> {
+        None
+    }
 }
 
 /// How often [`Source::service`] runs.
@@ -107,6 +116,9 @@ pub async fn run(
 
     let mut prev = source.counters()?;
     let mut prev_at = Instant::now();
+    let mut prev_if = source.if_counters();
+    let mut prev_cost = source.program_cost();
+    let every_flow = sink.wants_every_flow();
     let mut tracker = FlowTracker::new(cfg.top.max(RETIRED_KEEP));
     // Reused buffers of changed and removed flows.
     let mut changed = Vec::new();
@@ -135,14 +147,20 @@ pub async fn run(
                 let rates = Rates::between(&prev, &cur, now - prev_at, cfg.link_bps);
                 changed.clear();
                 let in_table = source.flow_changes(&mut changed)?;
+                let if_now = source.if_counters();
+                let cost_now = source.program_cost();
                 sink.interval(&Interval {
                     iface: cfg.iface.clone(),
                     unix_time: unix_now(),
                     rates,
                     totals: cur,
-                    flows: interval_flows(in_table, &changed, cfg.top),
+                    counts: cur.minus(&prev),
+                    if_counters: if_now.zip(prev_if).map(|(now, before)| now.minus(&before)),
+                    cost: cost_now.zip(prev_cost).map(|(now, before)| now.minus(&before)),
+                    flows: interval_flows(in_table, &changed, cfg.top, every_flow),
                     probes: probes.map(ContinuousProbes::take_interval).unwrap_or_default(),
                 })?;
+                (prev_if, prev_cost) = (if_now, cost_now);
                 removed.clear();
                 source.expire_idle(&mut removed)?;
                 sink.flows(&FlowChanges {
@@ -161,6 +179,20 @@ pub async fn run(
         }
     }
 
+    wind_up(cfg, source, sink, probes, &mut tracker, start).await?;
+    Ok(ended)
+}
+
+/// The end of a run: the probes finish, the program is detached, and the
+/// sinks get the last flow changes and the summary, from final counts.
+async fn wind_up(
+    cfg: &Config,
+    source: &mut impl Source,
+    sink: &mut impl Sink,
+    probes: Option<&ContinuousProbes>,
+    tracker: &mut FlowTracker,
+    start: Instant,
+) -> Result<()> {
     // Probes end before the program is detached: the replies they count
     // crossed the interface while it counted (see ContinuousProbes).
     if let Some(p) = probes {
@@ -170,7 +202,7 @@ pub async fn run(
     source.drain_log();
     // The last changes, for sinks that follow every flow: after the
     // detach, so they are final.
-    changed.clear();
+    let mut changed = Vec::new();
     source.flow_changes(&mut changed)?;
     sink.flows(&FlowChanges {
         changed: &changed,
@@ -191,7 +223,7 @@ pub async fn run(
         mono_to_unix_ns: cfg.mono_to_unix_ns,
         probes: probes.map(ContinuousProbes::cumulative).unwrap_or_default(),
     })?;
-    Ok(ended)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -387,9 +419,18 @@ mod tests {
             .map(|top| top.len().min(3))
             .sum();
         let summary_at = text.find("\nsummary for test0 over ").unwrap();
+        // A line of counts under each interval that counted something.
+        let counts_lines = lines
+            .iter()
+            .filter(|v| v["type"] == "rates" && v["packets"] != 0)
+            .count();
         assert_eq!(
             text[..summary_at].lines().count(),
-            usize::from(count("rates") > 0) + count("rates") + flow_lines + count("link"),
+            usize::from(count("rates") > 0)
+                + count("rates")
+                + counts_lines
+                + flow_lines
+                + count("link"),
             "{text}"
         );
         (ended, lines)

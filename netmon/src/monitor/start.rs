@@ -2,7 +2,7 @@
 //! asked to stop, print the summary.
 
 use std::{
-    io,
+    io::{self, IsTerminal},
     process::ExitCode,
     sync::{Arc, Mutex},
 };
@@ -15,7 +15,7 @@ use crate::{
     cli::MonitorArgs,
     export, probe,
     report::{
-        Sinks,
+        Format, Sink, Sinks, live,
         metrics::{MetricsSink, MetricsState},
     },
     sys::{self, netif, netlink, signal::shutdown_signal},
@@ -51,27 +51,7 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| netmon_common::default_flow_slots(netif::l2_cache_bytes(), slot_bytes));
     let attachment = sys::Attachment::attach(&iface, ifindex, args.xdp_mode, flow_slots)?;
     let probes = probes.map(probe::continuous::Prepared::start);
-    eprintln!(
-        "netmon: counting on {iface} (ifindex {}) in {} XDP mode, up to {} flows, {} kernel flow \
-         slots per CPU ({} KiB each); {}",
-        ifindex,
-        attachment.mode.as_str(),
-        args.max_flows,
-        flow_slots,
-        (u64::from(flow_slots) * slot_bytes) >> 10,
-        match args.duration {
-            Some(d) => format!("stopping after {d:?} or on Ctrl-C"),
-            None => "Ctrl-C to stop".to_owned(),
-        }
-    );
-    // Everything that crosses the interface from here on is counted.
-    let status = format!(
-        "READY=1\nSTATUS=counting on {iface} in {} XDP mode",
-        attachment.mode.as_str()
-    );
-    if let Err(e) = sys::notify::notify(&status) {
-        log::warn!("cannot tell NOTIFY_SOCKET that netmon is ready: {e}");
-    }
+    announce(&iface, ifindex, attachment.mode.as_str(), &args, flow_slots);
     let cfg = Config {
         link_bps: netif::link_speed_bps(&iface),
         iface,
@@ -80,13 +60,33 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         top: args.top,
         mono_to_unix_ns: sys::mono_to_unix_ns(),
     };
-    let xdp_mode = attachment.mode.as_str();
     let idle_ns = u64::try_from(args.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
-    let mut source = XdpSource::new(attachment, FlowTable::new(args.max_flows as usize, idle_ns))?;
-    // Every output is a sink; a new one (a live view, an exporter) is
-    // pushed here beside the one of --format.
+    let xdp_mode = attachment.mode.as_str();
+    let mut source = XdpSource::new(attachment, FlowTable::new(args.max_flows as usize, idle_ns))?
+        .with_if_counters(&cfg.iface);
+    // Without --format, a terminal gets the live view; a pipe, text.
+    let live = args.format.is_none() && io::stdout().is_terminal();
+    // `q` in the live view ends the run as a signal does.
+    let quit = Arc::new(tokio::sync::Notify::new());
+    let shutdown = or_notified(shutdown, Arc::clone(&quit));
+    // Every output is a sink; a new one (an exporter) is pushed here
+    // beside the one of --format.
     let mut sinks = Sinks::new();
-    sinks.push(args.format.sink(io::stdout().lock()));
+    if live {
+        source = with_self_cost(source);
+        sinks.push(open_live_view(
+            &cfg,
+            xdp_mode,
+            (args.max_flows, args.idle_timeout),
+            quit,
+        )?);
+    } else {
+        sinks.push(
+            args.format
+                .unwrap_or(Format::Text)
+                .sink(io::stdout().lock()),
+        );
+    }
     let _metrics_server = exporters.start(&mut sinks, &cfg.iface, xdp_mode);
     let result = super::run(
         &cfg,
@@ -110,6 +110,68 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says on stderr what netmon counts on, and tells a supervisor (or a
+/// test) through `NOTIFY_SOCKET` that it is ready: everything that crosses
+/// the interface from here on is counted.
+fn announce(iface: &str, ifindex: u32, mode: &str, args: &MonitorArgs, flow_slots: u32) {
+    let slot_bytes = size_of::<netmon_common::FlowSlot>() as u64;
+    eprintln!(
+        "netmon: counting on {iface} (ifindex {ifindex}) in {mode} XDP mode, up to {} flows, {} \
+         kernel flow slots per CPU ({} KiB each); {}",
+        args.max_flows,
+        flow_slots,
+        (u64::from(flow_slots) * slot_bytes) >> 10,
+        match args.duration {
+            Some(d) => format!("stopping after {d:?} or on Ctrl-C"),
+            None => "Ctrl-C to stop".to_owned(),
+        }
+    );
+    let status = format!("READY=1\nSTATUS=counting on {iface} in {mode} XDP mode");
+    if let Err(e) = sys::notify::notify(&status) {
+        log::warn!("cannot tell NOTIFY_SOCKET that netmon is ready: {e}");
+    }
+}
+
+/// The header of the live view shows what the programs cost: the kernel
+/// times them while the view is open.
+fn with_self_cost(source: XdpSource) -> XdpSource {
+    match sys::bpf_stats::RunStats::enable() {
+        Ok(run_stats) => source.with_run_stats(run_stats),
+        Err(e) => {
+            log::warn!("{e}; the live view shows no self-cost");
+            source
+        }
+    }
+}
+
+/// `shutdown`, or `quit` notified, whichever comes first.
+async fn or_notified(shutdown: impl Future<Output = ()>, quit: Arc<tokio::sync::Notify>) {
+    tokio::select! {
+        () = shutdown => {}
+        () = quit.notified() => {}
+    }
+}
+
+/// The live view on stdout's terminal, of a table of up to `max_flows`
+/// flows that leave it after `idle_timeout`; `q` in it notifies `quit`.
+fn open_live_view(
+    cfg: &Config,
+    xdp_mode: &str,
+    (max_flows, idle_timeout): (u32, std::time::Duration),
+    quit: Arc<tokio::sync::Notify>,
+) -> Result<Box<dyn Sink>> {
+    let setup = live::Setup {
+        iface: cfg.iface.clone(),
+        xdp_mode: xdp_mode.to_owned(),
+        max_flows,
+        link_bps: cfg.link_bps,
+        idle_timeout_s: idle_timeout.as_secs_f64(),
+    };
+    Ok(Box::new(live::LiveSink::open(setup, move || {
+        quit.notify_one();
+    })?))
 }
 
 /// Watches `iface` (index `ifindex`) through rtnetlink: a channel of its

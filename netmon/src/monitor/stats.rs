@@ -85,19 +85,25 @@ fn top_by(flows: &mut Vec<Flow>, n: usize, rank: impl Fn(&Flow) -> (u64, u64)) {
 
 /// The flows of one interval: `in_table` flows in the table, and `changed`, the
 /// flows that changed during it with the packets and bytes of the
-/// interval (as `FlowTable::take_changes` gives them). Costs what
-/// changed.
+/// interval (as `FlowTable::take_changes` gives them); with `every`, all
+/// of them decoded too. Costs what changed.
 #[must_use]
 pub fn interval_flows(
     in_table: usize,
     changed: &[(FlowKey, FlowValue)],
     top: usize,
+    every: bool,
 ) -> IntervalFlows {
     let mut active: Vec<&(FlowKey, FlowValue)> =
         changed.iter().filter(|(_, v)| v.packets > 0).collect();
     IntervalFlows {
         in_table,
         active: active.len(),
+        every: if every {
+            active.iter().map(|(k, v)| Flow::new(k, v)).collect()
+        } else {
+            Vec::new()
+        },
         top_bytes: top_of(&mut active, top, |v| (v.bytes, v.packets)),
         top_packets: top_of(&mut active, top, |v| (v.packets, v.bytes)),
     }
@@ -529,18 +535,28 @@ mod tests {
             2,
             &[(key(1), value(10, 1, 5)), (key(2), value(3, 2, 6))],
             10,
+            false,
         );
         assert_eq!((i.in_table, i.active), (2, 2));
+        assert!(i.every.is_empty(), "only when asked");
         assert_eq!(i.top_bytes[0].sport, 1);
         assert_eq!(i.top_bytes[0].packets, 10);
         // Flow 1 grows by 1, flow 2 by 5: flow 2 leads this interval.
-        let i = interval_flows(2, &[(key(1), value(1, 1, 7)), (key(2), value(5, 2, 8))], 10);
+        let i = interval_flows(
+            2,
+            &[(key(1), value(1, 1, 7)), (key(2), value(5, 2, 8))],
+            10,
+            true,
+        );
         assert_eq!(i.active, 2);
+        let mut every: Vec<(u16, u64)> = i.every.iter().map(|f| (f.sport, f.packets)).collect();
+        every.sort_unstable();
+        assert_eq!(every, [(1, 1), (2, 5)]);
         assert_eq!(i.top_packets[0].sport, 2);
         assert_eq!(i.top_packets[0].packets, 5);
         assert_eq!(i.top_bytes[1].bytes, 100);
         // Nothing new: no active flows.
-        let i = interval_flows(2, &[], 10);
+        let i = interval_flows(2, &[], 10, true);
         assert_eq!((i.in_table, i.active), (2, 0));
         assert!(i.top_bytes.is_empty());
     }
@@ -652,7 +668,7 @@ mod tests {
             .map(|(k, v)| Flow::new(k, v))
             .collect();
         for n in [0, 1, 3, 10, 100, 1000] {
-            let i = interval_flows(0, &changed, n);
+            let i = interval_flows(0, &changed, n, false);
             let mut want = all.clone();
             top_by_bytes(&mut want, n);
             assert_eq!(i.top_bytes, want, "bytes, n = {n}");

@@ -31,6 +31,10 @@ pub struct XdpSource {
     /// Reused buffers: kernel sightings, and records taken from `evicted`.
     seen: Vec<flowtable::Occupancy>,
     ended: Vec<flowtable::Occupancy>,
+    /// The interface whose own counters are reported, if asked.
+    iface: Option<String>,
+    /// The kernel's run-time statistics, on while the live view shows them.
+    run_stats: Option<sys::bpf_stats::RunStats>,
 }
 
 /// What the ring thread and the monitor loop share.
@@ -105,7 +109,24 @@ impl XdpSource {
             table,
             seen: Vec::new(),
             ended: Vec::new(),
+            iface: None,
+            run_stats: None,
         })
+    }
+
+    /// Also reports `iface`'s own counters (sysfs) every interval.
+    #[must_use]
+    pub fn with_if_counters(mut self, iface: &str) -> Self {
+        self.iface = Some(iface.to_owned());
+        self
+    }
+
+    /// Also reports the programs' run time, holding the kernel's run-time
+    /// statistics on as long as this source lives.
+    #[must_use]
+    pub fn with_run_stats(mut self, stats: sys::bpf_stats::RunStats) -> Self {
+        self.run_stats = Some(stats);
+        self
     }
 
     /// Moves the final records of evicted flows into the table: those the
@@ -180,5 +201,12 @@ impl Source for XdpSource {
     }
     fn drain_log(&mut self) {
         lock(&self.shared).attachment.flush_log();
+    }
+    fn if_counters(&mut self) -> Option<crate::report::IfCounters> {
+        sys::ifstats::read(self.iface.as_deref()?)
+    }
+    fn program_cost(&mut self) -> Option<crate::report::ProgramCost> {
+        self.run_stats.as_ref()?;
+        lock(&self.shared).attachment.program_cost()
     }
 }

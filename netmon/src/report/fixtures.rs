@@ -7,7 +7,8 @@ use std::{net::IpAddr, time::Duration};
 use netmon_common::{Counters, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 use super::{
-    Flow, FlowSummary, Interval, IntervalFlows, Link, ProbeKind, ProbeStats, Rates, Sink, Summary,
+    Flow, FlowSummary, IfCounters, Interval, IntervalFlows, Link, ProbeKind, ProbeStats,
+    ProgramCost, Rates, Sink, Summary,
 };
 
 fn flow(
@@ -112,27 +113,7 @@ pub fn sample_probe() -> ProbeStats {
 /// speed, the second empty), a link going down and up, and two summaries
 /// (estimated flows with dropped records and probes; an exact, empty one).
 pub fn run(sink: &mut impl Sink) {
-    sink.interval(&Interval {
-        iface: "veth0".into(),
-        unix_time: 1_700_000_185.75,
-        rates: Rates {
-            interval_s: 1.0012,
-            packets: 1047,
-            bytes: 539_965,
-            pps: 1045.7,
-            bps: 4_314_536.2,
-            util_pct: Some(0.0431),
-        },
-        totals: Counters::default(),
-        flows: IntervalFlows {
-            in_table: 6,
-            active: 4,
-            top_bytes: flows(),
-            top_packets: flows()[1..3].to_vec(),
-        },
-        probes: probes(),
-    })
-    .unwrap();
+    sink.interval(&busy_interval()).unwrap();
     sink.interval(&Interval {
         iface: "veth0".into(),
         unix_time: 1_700_000_186.75,
@@ -145,6 +126,9 @@ pub fn run(sink: &mut impl Sink) {
             util_pct: None,
         },
         totals: Counters::default(),
+        counts: Counters::default(),
+        if_counters: Some(IfCounters::default()),
+        cost: None,
         flows: IntervalFlows::default(),
         probes: Vec::new(),
     })
@@ -213,6 +197,46 @@ pub fn run(sink: &mut impl Sink) {
     .unwrap();
 }
 
+/// The first interval of [`run`]: flows of every kind, probes, a known
+/// link speed, interface drops, the programs' cost.
+pub fn busy_interval() -> Interval {
+    Interval {
+        iface: "veth0".into(),
+        unix_time: 1_700_000_185.75,
+        rates: Rates {
+            interval_s: 1.0012,
+            packets: 1047,
+            bytes: 539_965,
+            pps: 1045.7,
+            bps: 4_314_536.2,
+            util_pct: Some(0.0431),
+        },
+        totals: Counters::default(),
+        counts: interval_counts(),
+        if_counters: Some(IfCounters {
+            rx_packets: 1050,
+            rx_bytes: 540_000,
+            tx_packets: 12,
+            tx_bytes: 1500,
+            rx_dropped: 3,
+            rx_missed_errors: 2,
+            ..IfCounters::default()
+        }),
+        cost: Some(ProgramCost {
+            run_ns: 67_005,
+            runs: 1047,
+        }),
+        flows: IntervalFlows {
+            in_table: 6,
+            active: 4,
+            top_bytes: flows(),
+            top_packets: flows()[1..3].to_vec(),
+            every: flows(),
+        },
+        probes: probes(),
+    }
+}
+
 /// One interval of 10 packets, 1000 bytes in 1 s at 01:01:01 on `lo`, no
 /// link speed, no flows.
 pub fn small_interval() -> Interval {
@@ -228,8 +252,33 @@ pub fn small_interval() -> Interval {
             util_pct: None,
         },
         totals: Counters::default(),
+        counts: Counters::default(),
+        if_counters: None,
+        cost: None,
         flows: IntervalFlows::default(),
         probes: Vec::new(),
+    }
+}
+
+/// The counts of the first interval of [`run`]: 1047 packets of every
+/// kind but ARP.
+pub fn interval_counts() -> Counters {
+    Counters {
+        packets: 1047,
+        bytes: 539_965,
+        tcp: 96,
+        udp: 945,
+        icmpv6: 1,
+        other_ip: 1,
+        other_l2: 2,
+        malformed: 2,
+        size_classes: [2, 1, 96, 0, 948, 0, 0],
+        tcp_syn: 1,
+        tcp_fin: 1,
+        tcp_rst: 0,
+        flow_insert_failed: 0,
+        flow_records: 4,
+        ..Counters::default()
     }
 }
 

@@ -44,9 +44,18 @@ impl<W: Write> Sink for JsonSink<W> {
             "active_flows": i.flows.active,
             "top_bytes": flows(&i.flows.top_bytes),
             "top_packets": flows(&i.flows.top_packets),
+            "counters": counters_json(&i.counts),
         });
         if let Some(u) = r.util_pct {
             v["util_pct"] = json!(u);
+        }
+        if let Some(c) = &i.if_counters {
+            let named: serde_json::Map<String, Value> = c
+                .named()
+                .iter()
+                .map(|(k, n)| ((*k).to_owned(), json!(n)))
+                .collect();
+            v["if_counters"] = Value::Object(named);
         }
         self.line(&v)?;
         if !i.probes.is_empty() {

@@ -84,6 +84,36 @@ impl Latency {
         self.prev_ns = Some(ns);
     }
 
+    /// Adds the samples of `later` (the same target's next stretch of
+    /// probes): percentiles, min, max, mean and standard deviation as if
+    /// every sample had been recorded here. The jitter too when `later`
+    /// has one sample (a probe per interval); with more, it becomes
+    /// `later`'s (a running estimate: its latest value stands).
+    pub fn merge(&mut self, later: &Latency) {
+        if later.count == 0 {
+            return;
+        }
+        // Both histograms have the same bounds: adding cannot fail.
+        let _ = self.hist.add(&later.hist);
+        let n = (self.count + later.count) as f64;
+        let delta = later.mean_ns - self.mean_ns;
+        self.m2 += later.m2 + delta * delta * self.count as f64 * later.count as f64 / n;
+        self.mean_ns += delta * later.count as f64 / n;
+        self.count += later.count;
+        self.min_ns = self.min_ns.min(later.min_ns);
+        self.max_ns = self.max_ns.max(later.max_ns);
+        match (later.count, self.prev_ns, later.prev_ns) {
+            // One sample (a probe per interval): go on with the recurrence.
+            (1, Some(prev), Some(x)) => {
+                let d = (x as f64 - prev as f64).abs();
+                self.jitter_ns += (d - self.jitter_ns) / 16.0;
+            }
+            (1, None, _) => {}
+            _ => self.jitter_ns = later.jitter_ns,
+        }
+        self.prev_ns = later.prev_ns;
+    }
+
     /// `None` without samples.
     #[must_use]
     pub fn summary(&self) -> Option<Summary> {
@@ -135,26 +165,6 @@ impl Latency {
                 }
             })
             .collect()
-    }
-
-    /// Adds the samples of `other` (taken after this one's). The jitter
-    /// estimate stays this one's (it needs the samples in order).
-    pub fn merge(&mut self, other: &Latency) {
-        if other.count == 0 {
-            return;
-        }
-        self.hist
-            .add(&other.hist)
-            .expect("histograms of one bounds configuration add");
-        let n = self.count + other.count;
-        let delta = other.mean_ns - self.mean_ns;
-        let mean = self.mean_ns + delta * other.count as f64 / n as f64;
-        self.m2 += other.m2 + delta * delta * (self.count as f64 * other.count as f64) / n as f64;
-        self.mean_ns = mean;
-        self.count = n;
-        self.min_ns = self.min_ns.min(other.min_ns);
-        self.max_ns = self.max_ns.max(other.max_ns);
-        self.prev_ns = other.prev_ns.or(self.prev_ns);
     }
 
     /// Counts in `bins` logarithmically spaced bins from min to max, each
@@ -273,5 +283,42 @@ mod tests {
         one.record(ms(1.0));
         one.record(ms(1.0));
         assert_eq!(one.bins(8), vec![(1.0, 2)]);
+    }
+
+    #[test]
+    fn merging_is_recording_everything_in_one() {
+        let samples = [100u64, 250, 130, 900, 120, 4000, 135];
+        let mut whole = Latency::new();
+        let (mut a, mut b) = (Latency::new(), Latency::new());
+        for (i, us) in samples.iter().enumerate() {
+            let d = Duration::from_micros(*us);
+            whole.record(d);
+            if i < 3 { a.record(d) } else { b.record(d) }
+        }
+        a.merge(&b);
+        a.merge(&Latency::new());
+        // One sample at a time: exactly the jitter of recording them.
+        let mut one_by_one = Latency::new();
+        for us in samples {
+            let mut single = Latency::new();
+            single.record(Duration::from_micros(us));
+            one_by_one.merge(&single);
+        }
+        let jitter = one_by_one.summary().unwrap().jitter;
+        assert!(
+            (jitter - whole.summary().unwrap().jitter).abs() < 1e-9,
+            "{jitter}"
+        );
+        let (w, m) = (whole.summary().unwrap(), a.summary().unwrap());
+        for (x, y) in [
+            (w.min, m.min),
+            (w.max, m.max),
+            (w.mean, m.mean),
+            (w.stddev, m.stddev),
+            (w.p50, m.p50),
+            (w.p99, m.p99),
+        ] {
+            assert!((x - y).abs() < 1e-9, "{w:?} vs {m:?}");
+        }
     }
 }

@@ -424,6 +424,9 @@ mod tests {
                 tcp_syn: 2,
                 ..Counters::default()
             },
+            counts: Counters::default(),
+            if_counters: None,
+            cost: None,
             flows: IntervalFlows {
                 in_table: 3,
                 ..IntervalFlows::default()

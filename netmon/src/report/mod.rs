@@ -20,6 +20,7 @@ pub mod ipfix;
 pub mod ipfix_wire;
 pub mod json;
 pub mod latency;
+pub mod live;
 pub mod metrics;
 pub mod text;
 pub mod values;
@@ -28,8 +29,8 @@ pub use self::{
     json::JsonSink,
     text::TextSink,
     values::{
-        Flow, FlowChanges, FlowSummary, Interval, IntervalFlows, Link, ProbeKind, ProbeStats,
-        Rates, Summary, proto_name,
+        Flow, FlowChanges, FlowSummary, IfCounters, Interval, IntervalFlows, Link, ProbeKind,
+        ProbeStats, ProgramCost, Rates, Summary, proto_name,
     },
 };
 
@@ -69,6 +70,13 @@ pub trait Sink {
     fn flows(&mut self, _changes: &FlowChanges) -> anyhow::Result<()> {
         Ok(())
     }
+    /// Whether this sink wants every flow of each interval
+    /// ([`IntervalFlows::every`]), not just the top ones. Asked once,
+    /// before the first interval; decoding them costs the loop what
+    /// changed in the interval.
+    fn wants_every_flow(&self) -> bool {
+        false
+    }
 }
 
 /// A sink lent to a fan-out or a test and used again after.
@@ -84,6 +92,9 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     }
     fn flows(&mut self, changes: &FlowChanges) -> anyhow::Result<()> {
         (**self).flows(changes)
+    }
+    fn wants_every_flow(&self) -> bool {
+        (**self).wants_every_flow()
     }
 }
 
@@ -129,5 +140,8 @@ impl Sink for Sinks<'_> {
     }
     fn flows(&mut self, changes: &FlowChanges) -> anyhow::Result<()> {
         self.each(|s| s.flows(changes))
+    }
+    fn wants_every_flow(&self) -> bool {
+        self.0.iter().any(|s| s.wants_every_flow())
     }
 }

@@ -11,6 +11,7 @@ use netmon_common::SIZE_CLASS_LABELS;
 
 use super::{Flow, Interval, Link, ProbeKind, ProbeStats, Sink, Summary, proto_name};
 use crate::units;
+use netmon_common::Counters;
 
 /// Flows listed under each rate line.
 const TOP_PER_INTERVAL: usize = 3;
@@ -63,6 +64,9 @@ impl<W: Write> Sink for TextSink<W> {
             util,
             i.flows.active,
         )?;
+        if let Some(line) = counts_line(&i.counts, i.if_counters.as_ref()) {
+            writeln!(w, "    {line}")?;
+        }
         for f in i.flows.top_bytes.iter().take(TOP_PER_INTERVAL) {
             let per_s = |n: u64| n as f64 / r.interval_s.max(f64::EPSILON);
             writeln!(
@@ -95,6 +99,45 @@ impl<W: Write> Sink for TextSink<W> {
         self.w.flush()?;
         Ok(())
     }
+}
+
+/// The interval's counts that are not zero, in one line: packets by class,
+/// TCP flags, frame sizes (`65-127B`), then the interface's drops and
+/// errors by their sysfs names: `counts: udp 959  icmpv6 1  512-1023B 959
+/// rx_dropped 3`. `None` when all are zero.
+#[must_use]
+pub fn counts_line(c: &Counters, iface: Option<&super::IfCounters>) -> Option<String> {
+    let mut items: Vec<(String, u64)> = [
+        ("tcp", c.tcp),
+        ("udp", c.udp),
+        ("icmp", c.icmp),
+        ("icmpv6", c.icmpv6),
+        ("other-ip", c.other_ip),
+        ("arp", c.arp),
+        ("other-l2", c.other_l2),
+        ("malformed", c.malformed),
+        ("syn", c.tcp_syn),
+        ("fin", c.tcp_fin),
+        ("rst", c.tcp_rst),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    items.extend(
+        SIZE_CLASS_LABELS
+            .iter()
+            .zip(c.size_classes)
+            .map(|(label, n)| (format!("{label}B"), n)),
+    );
+    if let Some(f) = iface {
+        items.extend(f.drops_and_errors().map(|(k, v)| (k.to_owned(), v)));
+    }
+    let shown: Vec<String> = items
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    (!shown.is_empty()).then(|| format!("counts: {}", shown.join("  ")))
 }
 
 /// The time of day (UTC) of a Unix time: `HH:MM:SS`.

@@ -30,6 +30,17 @@ pub struct Interval {
     /// Every counter since the attach, at the end of the interval (an
     /// exporter serves these as monotonic counters).
     pub totals: Counters,
+    /// What the counters counted during the interval (`totals` minus the
+    /// totals of the interval before): packets by class, TCP flags, frame
+    /// sizes, malformed.
+    pub counts: Counters,
+    /// The interface's own counters during the interval (its drops and
+    /// errors among them), when sysfs has them.
+    pub if_counters: Option<IfCounters>,
+    /// What running the kernel programs cost during the interval, when
+    /// the kernel's BPF run-time statistics are on (the live view turns
+    /// them on).
+    pub cost: Option<ProgramCost>,
     pub flows: IntervalFlows,
     /// The `--ping`/`--tcp` probes that finished during the interval, per
     /// target (`--ping` first); empty without probes.
@@ -170,6 +181,112 @@ pub struct IntervalFlows {
     /// only.
     pub top_bytes: Vec<Flow>,
     pub top_packets: Vec<Flow>,
+    /// Every flow that carried packets during the interval, with this
+    /// interval's packets and bytes, in no order; empty unless a sink asked
+    /// for them (`Sink::wants_every_flow`: the live view).
+    pub every: Vec<Flow>,
+}
+
+/// The interface's own counters (`/sys/class/net/IF/statistics`), since
+/// it came up or, in an [`Interval`], during the interval. The driver
+/// counts them, beside and before XDP: `rx_dropped` and `rx_missed_errors`
+/// show a NIC shedding packets netmon never saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_dropped: u64,
+    pub rx_missed_errors: u64,
+    pub rx_errors: u64,
+    pub rx_fifo_errors: u64,
+    pub rx_crc_errors: u64,
+    pub rx_frame_errors: u64,
+    pub rx_length_errors: u64,
+    pub rx_over_errors: u64,
+    pub tx_dropped: u64,
+    pub tx_errors: u64,
+}
+
+impl IfCounters {
+    /// The counters with their sysfs names, in this order (NDJSON keys).
+    #[must_use]
+    pub fn named(&self) -> [(&'static str, u64); 14] {
+        [
+            ("rx_packets", self.rx_packets),
+            ("rx_bytes", self.rx_bytes),
+            ("tx_packets", self.tx_packets),
+            ("tx_bytes", self.tx_bytes),
+            ("rx_dropped", self.rx_dropped),
+            ("rx_missed_errors", self.rx_missed_errors),
+            ("rx_errors", self.rx_errors),
+            ("rx_fifo_errors", self.rx_fifo_errors),
+            ("rx_crc_errors", self.rx_crc_errors),
+            ("rx_frame_errors", self.rx_frame_errors),
+            ("rx_length_errors", self.rx_length_errors),
+            ("rx_over_errors", self.rx_over_errors),
+            ("tx_dropped", self.tx_dropped),
+            ("tx_errors", self.tx_errors),
+        ]
+    }
+
+    /// Just the drop and error counters, with their names.
+    #[must_use]
+    pub fn drops_and_errors(&self) -> [(&'static str, u64); 10] {
+        let n = self.named();
+        std::array::from_fn(|i| n[i + 4])
+    }
+
+    /// `self - before`, field by field (a counter that went back, as when
+    /// the driver resets, gives 0).
+    #[must_use]
+    pub fn minus(&self, before: &Self) -> Self {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        Self {
+            rx_packets: d(self.rx_packets, before.rx_packets),
+            rx_bytes: d(self.rx_bytes, before.rx_bytes),
+            tx_packets: d(self.tx_packets, before.tx_packets),
+            tx_bytes: d(self.tx_bytes, before.tx_bytes),
+            rx_dropped: d(self.rx_dropped, before.rx_dropped),
+            rx_missed_errors: d(self.rx_missed_errors, before.rx_missed_errors),
+            rx_errors: d(self.rx_errors, before.rx_errors),
+            rx_fifo_errors: d(self.rx_fifo_errors, before.rx_fifo_errors),
+            rx_crc_errors: d(self.rx_crc_errors, before.rx_crc_errors),
+            rx_frame_errors: d(self.rx_frame_errors, before.rx_frame_errors),
+            rx_length_errors: d(self.rx_length_errors, before.rx_length_errors),
+            rx_over_errors: d(self.rx_over_errors, before.rx_over_errors),
+            tx_dropped: d(self.tx_dropped, before.tx_dropped),
+            tx_errors: d(self.tx_errors, before.tx_errors),
+        }
+    }
+}
+
+/// Time the kernel spent running netmon's programs, from its BPF run-time
+/// statistics (`BPF_ENABLE_STATS`): since the load or, in an [`Interval`],
+/// during the interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramCost {
+    /// Nanoseconds in the programs, summed over CPUs.
+    pub run_ns: u64,
+    /// Runs of the programs (one per packet for XDP).
+    pub runs: u64,
+}
+
+impl ProgramCost {
+    /// Average nanoseconds per run; `None` without runs.
+    #[must_use]
+    pub fn ns_per_run(&self) -> Option<f64> {
+        (self.runs > 0).then(|| self.run_ns as f64 / self.runs as f64)
+    }
+
+    #[must_use]
+    pub fn minus(&self, before: &Self) -> Self {
+        Self {
+            run_ns: self.run_ns.saturating_sub(before.run_ns),
+            runs: self.runs.saturating_sub(before.runs),
+        }
+    }
 }
 
 /// What the summary says about flows.

@@ -11,7 +11,9 @@ use thiserror::Error;
 
 use crate::UsageError;
 
+pub mod bpf_stats;
 pub mod clock;
+pub mod ifstats;
 pub mod netif;
 pub mod netlink;
 pub mod notify;
@@ -192,7 +194,7 @@ pub struct Attachment {
     links: Vec<Link>,
     logger: EbpfLogger<&'static dyn log::Log>,
     maps: FlowMaps,
-    _object: Object,
+    object: Object,
     pub mode: AttachedMode,
 }
 
@@ -226,7 +228,7 @@ impl Attachment {
                         links: vec![link],
                         logger,
                         maps,
-                        _object: object,
+                        object,
                         mode: attempt,
                     });
                 }
