@@ -28,7 +28,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::{Interval, Link, ProbeKind, Sink, Summary, latency::Latency};
+use super::{IfCounters, Interval, Link, ProbeKind, Sink, Summary, latency::Latency};
 
 /// A text exposition format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +87,9 @@ pub struct MetricsState {
     flows_in_table: u64,
     /// Whether the interface's link was up at its last change.
     link_up: Option<bool>,
+    /// The interface's own counters (sysfs) summed over the intervals
+    /// since the start, when sysfs has them.
+    if_counters: Option<IfCounters>,
     /// Per (kind, target), in the order of the command line.
     probes: BTreeMap<(usize, ProbeKind, String), ProbeTotals>,
 }
@@ -100,6 +103,7 @@ impl MetricsState {
             totals: Counters::default(),
             flows_in_table: 0,
             link_up: None,
+            if_counters: None,
             probes: BTreeMap::new(),
         }
     }
@@ -125,6 +129,9 @@ impl MetricsState {
     fn interval(&mut self, i: &Interval) {
         self.totals = i.totals;
         self.flows_in_table = i.flows.in_table as u64;
+        if let Some(d) = &i.if_counters {
+            self.if_counters.get_or_insert_default().accumulate(d);
+        }
         for (order, p) in i.probes.iter().enumerate() {
             let t = self
                 .probes
@@ -314,6 +321,26 @@ fn encode_traffic(s: &MetricsState, enc: &mut DescriptorEncoder) -> std::fmt::Re
         "1 while the XDP program is attached, in the mode the label names",
         &[(mode, 1)],
     )?;
+    if let Some(ifc) = &s.if_counters {
+        let rows: Vec<_> = ifc
+            .named()
+            .into_iter()
+            .filter(|(name, _)| name.contains("dropped") || name.contains("errors"))
+            .map(|(name, v)| {
+                let mut l = iface();
+                l.push(("counter", name.to_owned()));
+                (l, v)
+            })
+            .collect();
+        counters(
+            enc,
+            "interface_errors",
+            "The interface's own drop and error counters (sysfs statistics: rx_dropped, \
+             rx_missed_errors, ...) since netmon started; a NIC shedding packets before XDP",
+            None,
+            &rows,
+        )?;
+    }
     if let Some(up) = s.link_up {
         gauges(
             enc,
@@ -425,7 +452,11 @@ mod tests {
                 ..Counters::default()
             },
             counts: Counters::default(),
-            if_counters: None,
+            if_counters: Some(IfCounters {
+                rx_dropped: 1,
+                rx_missed_errors: 2,
+                ..IfCounters::default()
+            }),
             cost: None,
             flows: IntervalFlows {
                 in_table: 3,
@@ -485,6 +516,14 @@ mod tests {
             "2"
         );
         assert_eq!(sample(&text, r#"netmon_flows{iface="veth0"}"#), "3");
+        // Two intervals of interface counters, summed.
+        assert_eq!(
+            sample(
+                &text,
+                r#"netmon_interface_errors_total{iface="veth0",counter="rx_missed_errors"}"#
+            ),
+            "4"
+        );
         assert_eq!(
             sample(&text, r#"netmon_xdp_attached{iface="veth0",mode="native"}"#),
             "1"

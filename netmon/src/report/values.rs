@@ -260,6 +260,29 @@ impl IfCounters {
             tx_errors: d(self.tx_errors, before.tx_errors),
         }
     }
+
+    /// Adds `more` (the next interval's counts), field by field.
+    pub fn accumulate(&mut self, more: &Self) {
+        let fields = [
+            (&mut self.rx_packets, more.rx_packets),
+            (&mut self.rx_bytes, more.rx_bytes),
+            (&mut self.tx_packets, more.tx_packets),
+            (&mut self.tx_bytes, more.tx_bytes),
+            (&mut self.rx_dropped, more.rx_dropped),
+            (&mut self.rx_missed_errors, more.rx_missed_errors),
+            (&mut self.rx_errors, more.rx_errors),
+            (&mut self.rx_fifo_errors, more.rx_fifo_errors),
+            (&mut self.rx_crc_errors, more.rx_crc_errors),
+            (&mut self.rx_frame_errors, more.rx_frame_errors),
+            (&mut self.rx_length_errors, more.rx_length_errors),
+            (&mut self.rx_over_errors, more.rx_over_errors),
+            (&mut self.tx_dropped, more.tx_dropped),
+            (&mut self.tx_errors, more.tx_errors),
+        ];
+        for (a, b) in fields {
+            *a += b;
+        }
+    }
 }
 
 /// Time the kernel spent running netmon's programs, from its BPF run-time
