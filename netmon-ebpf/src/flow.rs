@@ -249,7 +249,7 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
 /// Both pointers must be valid and 8-aligned for a `T`.
 #[inline(always)]
 unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
-    const { assert!(size_of::<T>() % 8 == 0 && size_of::<T>() <= 64) };
+    const { assert!(size_of::<T>().is_multiple_of(8) && size_of::<T>() <= 64) };
     let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
     for i in 0..size_of::<T>() / 8 {
         // SAFETY: the caller guarantees a valid T (whole words) at both.
