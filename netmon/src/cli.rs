@@ -62,6 +62,12 @@ pub struct MonitorArgs {
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 
+    /// Print nothing on stdout: no interval lines, no summary, no live
+    /// view; only the exports (--metrics, --ipfix) and stderr's start line
+    /// and warnings. For running as a service
+    #[arg(long, short = 'q', conflicts_with = "format")]
+    pub quiet: bool,
+
     /// XDP attach mode
     #[arg(long, value_enum, default_value_t)]
     pub xdp_mode: XdpMode,

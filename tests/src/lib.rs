@@ -382,6 +382,13 @@ impl NotifySocket {
         let dir = std::env::temp_dir().join(unique_name("netmon-ready-"));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let sock = UnixDatagram::bind(dir.join("notify")).expect("bind the notify socket");
+        // A netmon that is not root (as a service with capabilities) may
+        // write to it too.
+        std::fs::set_permissions(
+            dir.join("notify"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .expect("chmod the notify socket");
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("read timeout");
         NotifySocket { sock, dir }

@@ -366,3 +366,81 @@ fn ipfix_counts_survive_kernel_evictions_and_active_timeouts() {
     assert!(forced <= usize::from(FLOWS));
     assert_eq!(end_reasons(&decoded, "Idle timeout"), 0);
 }
+
+/// The capabilities `contrib/netmon.service` grants (its
+/// `AmbientCapabilities=` line), as setpriv names them: `+bpf,+perfmon,...`.
+fn unit_capabilities() -> String {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/netmon.service"),
+    )
+    .expect("contrib/netmon.service");
+    let caps = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("the unit grants capabilities");
+    caps.split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// netmon as contrib/netmon.service runs it: not root, with only the
+/// unit's capabilities, `--quiet` with an IPFIX export; SIGTERM (systemctl
+/// stop) flushes every flow and exits 0, with nothing on stdout.
+#[test]
+fn as_a_service_it_runs_unprivileged_and_flushes_on_sigterm() {
+    const N: u64 = 200;
+    let pair = Pair::new();
+    let nfcapd = Nfcapd::start(&pair.a, COLLECTOR_PORT);
+    let collector = format!("127.0.0.1:{COLLECTOR_PORT}");
+    let caps = unit_capabilities();
+    let netmon = netmon_tests::netmon_bin();
+    let netmon = netmon.to_str().unwrap();
+    let service = Netmon::start_bin(
+        std::path::Path::new("/usr/bin/setpriv"),
+        &pair.a,
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &format!("--inh-caps=-all,{caps}"),
+            &format!("--ambient-caps=-all,{caps}"),
+            &format!("--bounding-set=-all,{caps}"),
+            "--",
+            netmon,
+            "--iface",
+            &pair.if_a,
+            "--quiet",
+            "--ipfix",
+            &collector,
+        ],
+    );
+    let sent = send_between(&pair, sockaddr(B4, 40_100), sockaddr(A4, 9100), N, 50);
+    service.signal(libc::SIGTERM);
+    let run = service.wait(Duration::from_secs(15));
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
+    assert_eq!(run.stdout, "", "--quiet prints nothing on stdout");
+    let records = nfcapd.finish();
+    assert_eq!(
+        sum(&records_of(&records, B4, 40_100, A4, 9100)),
+        (sent, sent * (20 + 8 + 50))
+    );
+    assert!(!pair.xdp_attached());
+}
+
+#[test]
+fn quiet_without_an_export_is_a_usage_error() {
+    let pair = Pair::new();
+    let run = netmon_run(
+        &pair.a,
+        &["--iface", &pair.if_a, "--quiet"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--quiet prints nothing"),
+        "{}",
+        run.stderr
+    );
+    assert!(!pair.xdp_attached());
+}

@@ -64,8 +64,9 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
     let xdp_mode = attachment.mode.as_str();
     let mut source = XdpSource::new(attachment, FlowTable::new(args.max_flows as usize, idle_ns))?
         .with_if_counters(&cfg.iface);
-    // Without --format, a terminal gets the live view; a pipe, text.
-    let live = args.format.is_none() && io::stdout().is_terminal();
+    // Without --format, a terminal gets the live view; a pipe, text;
+    // --quiet, nothing.
+    let live = !args.quiet && args.format.is_none() && io::stdout().is_terminal();
     // `q` in the live view ends the run as a signal does.
     let quit = Arc::new(tokio::sync::Notify::new());
     let shutdown = or_notified(shutdown, Arc::clone(&quit));
@@ -80,7 +81,7 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
             (args.max_flows, args.idle_timeout),
             quit,
         )?);
-    } else {
+    } else if !args.quiet {
         sinks.push(
             args.format
                 .unwrap_or(Format::Text)
@@ -228,6 +229,14 @@ struct Exporters {
 
 impl Exporters {
     async fn open(args: &MonitorArgs, ifindex: u32) -> Result<Self> {
+        if args.quiet && args.metrics.is_none() && args.ipfix.is_none() {
+            return Err(UsageError(
+                "--quiet prints nothing on stdout: export with --metrics ADDR or --ipfix \
+                 HOST:PORT, or leave out --quiet"
+                    .into(),
+            )
+            .into());
+        }
         let metrics = match args.metrics {
             Some(addr) => Some(export::metrics::bind(addr).await?),
             None => None,
