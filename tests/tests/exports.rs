@@ -211,27 +211,25 @@ fn sockaddr(ip: &str, port: u16) -> SocketAddr {
     .unwrap()
 }
 
-#[test]
-fn ipfix_records_carry_every_packet_once_with_rfc7012_octets() {
-    let pair = Pair::new();
+/// nfcapd and a tshark capture on the collector port of `pair.a`, and
+/// netmon exporting to them, with `extra` arguments.
+fn start_ipfix_run<'a>(pair: &'a Pair, extra: &[&str]) -> (Nfcapd, Capture<'a>, Netmon) {
     let nfcapd = Nfcapd::start(&pair.a, COLLECTOR_PORT);
     let capture = Capture::start(&pair.a, COLLECTOR_PORT);
     let collector = format!("127.0.0.1:{COLLECTOR_PORT}");
-    let netmon = Netmon::start(
-        &pair.a,
-        &[
-            "--iface",
-            &pair.if_a,
-            "--format",
-            "json",
-            "--interval",
-            "200ms",
-            "--idle-timeout",
-            "1s",
-            "--ipfix",
-            &collector,
-        ],
-    );
+    let mut args = vec![
+        "--iface", &pair.if_a, "--format", "json", "--ipfix", &collector,
+    ];
+    args.extend_from_slice(extra);
+    let netmon = Netmon::start(&pair.a, &args);
+    (nfcapd, capture, netmon)
+}
+
+#[test]
+fn ipfix_records_carry_every_packet_once_with_rfc7012_octets() {
+    let pair = Pair::new();
+    let (nfcapd, capture, netmon) =
+        start_ipfix_run(&pair, &["--interval", "200ms", "--idle-timeout", "1s"]);
     // IPv4 and IPv6, two payload sizes each.
     let flows = [
         (B4, 40_001, A4, 9001, 300, 120),
@@ -292,24 +290,15 @@ fn ipfix_counts_survive_kernel_evictions_and_active_timeouts() {
     const ROUNDS: u64 = 6;
     const PER_ROUND: u64 = 2;
     let pair = Pair::new();
-    let nfcapd = Nfcapd::start(&pair.a, COLLECTOR_PORT);
-    let capture = Capture::start(&pair.a, COLLECTOR_PORT);
-    let collector = format!("127.0.0.1:{COLLECTOR_PORT}");
     // 512 flows through 64 kernel slots per CPU (the fewest): most packets
     // evict another flow's slot. A record every second of activity.
-    let netmon = Netmon::start(
-        &pair.a,
+    let (nfcapd, capture, netmon) = start_ipfix_run(
+        &pair,
         &[
-            "--iface",
-            &pair.if_a,
-            "--format",
-            "json",
             "--flow-slots",
             "64",
             "--interval",
             "200ms",
-            "--ipfix",
-            &collector,
             "--ipfix-active-timeout",
             "1s",
         ],
