@@ -246,3 +246,52 @@ fn assert_ended_cleanly(tmux: &Tmux, iface: &str, src: &str, packets: u64) {
         "the terminal is still raw: {modes}"
     );
 }
+
+/// The terminal goes away under the view (its tmux server is killed, the
+/// pty hangs up, netmon gets SIGHUP): netmon ends within seconds and leaves
+/// nothing attached.
+#[test]
+fn when_the_terminal_goes_away_netmon_ends() {
+    terminal_goes_away("", false);
+}
+
+/// The same in a session of its own (`setsid`): no SIGHUP comes, and the
+/// view's thread is stuck in crossterm reading the hung-up terminal; a
+/// SIGTERM still ends netmon (it stops waiting for the view after a
+/// second) and detaches everything.
+#[test]
+fn after_its_terminal_went_away_sigterm_still_ends_netmon() {
+    terminal_goes_away("setsid -w", true);
+}
+
+fn terminal_goes_away(prefix: &str, sigterm: bool) {
+    let pair = Pair::named("lh");
+    let tmux = Tmux::start(&format!(
+        "{prefix} ip netns exec {} {} --iface {} --interval 500ms",
+        pair.a.name,
+        netmon_bin().display(),
+        pair.if_a
+    ));
+    tmux.wait_for("live view", Duration::from_secs(30), |s| {
+        s.contains("self-cost") && s.contains(&pair.if_a)
+    });
+    // netmon itself (setsid's and ip's command lines name it too).
+    let pattern = format!("^{} --iface {} ", netmon_bin().display(), pair.if_a);
+    let pids = run(Command::new("pgrep").args(["-f", "--", &pattern]));
+    let pid = pids.lines().next().expect("netmon runs").trim().to_owned();
+    assert!(pair.xdp_attached());
+    drop(tmux);
+    if sigterm {
+        run(Command::new("kill").args(["-TERM", &pid]));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "netmon (pid {pid}) still runs 10 s after its terminal went away (SIGTERM: \
+             {sigterm})"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!pair.xdp_attached(), "nothing stays attached");
+}

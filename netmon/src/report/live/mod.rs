@@ -80,7 +80,15 @@ fn install_panic_hook() {
 pub struct LiveSink {
     tx: mpsc::Sender<Msg>,
     ui: Option<thread::JoinHandle<()>>,
+    /// Closed (disconnected) when the view's thread ends, however it ends.
+    done: mpsc::Receiver<()>,
 }
+
+/// How long [`LiveSink::close`] waits for the view's thread. It answers
+/// within one [`POLL`] unless it is stuck reading a terminal that went
+/// away (crossterm retries a hung-up tty without returning); then netmon
+/// goes on without it, and the thread ends with the process.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 impl LiveSink {
     /// Opens the view on the terminal of stdout and starts its thread.
@@ -102,9 +110,12 @@ impl LiveSink {
             }
         };
         let (tx, rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel::<()>();
         let ui = thread::Builder::new()
             .name("netmon-view".into())
             .spawn(move || {
+                // Dropped when the thread ends (a panic included).
+                let _done = done_tx;
                 if let Err(e) = run(terminal, &rx, State::new(setup), &quit) {
                     // The terminal is gone or broken: stop the run (its
                     // summary still prints), with the reason after it.
@@ -113,16 +124,30 @@ impl LiveSink {
                 }
             })
             .context("cannot start the live view's thread")?;
-        Ok(Self { tx, ui: Some(ui) })
+        Ok(Self {
+            tx,
+            ui: Some(ui),
+            done,
+        })
     }
 
     /// Stops the thread and restores the terminal.
     fn close(&mut self) {
         if let Some(ui) = self.ui.take() {
             let _ = self.tx.send(Msg::Stop);
-            // A panic in the thread was reported (and the terminal
-            // restored) by the hook.
-            let _ = ui.join();
+            match self.done.recv_timeout(CLOSE_WAIT) {
+                // A panic in the thread was reported (and the terminal
+                // restored) by the hook.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = ui.join();
+                }
+                Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {
+                    log::warn!(
+                        "the live view did not stop within {CLOSE_WAIT:?} (its terminal is gone?); \
+                         going on without it"
+                    );
+                }
+            }
         }
         restore();
     }
