@@ -63,7 +63,7 @@ use corpus::Frame;
 use netmon::sys::{Counting, FlowMaps, Object, object::TestRunOptions};
 use netmon_common::{
     Counters, DEFAULT_EVICTED_BYTES, EVICT_BATCH, EvictBatch, FlowKey, FlowSlot, FlowValue,
-    XDP_PROGRAM,
+    TC_PROGRAM, XDP_PROGRAM,
 };
 use netmon_tests::frames;
 use reference::Outcome;
@@ -741,7 +741,8 @@ fn a_full_ring_keeps_the_occupant_and_counts_what_it_could_not_track() {
 fn the_shipped_object_holds_netmons_program_and_maps_only() {
     let (path, bytes) = shipped_object();
     let object = Object::load(&bytes).unwrap_or_else(|e| panic!("loading {path}: {e}"));
-    assert_eq!(object.program_names(), [XDP_PROGRAM], "{path}");
+    // Sorted: the TC egress program, then the XDP program.
+    assert_eq!(object.program_names(), [TC_PROGRAM, XDP_PROGRAM], "{path}");
     // Global data sections (.rodata, ...) aside.
     let maps: Vec<String> = object
         .map_names()

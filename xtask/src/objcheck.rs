@@ -11,12 +11,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use netmon_common::{
-    CLOCK_MAP, COUNTERS_MAP, EVICTED_MAP, FLOW_SLOTS_MAP, PENDING_MAP, XDP_PROGRAM, bench,
+    CLOCK_MAP, COUNTERS_MAP, EVICTED_MAP, FLOW_SLOTS_MAP, PENDING_MAP, TC_PROGRAM, XDP_PROGRAM,
+    bench,
 };
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
-/// Programs of the shipped object: netmon's XDP program only.
-const SHIPPED_PROGRAMS: &[&str] = &[XDP_PROGRAM];
+/// Programs of the shipped object: netmon's XDP (ingress) and TC (egress)
+/// programs.
+const SHIPPED_PROGRAMS: &[&str] = &[XDP_PROGRAM, TC_PROGRAM];
 /// Maps the shipped object may hold: the counting code's and aya-log's.
 const SHIPPED_MAPS: &[&str] = &[
     COUNTERS_MAP,
