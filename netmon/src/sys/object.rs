@@ -286,6 +286,19 @@ impl Object {
             .map_err(|e| program_error(name, &e))
     }
 
+    /// One `BPF_PROG_TEST_RUN` of the loaded TC program `name` (the frame
+    /// as an skb, from its Ethernet header).
+    pub fn test_run_tc(
+        &mut self,
+        name: &str,
+        opts: TestRunOptions,
+    ) -> Result<TestRunResult, SysError> {
+        use aya::programs::TestRun as _;
+        self.tc_mut(name)?
+            .test_run(opts)
+            .map_err(|e| program_error(name, &e))
+    }
+
     /// A handle to the loaded XDP program `name`, for a program array
     /// ([`Self::set_tail_call`]) of this object or another.
     pub fn program(&self, name: &str) -> Result<ProgramHandle, SysError> {
