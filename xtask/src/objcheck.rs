@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn the_shipped_set_passes_and_bench_names_are_named() {
         let ok = inv(
-            &["netmon_xdp"],
+            &["netmon_tc", "netmon_xdp"],
             &[
                 "AYA_LOGS",
                 "CLOCK",
@@ -161,7 +161,7 @@ mod tests {
         );
         assert!(shipped_problems(&ok).is_empty());
         let bad = inv(
-            &["netmon_floor", "netmon_xdp"],
+            &["netmon_floor", "netmon_tc", "netmon_xdp"],
             &["BENCH_TAIL", "COUNTERS"],
             &["BENCH_CYCLE"],
         );
@@ -175,7 +175,7 @@ mod tests {
         );
         assert_eq!(
             shipped_problems(&inv(&[], &[], &[])),
-            ["no program netmon_xdp"]
+            ["no program netmon_xdp", "no program netmon_tc"]
         );
     }
 
