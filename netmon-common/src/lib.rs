@@ -7,9 +7,20 @@
 
 use core::mem::size_of;
 
-/// Name of the XDP program inside the shipped eBPF object (the only
-/// program there).
+/// Name of the XDP program (ingress) inside the shipped eBPF object.
 pub const XDP_PROGRAM: &str = "netmon_xdp";
+/// Name of the TC program (egress, attached through TCX) inside the
+/// shipped eBPF object. It shares the XDP program's maps, counting into
+/// the transmit side of them ([`DIR_TX`]).
+pub const TC_PROGRAM: &str = "netmon_tc";
+
+/// `FlowKey::direction` and the index of a direction's [`Counters`] in
+/// [`COUNTERS_MAP`]: received (XDP ingress).
+pub const DIR_RX: u8 = 0;
+/// Transmitted (TC egress).
+pub const DIR_TX: u8 = 1;
+/// Entries of [`COUNTERS_MAP`]: one [`Counters`] per direction.
+pub const DIRECTIONS: u32 = 2;
 
 /// Names of the bench object's programs, maps and globals (`netmon-bench`,
 /// built beside the shipped object by `cargo xtask build`, loaded only by
@@ -45,7 +56,8 @@ pub mod bench {
     pub const SYMBOLS: [&str; 3] = [TAIL_MAP, CYCLE_GLOBAL, CYCLE_BASE_GLOBAL];
 }
 
-/// Name of the per-CPU array holding one [`Counters`] per CPU.
+/// Name of the per-CPU array holding, per CPU, one [`Counters`] per
+/// direction (index [`DIR_RX`], [`DIR_TX`]).
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Name of the array of [`FlowSlot`]s: every CPU's flow cache, CPU `c`'s
 /// slots at indices `c << SLOT_SHIFT ..`, in one contiguous, page-aligned
@@ -154,8 +166,13 @@ pub struct FlowKey {
     pub proto: u8,
     /// [`IP_V4`] or [`IP_V6`].
     pub ip_version: u8,
+    /// [`DIR_RX`] (counted by the XDP program) or [`DIR_TX`] (the TC
+    /// egress program): the two directions of one conversation are two
+    /// flows anyway, and a host talking to itself through a veth would
+    /// otherwise merge a packet's rx and tx sightings.
+    pub direction: u8,
     /// Explicit padding to 40 bytes; always zero so equal flows hash equally.
-    pub pad: [u8; 2],
+    pub pad: u8,
 }
 
 impl FlowKey {
@@ -171,7 +188,8 @@ impl FlowKey {
 
     /// The key whose [`words`](Self::words) are `w`: the addresses in words
     /// 0-1 and 2-3 (wire order), and in word 4 the ports (wire order, bits
-    /// 0-31), the protocol (bits 32-39) and the IP version (bits 40-47), on
+    /// 0-31), the protocol (bits 32-39), the IP version (bits 40-47) and
+    /// the direction (bits 48-55), on
     /// a little-endian machine (the BPF target and x86/arm64 hosts).
     #[expect(clippy::inline_always, reason = "called per packet in the XDP program")]
     #[inline(always)]
@@ -220,8 +238,10 @@ impl FlowValue {
 /// of the key. A flow that hashes to an occupied slot evicts its occupant
 /// (to the [`EVICTED_MAP`] ring, with its final counts) and takes the slot.
 ///
-/// `seq` numbers the slot's occupants per CPU (1, 2, ...; 0 is an empty
-/// slot), so userspace can tell one occupancy from the next. The program
+/// `seq` numbers the slot's occupants per CPU (0 is an empty slot), so
+/// userspace can tell one occupancy from the next: twice the direction's
+/// `flow_records` count plus the direction (rx 2, 4, ...; tx 3, 5, ...),
+/// since the XDP and TC programs each count their own. The program
 /// writes `seq_end` first and `seq` last when a new flow moves in: on a CPU
 /// that keeps stores in order (x86), a reader that copies the slot in
 /// address order and finds `seq == seq_end` has a copy that is not torn

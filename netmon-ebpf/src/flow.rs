@@ -1,6 +1,6 @@
 //! Counting: the per-CPU totals and the per-CPU flow cache, with the maps
-//! they live in. Any program that counts frames (XDP ingress today, a TC
-//! program later) calls [`count_frame`]; a program that references none of
+//! they live in. Any program that counts frames (XDP ingress, TC egress)
+//! calls [`count_frame`]; a program that references none of
 //! this gets none of these maps in its object.
 #![expect(clippy::inline_always, reason = "per-packet path, see lib.rs")]
 
@@ -18,9 +18,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use netmon_common::{
-    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_SLOTS_PER_CPU, EVICT_BATCH, EvictBatch, FlowKey,
-    FlowSlot, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Pending, TCP_FIN, TCP_RST,
-    TCP_SYN, size_class,
+    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_SLOTS_PER_CPU, DIRECTIONS, EVICT_BATCH, EvictBatch,
+    FlowKey, FlowSlot, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Pending, TCP_FIN,
+    TCP_RST, TCP_SYN, size_class,
 };
 
 use crate::{
@@ -28,9 +28,10 @@ use crate::{
     parse::{L3, classify},
 };
 
-/// Slot 0 holds this CPU's [`Counters`].
+/// This CPU's [`Counters`], one per direction: entry `DIR_RX` (0) for what
+/// the XDP program counts, `DIR_TX` (1) for the TC egress program.
 #[map(name = "COUNTERS")]
-pub static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+pub static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(DIRECTIONS, 0);
 
 /// Every CPU's flow cache: direct-mapped slots, CPU `c`'s at
 /// `c << SLOT_SHIFT`, see [`FlowSlot`] and `FLOW_SLOTS_MAP`. One plain,
@@ -74,16 +75,24 @@ static SLOT_SHIFT: u32 = DEFAULT_SLOTS_PER_CPU.trailing_zeros();
 #[unsafe(no_mangle)]
 static HASH_SEED: u64 = 0;
 
-/// Counts one frame: in this CPU's totals, and, for IP, in its flow. Never
-/// touches the frame; counts nothing when the counters cannot be reached
-/// (never, for a one-entry array).
+/// Counts one frame: in this CPU's totals of its direction
+/// (`C::DIRECTION`), and, for IP, in its flow. Never touches the frame;
+/// counts nothing when the counters cannot be reached (never, for an
+/// array of both directions).
+///
+/// On egress a GSO/TSO super-packet counts as the packets the wire
+/// carries: `segs` packets, each with its own copy of the headers, so
+/// `len + (segs - 1) * header length` bytes, and frame sizes per segment
+/// (`segs - 1` full segments, the rest in the last). On ingress
+/// `segments()` is the constant 1 and none of this is compiled in.
 #[inline(always)]
 pub fn count_frame<C: Frame + EbpfContext>(ctx: &C) {
-    let Some(counters) = COUNTERS.get_ptr_mut(0) else {
+    let Some(counters) = COUNTERS.get_ptr_mut(u32::from(C::DIRECTION)) else {
         return;
     };
-    // SAFETY: slot 0 of a per-CPU array: this CPU's copy, not shared, and
-    // programs that count do not nest on one CPU.
+    // SAFETY: an entry of a per-CPU array: this CPU's copy, not shared,
+    // and programs that count do not nest on one CPU (the XDP and TC
+    // programs write different entries).
     let c = unsafe { &mut *counters };
     let len = ctx.wire_len();
     c.packets += 1;
@@ -94,10 +103,24 @@ pub fn count_frame<C: Frame + EbpfContext>(ctx: &C) {
         Ok(L3::Arp) => c.arp += 1,
         Ok(L3::OtherL2) => c.other_l2 += 1,
         Ok(L3::Ip(p)) => {
+            let segs = ctx.segments();
+            let (mut flow_len, mut ip_len) = (len, u64::from(p.ip_len));
+            if segs > 1 {
+                let more = segs - 1;
+                let hdr = p.hdr_end as u64;
+                let seg_size = ctx.segment_size();
+                c.packets += more;
+                c.bytes += more * hdr;
+                flow_len += more * hdr;
+                ip_len += more * (hdr - p.l3 as u64);
+                c.size_classes[size_class(len as u32)] -= 1;
+                c.size_classes[size_class((hdr + seg_size) as u32)] += more;
+                c.size_classes[size_class(len.saturating_sub(more * seg_size) as u32)] += 1;
+            }
             match p.proto {
-                _ if p.chain_too_long => c.other_ip += 1,
+                _ if p.chain_too_long => c.other_ip += segs,
                 PROTO_TCP => {
-                    c.tcp += 1;
+                    c.tcp += segs;
                     // Most segments carry none of the three.
                     if p.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
                         c.tcp_syn += u64::from(p.tcp_flags & TCP_SYN != 0);
@@ -105,12 +128,16 @@ pub fn count_frame<C: Frame + EbpfContext>(ctx: &C) {
                         c.tcp_rst += u64::from(p.tcp_flags & TCP_RST != 0);
                     }
                 }
-                PROTO_UDP => c.udp += 1,
-                PROTO_ICMP => c.icmp += 1,
-                PROTO_ICMPV6 => c.icmpv6 += 1,
-                _ => c.other_ip += 1,
+                PROTO_UDP => c.udp += segs,
+                PROTO_ICMP => c.icmp += segs,
+                PROTO_ICMPV6 => c.icmpv6 += segs,
+                _ => c.other_ip += segs,
             }
-            if !count_flow(c, &FlowKey::from_words(p.key), len, p.ip_len, p.tcp_flags) {
+            let mut key = p.key;
+            // Bits 48-55: the direction (0 on ingress: no change).
+            key[4] |= u64::from(C::DIRECTION) << 48;
+            let key = FlowKey::from_words(key);
+            if !count_flow(c, &key, C::DIRECTION, segs, flow_len, ip_len, p.tcp_flags) {
                 c.flow_insert_failed += 1;
                 if c.flow_insert_failed == 1 {
                     // Once per CPU: the first packet this CPU could not track.
@@ -125,11 +152,21 @@ pub fn count_frame<C: Frame + EbpfContext>(ctx: &C) {
     }
 }
 
-/// Adds one packet to its flow in this CPU's cache. Returns false when the
+/// Adds one frame (`packets` on the wire: 1, or a GSO super-packet's
+/// segments) to its flow in this CPU's cache, for the program counting
+/// `direction`. Returns false when the
 /// packet could not be counted to a flow (the slot's occupant could not be
 /// evicted because the ring is full; the occupant stays).
 #[inline(always)]
-pub fn count_flow(c: &mut Counters, key: &FlowKey, len: u64, ip_len: u32, tcp_flags: u8) -> bool {
+pub fn count_flow(
+    c: &mut Counters,
+    key: &FlowKey,
+    direction: u8,
+    packets: u64,
+    len: u64,
+    ip_len: u64,
+    tcp_flags: u8,
+) -> bool {
     // The clock userspace publishes (10 ms resolution): no helper call on
     // the path of a packet (see CLOCK).
     let now = match CLOCK.get_ptr(0) {
@@ -147,9 +184,9 @@ pub fn count_flow(c: &mut Counters, key: &FlowKey, len: u64, ip_len: u32, tcp_fl
     // is 4 or 6), so a match is always an occupied slot.
     if same_key(&slot.key, key) {
         let v = &mut slot.value;
-        v.packets += 1;
+        v.packets += packets;
         v.bytes += len;
-        v.ip_bytes += u64::from(ip_len);
+        v.ip_bytes += ip_len;
         v.last_seen_ns = now;
         v.tcp_flags |= u32::from(tcp_flags);
         return true;
@@ -161,7 +198,9 @@ pub fn count_flow(c: &mut Counters, key: &FlowKey, len: u64, ip_len: u32, tcp_fl
         return false;
     }
     c.flow_records += 1;
-    let seq = c.flow_records;
+    // Unique per CPU across both directions (each counts its own
+    // flow_records): twice the count, plus the direction. Never 0.
+    let seq = (c.flow_records << 1) | u64::from(direction);
     // seq_end first, seq last (see FlowSlot): a reader that sees the new
     // seq at the start of its copy sees the new key and value after it.
     // SAFETY: plain stores into this CPU's slot.
@@ -170,9 +209,9 @@ pub fn count_flow(c: &mut Counters, key: &FlowKey, len: u64, ip_len: u32, tcp_fl
         compiler_fence(Ordering::Release);
         slot.key = *key;
         slot.value = FlowValue {
-            packets: 1,
+            packets,
             bytes: len,
-            ip_bytes: u64::from(ip_len),
+            ip_bytes: ip_len,
             first_seen_ns: now,
             last_seen_ns: now,
             tcp_flags: u32::from(tcp_flags),

@@ -12,9 +12,13 @@
 use core::{marker::PhantomData, mem::size_of, ptr::read_unaligned};
 
 use aya_ebpf::programs::{TcContext, XdpContext};
+use netmon_common::{DIR_RX, DIR_TX};
 
 /// A program context with packet data: what the parsers need of it.
 pub trait Frame {
+    /// The direction its frames are counted in (`DIR_RX`, `DIR_TX`): the
+    /// hook each context is used at (XDP ingress, TC egress).
+    const DIRECTION: u8;
     /// Address of the first byte of the frame.
     fn data(&self) -> usize;
     /// Address one past the last byte the program may read.
@@ -23,9 +27,26 @@ pub trait Frame {
     /// FCS. For XDP the readable bytes; for TC the whole skb, which may be
     /// longer than its linear part (`data..data_end`).
     fn wire_len(&self) -> u64;
+    /// Length of the packet the headers' length fields are checked
+    /// against: the readable bytes for XDP, the whole skb for TC (whose
+    /// paged part the program cannot read directly, but which the IP
+    /// header's length covers).
+    fn packet_len(&self) -> usize;
+    /// Packets this frame is on the wire: a GSO/TSO super-packet's segment
+    /// count, 1 for anything else.
+    #[inline(always)]
+    fn segments(&self) -> u64 {
+        1
+    }
+    /// Payload bytes per segment of a GSO/TSO super-packet (0 otherwise).
+    #[inline(always)]
+    fn segment_size(&self) -> u64 {
+        0
+    }
 }
 
 impl Frame for XdpContext {
+    const DIRECTION: u8 = DIR_RX;
     #[inline(always)]
     fn data(&self) -> usize {
         XdpContext::data(self)
@@ -38,9 +59,17 @@ impl Frame for XdpContext {
     fn wire_len(&self) -> u64 {
         (XdpContext::data_end(self) - XdpContext::data(self)) as u64
     }
+    #[inline(always)]
+    fn packet_len(&self) -> usize {
+        XdpContext::data_end(self) - XdpContext::data(self)
+    }
 }
 
+/// A `TcContext` is netmon's egress hook (TCX egress): its frames count as
+/// transmitted. Only the linear part of the skb (`data..data_end`) is
+/// read; the stack builds the headers of what it sends there.
 impl Frame for TcContext {
+    const DIRECTION: u8 = DIR_TX;
     #[inline(always)]
     fn data(&self) -> usize {
         TcContext::data(self)
@@ -52,6 +81,22 @@ impl Frame for TcContext {
     #[inline(always)]
     fn wire_len(&self) -> u64 {
         u64::from(self.len())
+    }
+    #[inline(always)]
+    fn packet_len(&self) -> usize {
+        self.len() as usize
+    }
+    #[inline(always)]
+    fn segments(&self) -> u64 {
+        // SAFETY: the context pointer the kernel passed in; the verifier
+        // rewrites the read into one of skb_shinfo(skb)->gso_segs.
+        // Not a GSO packet: 0 or 1.
+        u64::from(unsafe { (*self.skb.skb).gso_segs }).max(1)
+    }
+    #[inline(always)]
+    fn segment_size(&self) -> u64 {
+        // SAFETY: as above (skb_shinfo(skb)->gso_size, Linux 5.7).
+        u64::from(unsafe { (*self.skb.skb).gso_size })
     }
 }
 
@@ -86,13 +131,13 @@ pub fn read_be16<F: Frame>(f: &F, offset: usize) -> Result<u16, Malformed> {
     read::<u16, F>(f, offset).map(u16::from_be)
 }
 
-/// Length of the frame in bytes, for checks of the lengths that headers
-/// claim. `black_box` keeps LLVM from using these scalar checks to prove a
+/// Length of the packet in bytes ([`Frame::packet_len`]), for checks of
+/// the lengths that headers claim. `black_box` keeps LLVM from using these scalar checks to prove a
 /// later bounds check redundant: the verifier only trusts comparisons of
 /// packet pointers, so every check of [`ptr_at`] must stay.
 #[inline(always)]
 pub fn frame_len<F: Frame>(f: &F) -> usize {
-    core::hint::black_box(f.data_end() - f.data())
+    core::hint::black_box(f.packet_len())
 }
 
 /// `N` bytes of the frame whose bounds have been checked: fields at

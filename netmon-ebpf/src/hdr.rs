@@ -108,6 +108,8 @@ pub mod tcp {
     pub const MIN_HLEN: usize = 20;
     /// Source port, then destination port.
     pub const PORTS: usize = 0;
+    /// Data offset (header length in 4-byte words) in the high nibble.
+    pub const DATA_OFFSET: usize = 12;
     /// The flag bits FIN..CWR.
     pub const FLAGS: usize = 13;
 }

@@ -24,6 +24,12 @@ pub struct Parsed {
     pub ip_len: u32,
     /// IPv6 whose extension-header chain was longer than we walk.
     pub chain_too_long: bool,
+    /// Offset of the IP header in the frame.
+    pub l3: usize,
+    /// Offset of the end of the TCP or UDP header (the start of the
+    /// payload; for other protocols the start of L4): what every segment
+    /// of a GSO super-packet repeats. Only the egress program reads it.
+    pub hdr_end: usize,
 }
 
 /// What a frame carries, as far as the parser went.
@@ -173,10 +179,10 @@ fn parse_ipv4<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
     ];
     // Only the first fragment (offset 0) carries the L4 header; later
     // fragments count towards the flow with ports 0.
-    let tcp_flags = if frag & ipv4::FRAG_OFFSET_MASK == 0 {
+    let (tcp_flags, l4_hlen) = if frag & ipv4::FRAG_OFFSET_MASK == 0 {
         parse_l4(f, l3 + ihl, l3 + total_len, proto, &mut key[4])?
     } else {
-        0
+        (0, 0)
     };
     Ok(Parsed {
         key,
@@ -184,6 +190,8 @@ fn parse_ipv4<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
         tcp_flags,
         ip_len: total_len as u32,
         chain_too_long: false,
+        l3,
+        hdr_end: l3 + ihl + l4_hlen,
     })
 }
 
@@ -264,10 +272,10 @@ fn parse_ipv6<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
                 | ipv6_ext::AH
         );
     key[4] = proto_word(IP_V6, next);
-    let tcp_flags = if done && first_fragment {
+    let (tcp_flags, l4_hlen) = if done && first_fragment {
         parse_l4(f, offset, end, next, &mut key[4])?
     } else {
-        0
+        (0, 0)
     };
     Ok(Parsed {
         key,
@@ -275,12 +283,15 @@ fn parse_ipv6<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
         tcp_flags,
         ip_len: (end - l3) as u32,
         chain_too_long: !done,
+        l3,
+        hdr_end: offset + l4_hlen,
     })
 }
 
 /// Adds the ports of TCP and UDP to `word` (word 4 of the key) and returns
-/// the TCP flags. The L4 header must fit both the frame and the IP packet
-/// (which ends at `end`).
+/// the TCP flags and the length of the TCP or UDP header (data offset, 8;
+/// 0 for other protocols). The L4 header must fit both the frame and the IP
+/// packet (which ends at `end`).
 #[inline(always)]
 fn parse_l4<F: Frame>(
     f: &F,
@@ -288,12 +299,12 @@ fn parse_l4<F: Frame>(
     end: usize,
     proto: u8,
     word: &mut u64,
-) -> Result<u8, Malformed> {
+) -> Result<(u8, usize), Malformed> {
     let need = match proto {
         PROTO_TCP => tcp::MIN_HLEN,
         PROTO_UDP => udp::HLEN,
         PROTO_ICMP | PROTO_ICMPV6 => icmp::MIN_HLEN,
-        _ => return Ok(0),
+        _ => return Ok((0, 0)),
     };
     if l4 + need > end {
         return Err(Malformed);
@@ -304,16 +315,17 @@ fn parse_l4<F: Frame>(
             // The ports go in as they are on the wire (source port,
             // destination port).
             *word |= u64::from(t.get::<u32, { tcp::PORTS }>());
-            Ok(t.get::<u8, { tcp::FLAGS }>())
+            let hlen = usize::from(t.get::<u8, { tcp::DATA_OFFSET }>() >> 4) * 4;
+            Ok((t.get::<u8, { tcp::FLAGS }>(), hlen))
         }
         PROTO_UDP => {
             let u = Header::<{ udp::HLEN }>::at(f, l4)?;
             *word |= u64::from(u.get::<u32, { udp::PORTS }>());
-            Ok(0)
+            Ok((0, udp::HLEN))
         }
         _ => {
             Header::<{ icmp::MIN_HLEN }>::at(f, l4)?;
-            Ok(0)
+            Ok((0, 0))
         }
     }
 }

@@ -336,10 +336,24 @@ impl Finished {
     }
 }
 
-/// The flow with these endpoints in a summary, if any.
+/// The received flow with these endpoints in a summary, if any.
 #[must_use]
 pub fn find_flow<'a>(
     summary: &'a Value,
+    src: &str,
+    dst: &str,
+    dport: u16,
+    proto: &str,
+) -> Option<&'a Value> {
+    find_flow_in(summary, "rx", src, dst, dport, proto)
+}
+
+/// The flow of `direction` (`rx`, `tx`) with these endpoints in a
+/// summary, if any.
+#[must_use]
+pub fn find_flow_in<'a>(
+    summary: &'a Value,
+    direction: &str,
     src: &str,
     dst: &str,
     dport: u16,
@@ -350,7 +364,8 @@ pub fn find_flow<'a>(
             .map_or_else(|_| s.to_owned(), |a| a.to_string())
     };
     summary["flows"].as_array()?.iter().find(|f| {
-        f["src"] == canon(src)
+        f["direction"] == direction
+            && f["src"] == canon(src)
             && f["dst"] == canon(dst)
             && f["dport"] == dport
             && f["proto"] == proto

@@ -123,7 +123,7 @@ fn prometheus_reads_the_packets_nftables_counted() {
     );
     let udp = prometheus
         .value(&format!(
-            "netmon_protocol_packets_total{{iface=\"{}\",protocol=\"udp\"}}",
+            "netmon_protocol_packets_total{{iface=\"{}\",direction=\"rx\",protocol=\"udp\"}}",
             pair.if_a
         ))
         .expect("the udp series");

@@ -62,8 +62,8 @@ use std::{
 use corpus::Frame;
 use netmon::sys::{Counting, FlowMaps, Object, object::TestRunOptions};
 use netmon_common::{
-    Counters, DEFAULT_EVICTED_BYTES, EVICT_BATCH, EvictBatch, FlowKey, FlowSlot, FlowValue,
-    XDP_PROGRAM,
+    Counters, DEFAULT_EVICTED_BYTES, DIR_RX, DIR_TX, EVICT_BATCH, EvictBatch, FlowKey, FlowSlot,
+    FlowValue, TC_PROGRAM, XDP_PROGRAM,
 };
 use netmon_tests::frames;
 use reference::Outcome;
@@ -741,7 +741,8 @@ fn a_full_ring_keeps_the_occupant_and_counts_what_it_could_not_track() {
 fn the_shipped_object_holds_netmons_program_and_maps_only() {
     let (path, bytes) = shipped_object();
     let object = Object::load(&bytes).unwrap_or_else(|e| panic!("loading {path}: {e}"));
-    assert_eq!(object.program_names(), [XDP_PROGRAM], "{path}");
+    // Sorted: the TC egress program, then the XDP program.
+    assert_eq!(object.program_names(), [TC_PROGRAM, XDP_PROGRAM], "{path}");
     // Global data sections (.rodata, ...) aside.
     let maps: Vec<String> = object
         .map_names()
@@ -759,6 +760,117 @@ fn the_shipped_object_holds_netmons_program_and_maps_only() {
             "PENDING"
         ],
         "{path}"
+    );
+}
+
+/// The TC egress program parses and counts exactly as the XDP program
+/// (which the test above holds to the reference parser): every corpus
+/// frame of skb size (14 bytes up to a page, what `BPF_PROG_TEST_RUN`
+/// takes for TC) through both, then the transmit counters equal the
+/// receive counters and every received flow has its transmitted twin with
+/// the same counts. The TC program returns `TC_ACT_UNSPEC` and leaves the
+/// frame as it was, every time.
+#[test]
+fn tc_egress_counts_every_frame_as_the_xdp_program_does() {
+    const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
+    pin_to_this_cpu();
+    let seed = seed();
+    println!("tc vs xdp: seed {seed:#x} (replay with NETMON_CORPUS_SEED={seed:#x})");
+    let frames: Vec<Frame> = corpus::generate(seed)
+        .into_iter()
+        .filter(|f| (14..=3000).contains(&f.bytes.len()))
+        .collect();
+    // Evictions go to the ring, drained every 1024 frames (2048 runs).
+    let mut kernel = Kernel::load(1 << 14);
+    kernel
+        .object
+        .load_tc(TC_PROGRAM)
+        .unwrap_or_else(|e| panic!("the verifier rejected {TC_PROGRAM}: {e}"));
+    // Frames the kernel's skb test run refuses (EINVAL before the program
+    // runs: some short frames whose EtherType promises a header) go to
+    // neither program.
+    let mut refused = 0u64;
+    for (i, f) in frames.iter().enumerate() {
+        let mut out = vec![0u8; f.bytes.len() + 256];
+        let r = match kernel.object.test_run_tc(
+            TC_PROGRAM,
+            TestRunOptions {
+                data_in: Some(&f.bytes),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..TestRunOptions::default()
+            },
+        ) {
+            Ok(r) => r,
+            Err(e) if e.to_string().contains("os error 22") => {
+                refused += 1;
+                continue;
+            }
+            Err(e) => panic!("BPF_PROG_TEST_RUN (tc) on {}: {e}", hex(&f.bytes)),
+        };
+        let (verdict, _, _) = kernel.run(&f.bytes);
+        assert_eq!(verdict, 2, "XDP_PASS: {}", describe(&frames, i));
+        assert_eq!(r.return_value, TC_ACT_UNSPEC, "{}", describe(&frames, i));
+        out.truncate(r.data_size_out as usize);
+        assert_eq!(
+            out,
+            f.bytes,
+            "the frame unchanged: {}",
+            describe(&frames, i)
+        );
+        if i % 1024 == 1023 {
+            kernel.drain();
+        }
+    }
+    // flow_records aside: stays in a slot depend on the order the two
+    // directions' flows met in the shared slots.
+    let rx = Counters {
+        flow_records: 0,
+        ..kernel.maps.counters_of(DIR_RX).expect("rx counters")
+    };
+    let tx = Counters {
+        flow_records: 0,
+        ..kernel.maps.counters_of(DIR_TX).expect("tx counters")
+    };
+    assert_eq!(rx.packets + refused, frames.len() as u64);
+    assert!(
+        refused * 10 < frames.len() as u64,
+        "{refused} of {} frames refused by the skb test run",
+        frames.len()
+    );
+    assert_eq!(
+        fields(&tx),
+        fields(&rx),
+        "tx counters vs rx counters: {}",
+        counter_diff(&rx, &tx)
+    );
+    let flows = kernel.all_flows();
+    let (mut rx_flows, mut tx_flows) = (0, 0);
+    for (key, value) in &flows {
+        if key.direction == DIR_TX {
+            tx_flows += 1;
+            continue;
+        }
+        rx_flows += 1;
+        let twin = FlowKey {
+            direction: DIR_TX,
+            ..*key
+        };
+        let got = flows
+            .get(&twin)
+            .map(|v| (v.packets, v.bytes, v.ip_bytes, v.tcp_flags));
+        assert_eq!(
+            got,
+            Some((value.packets, value.bytes, value.ip_bytes, value.tcp_flags)),
+            "the transmitted twin of {}",
+            key_str(key)
+        );
+    }
+    assert_eq!(tx_flows, rx_flows, "as many transmitted flows as received");
+    println!(
+        "tc vs xdp: {} frames ({refused} refused by the skb test run), {rx_flows} flows each way, {} malformed",
+        frames.len(),
+        rx.malformed
     );
 }
 

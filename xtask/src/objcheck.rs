@@ -11,12 +11,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use netmon_common::{
-    CLOCK_MAP, COUNTERS_MAP, EVICTED_MAP, FLOW_SLOTS_MAP, PENDING_MAP, XDP_PROGRAM, bench,
+    CLOCK_MAP, COUNTERS_MAP, EVICTED_MAP, FLOW_SLOTS_MAP, PENDING_MAP, TC_PROGRAM, XDP_PROGRAM,
+    bench,
 };
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
-/// Programs of the shipped object: netmon's XDP program only.
-const SHIPPED_PROGRAMS: &[&str] = &[XDP_PROGRAM];
+/// Programs of the shipped object: netmon's XDP (ingress) and TC (egress)
+/// programs.
+const SHIPPED_PROGRAMS: &[&str] = &[XDP_PROGRAM, TC_PROGRAM];
 /// Maps the shipped object may hold: the counting code's and aya-log's.
 const SHIPPED_MAPS: &[&str] = &[
     COUNTERS_MAP,
@@ -146,7 +148,7 @@ mod tests {
     #[test]
     fn the_shipped_set_passes_and_bench_names_are_named() {
         let ok = inv(
-            &["netmon_xdp"],
+            &["netmon_tc", "netmon_xdp"],
             &[
                 "AYA_LOGS",
                 "CLOCK",
@@ -159,7 +161,7 @@ mod tests {
         );
         assert!(shipped_problems(&ok).is_empty());
         let bad = inv(
-            &["netmon_floor", "netmon_xdp"],
+            &["netmon_floor", "netmon_tc", "netmon_xdp"],
             &["BENCH_TAIL", "COUNTERS"],
             &["BENCH_CYCLE"],
         );
@@ -173,7 +175,7 @@ mod tests {
         );
         assert_eq!(
             shipped_problems(&inv(&[], &[], &[])),
-            ["no program netmon_xdp"]
+            ["no program netmon_xdp", "no program netmon_tc"]
         );
     }
 

@@ -370,7 +370,8 @@ mod tests {
             dport_be: 53u16.to_be(),
             proto: PROTO_UDP,
             ip_version: IP_V4,
-            pad: [0; 2],
+            direction: 0,
+            pad: 0,
         }
     }
 

@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use self::stats::{FlowTracker, RETIRED_KEEP, interval_flows};
 use crate::{
     probe::continuous::ContinuousProbes,
-    report::{FlowChanges, IfCounters, Interval, Link, ProgramCost, Rates, Sink, Summary},
+    report::{FlowChanges, IfCounters, Interval, Link, ProgramCost, Rates, Side, Sink, Summary},
     sys::{self, netlink::LinkEvent},
 };
 
@@ -28,7 +28,13 @@ pub mod xdp;
 
 /// Where the counters come from: the attached XDP program, or a fake in tests.
 pub trait Source {
+    /// The counters of what was received.
     fn counters(&mut self) -> Result<Counters>;
+    /// The counters of what was transmitted; `None` when only ingress is
+    /// counted.
+    fn tx_counters(&mut self) -> Result<Option<Counters>> {
+        Ok(None)
+    }
     /// Reads the kernel's flows into the flow table and appends to
     /// `changed` every flow that carried packets since the last call, with
     /// the packets and bytes of that time (see `FlowTable::take_changes`);
@@ -115,6 +121,7 @@ pub async fn run(
     tokio::pin!(shutdown, until_deadline);
 
     let mut prev = source.counters()?;
+    let mut prev_tx = source.tx_counters()?;
     let mut prev_at = Instant::now();
     let mut prev_if = source.if_counters();
     let mut prev_cost = source.program_cost();
@@ -145,6 +152,12 @@ pub async fn run(
                 let now = Instant::now();
                 let cur = source.counters()?;
                 let rates = Rates::between(&prev, &cur, now - prev_at, cfg.link_bps);
+                let cur_tx = source.tx_counters()?;
+                let tx = cur_tx.zip(prev_tx).map(|(cur, prev)| Side {
+                    rates: Rates::between(&prev, &cur, now - prev_at, cfg.link_bps),
+                    totals: cur,
+                    counts: cur.minus(&prev),
+                });
                 changed.clear();
                 let in_table = source.flow_changes(&mut changed)?;
                 let if_now = source.if_counters();
@@ -159,6 +172,7 @@ pub async fn run(
                     cost: cost_now.zip(prev_cost).map(|(now, before)| now.minus(&before)),
                     flows: interval_flows(in_table, &changed, cfg.top, every_flow),
                     probes: probes.map(ContinuousProbes::take_interval).unwrap_or_default(),
+                    tx,
                 })?;
                 (prev_if, prev_cost) = (if_now, cost_now);
                 removed.clear();
@@ -174,6 +188,7 @@ pub async fn run(
                     tracker.retire(*key, value);
                 }
                 prev = cur;
+                prev_tx = cur_tx;
                 prev_at = now;
             }
         }
@@ -215,10 +230,12 @@ async fn wind_up(
     // could not take, which the counters then include.
     let flows = tracker.summary(&source.flows()?, cfg.top);
     let counters = source.counters()?;
+    let tx_counters = source.tx_counters()?;
     sink.summary(&Summary {
         iface: cfg.iface.clone(),
         duration_s: start.elapsed().as_secs_f64(),
         counters,
+        tx_counters,
         flows,
         mono_to_unix_ns: cfg.mono_to_unix_ns,
         probes: probes.map(ContinuousProbes::cumulative).unwrap_or_default(),

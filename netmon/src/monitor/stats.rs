@@ -493,6 +493,7 @@ mod tests {
             sport: port,
             dport: 1,
             proto: PROTO_UDP,
+            direction: 0,
             packets,
             bytes,
             first_seen_ns: 0,

@@ -164,6 +164,9 @@ impl Source for XdpSource {
         c.flow_insert_failed += self.table.untracked().0;
         Ok(c)
     }
+    fn tx_counters(&mut self) -> Result<Option<Counters>> {
+        Ok(lock(&self.shared).attachment.tx_counters()?)
+    }
     fn flow_changes(&mut self, changed: &mut Vec<(FlowKey, FlowValue)>) -> Result<usize> {
         // The slots first, then the ring (see Attachment::drain_evicted):
         // every record taken after the slots were read goes in after them.

@@ -1,15 +1,56 @@
 //! Fixed values for the sinks' tests: a run whose text and NDJSON are
 //! kept in `golden/`, printed by the renderers before the report seam
-//! (commit fd98cb8), so the tests prove the output unchanged.
+//! (commit fd98cb8), so the tests prove the output unchanged; changed on
+//! purpose once since, for the transmit side (a `tx` line and flow, `tx_*`
+//! keys, `direction` on every flow: the receive side's lines and keys are
+//! as they were).
 
 use std::{net::IpAddr, time::Duration};
 
-use netmon_common::{Counters, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use netmon_common::{Counters, DIR_RX, DIR_TX, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 use super::{
     Flow, FlowSummary, IfCounters, Interval, IntervalFlows, Link, ProbeKind, ProbeStats,
-    ProgramCost, Rates, Sink, Summary,
+    ProgramCost, Rates, Side, Sink, Summary,
 };
+
+/// A transmitted flow: the answers to the first of [`flows`].
+pub fn tx_flow() -> Flow {
+    Flow {
+        direction: DIR_TX,
+        ..flow(
+            "198.51.100.1",
+            "198.51.100.2",
+            (9000, 51284),
+            PROTO_UDP,
+            12,
+            1500,
+            0,
+        )
+    }
+}
+
+/// What the busy interval transmitted.
+fn tx_side() -> Side {
+    Side {
+        rates: Rates {
+            interval_s: 1.0012,
+            packets: 12,
+            bytes: 1500,
+            pps: 11.99,
+            bps: 11_986.0,
+            util_pct: Some(0.0001),
+        },
+        totals: Counters::default(),
+        counts: Counters {
+            packets: 12,
+            bytes: 1500,
+            udp: 12,
+            size_classes: [0, 12, 0, 0, 0, 0, 0],
+            ..Counters::default()
+        },
+    }
+}
 
 fn flow(
     src: &str,
@@ -26,6 +67,7 @@ fn flow(
         sport: ports.0,
         dport: ports.1,
         proto,
+        direction: DIR_RX,
         packets,
         bytes,
         first_seen_ns: 1_000_000_000,
@@ -131,6 +173,7 @@ pub fn run(sink: &mut impl Sink) {
         cost: None,
         flows: IntervalFlows::default(),
         probes: Vec::new(),
+        tx: None,
     })
     .unwrap();
     for (unix_time, up) in [(1_700_000_187.1, false), (1_700_000_188.9, true)] {
@@ -162,8 +205,16 @@ pub fn run(sink: &mut impl Sink) {
             flow_records: 8,
             ..Counters::default()
         },
+        tx_counters: Some(Counters {
+            packets: 40,
+            bytes: 5000,
+            udp: 38,
+            icmpv6: 2,
+            size_classes: [0, 40, 0, 0, 0, 0, 0],
+            ..Counters::default()
+        }),
         flows: FlowSummary {
-            top: flows(),
+            top: flows().into_iter().chain([tx_flow()]).collect(),
             tracked: 20_345,
             tracked_exact: false,
             retired_kept: 4096,
@@ -183,6 +234,7 @@ pub fn run(sink: &mut impl Sink) {
             udp: 10,
             ..Counters::default()
         },
+        tx_counters: None,
         flows: FlowSummary {
             top: Vec::new(),
             tracked: 0,
@@ -229,11 +281,12 @@ pub fn busy_interval() -> Interval {
         flows: IntervalFlows {
             in_table: 6,
             active: 4,
-            top_bytes: flows(),
+            top_bytes: flows().into_iter().take(2).chain([tx_flow()]).collect(),
             top_packets: flows()[1..3].to_vec(),
             every: flows(),
         },
         probes: probes(),
+        tx: Some(tx_side()),
     }
 }
 
@@ -257,6 +310,7 @@ pub fn small_interval() -> Interval {
         cost: None,
         flows: IntervalFlows::default(),
         probes: Vec::new(),
+        tx: None,
     }
 }
 

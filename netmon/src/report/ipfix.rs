@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, hash_map::Entry};
 
-use netmon_common::{FlowKey, FlowValue};
+use netmon_common::{DIR_TX, FlowKey, FlowValue};
 
 use super::{
     FlowChanges,
@@ -176,6 +176,13 @@ fn record_of(
     mono_to_unix_ns: i128,
 ) -> FlowRecord {
     let flow = Flow::new(key, &FlowValue::default());
+    // A flow the egress program counted is egress whatever the exporter's
+    // default (the observation point's direction for the rest).
+    let direction = if key.direction == DIR_TX {
+        Direction::Egress
+    } else {
+        direction
+    };
     let ms = |ns: u64| u64::try_from((i128::from(ns) + mono_to_unix_ns) / 1_000_000).unwrap_or(0);
     FlowRecord {
         src: flow.src,
@@ -304,5 +311,25 @@ mod tests {
         let mut got: Vec<_> = r.iter().map(|r| (r.sport, r.packets)).collect();
         got.sort_unstable();
         assert_eq!(got, vec![(1, 1), (2, 1)]);
+    }
+
+    #[test]
+    fn transmitted_flows_leave_as_egress() {
+        let mut f = IpfixFlows::new(100_000 * MS, Direction::Ingress);
+        let rx = key(1);
+        let tx = FlowKey {
+            direction: DIR_TX,
+            ..key(1)
+        };
+        f.update(&changes(
+            &[(rx, delta(2, 0, 10)), (tx, delta(3, 0, 10))],
+            &[],
+            10,
+            false,
+        ));
+        let r = f.update(&changes(&[], &[], 20, true));
+        let mut got: Vec<_> = r.iter().map(|r| (r.packets, r.direction)).collect();
+        got.sort_unstable_by_key(|g| g.0);
+        assert_eq!(got, vec![(2, Direction::Ingress), (3, Direction::Egress)]);
     }
 }

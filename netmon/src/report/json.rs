@@ -49,6 +49,19 @@ impl<W: Write> Sink for JsonSink<W> {
         if let Some(u) = r.util_pct {
             v["util_pct"] = json!(u);
         }
+        // The transmit side, beside the keys above (which are the receive
+        // side), when the egress program counts.
+        if let Some(tx) = &i.tx {
+            let t = &tx.rates;
+            v["tx_packets"] = json!(t.packets);
+            v["tx_bytes"] = json!(t.bytes);
+            v["tx_pps"] = json!(t.pps);
+            v["tx_bps"] = json!(t.bps);
+            if let Some(u) = t.util_pct {
+                v["tx_util_pct"] = json!(u);
+            }
+            v["tx_counters"] = counters_json(&tx.counts);
+        }
         if let Some(c) = &i.if_counters {
             let named: serde_json::Map<String, Value> = c
                 .named()
@@ -93,6 +106,13 @@ impl<W: Write> Sink for JsonSink<W> {
             "counters": counters_json(c),
             "flows": flows.map(|f| flow_json(f, Some(s.mono_to_unix_ns))).collect::<Vec<_>>(),
         });
+        if let Some(t) = &s.tx_counters {
+            v["tx"] = json!({
+                "packets": t.packets,
+                "bytes": t.bytes,
+                "counters": counters_json(t),
+            });
+        }
         if !s.probes.is_empty() {
             v["probes"] = probes_json(&s.probes);
         }
@@ -115,6 +135,7 @@ fn flow_json(f: &Flow, mono_to_unix_ns: Option<i128>) -> Value {
         "sport": f.sport,
         "dport": f.dport,
         "proto": proto_json(f.proto),
+        "direction": f.direction_name(),
         "packets": f.packets,
         "bytes": f.bytes,
     });
@@ -229,6 +250,12 @@ mod tests {
                 iface: "veth0".into(),
                 duration_s: 7.0,
                 counters,
+                tx_counters: Some(Counters {
+                    packets: 3,
+                    bytes: 300,
+                    udp: 3,
+                    ..Counters::default()
+                }),
                 flows,
                 mono_to_unix_ns: 1_700_000_000_000_000_000,
                 probes: Vec::new(),
@@ -248,6 +275,10 @@ mod tests {
         assert_eq!(f["dport"], 9000);
         assert_eq!(f["proto"], "udp");
         assert_eq!(f["bytes"], 14_200);
+        assert_eq!(f["direction"], "rx");
+        assert_eq!(v["tx"]["packets"], 3);
+        assert_eq!(v["tx"]["bytes"], 300);
+        assert_eq!(v["tx"]["counters"]["udp"], 3);
         assert!((f["first_seen"].as_f64().unwrap() - 1_700_000_001.0).abs() < 1e-3);
     }
 

@@ -84,6 +84,8 @@ pub struct MetricsState {
     xdp_mode: String,
     /// Kernel totals since the attach, as of the last interval.
     totals: Counters,
+    /// The same of the transmit side, when the egress program counts.
+    tx_totals: Option<Counters>,
     flows_in_table: u64,
     /// Whether the interface's link was up at its last change.
     link_up: Option<bool>,
@@ -101,6 +103,7 @@ impl MetricsState {
             iface: iface.to_owned(),
             xdp_mode: xdp_mode.to_owned(),
             totals: Counters::default(),
+            tx_totals: None,
             flows_in_table: 0,
             link_up: None,
             if_counters: None,
@@ -128,6 +131,7 @@ impl MetricsState {
 
     fn interval(&mut self, i: &Interval) {
         self.totals = i.totals;
+        self.tx_totals = i.tx.map(|t| t.totals);
         self.flows_in_table = i.flows.in_table as u64;
         if let Some(d) = &i.if_counters {
             self.if_counters.get_or_insert_default().accumulate(d);
@@ -172,7 +176,9 @@ impl Sink for MetricsSink {
     fn summary(&mut self, summary: &Summary) -> anyhow::Result<()> {
         // The final totals (read after the detach), for a last scrape
         // before netmon exits.
-        lock(&self.0).totals = summary.counters;
+        let mut s = lock(&self.0);
+        s.totals = summary.counters;
+        s.tx_totals = summary.tx_counters;
         Ok(())
     }
 }
@@ -219,51 +225,77 @@ impl Collector for Scrape {
     }
 }
 
+/// One counter of a [`Counters`].
+type Field = fn(&Counters) -> u64;
+
 /// The interface's counters and gauges.
 #[expect(clippy::too_many_lines, reason = "one metric family after another")]
 fn encode_traffic(s: &MetricsState, enc: &mut DescriptorEncoder) -> std::fmt::Result {
-    let c = &s.totals;
-    let base = || -> Labels { vec![("iface", s.iface.clone()), ("direction", "rx".into())] };
-    let with = |k: &'static str, v: &str| -> Labels {
-        let mut l = base();
+    // One series per direction: rx (XDP), and tx (TC egress) when it counts.
+    let mut directions: Vec<(&str, &Counters)> = vec![("rx", &s.totals)];
+    if let Some(t) = &s.tx_totals {
+        directions.push(("tx", t));
+    }
+    let base =
+        |dir: &str| -> Labels { vec![("iface", s.iface.clone()), ("direction", dir.into())] };
+    let with = |dir: &str, k: &'static str, v: &str| -> Labels {
+        let mut l = base(dir);
         l.push((k, v.to_owned()));
         l
+    };
+    // Rows of one counter of every side.
+    let each = |f: fn(&Counters) -> u64| -> Vec<(Labels, u64)> {
+        directions.iter().map(|(d, c)| (base(d), f(c))).collect()
+    };
+    // Rows of a labelled family: every label value of every side.
+    let each_with = |k: &'static str, values: &[(&str, Field)]| {
+        directions
+            .iter()
+            .flat_map(|(d, c)| values.iter().map(move |(v, f)| (with(d, k, v), f(c))))
+            .collect::<Vec<_>>()
     };
     counters(
         enc,
         "packets",
-        "Frames counted by the XDP program since it was attached",
+        "Frames counted since the attach: received (XDP, direction rx) and transmitted (TC \
+             egress, direction tx; a GSO packet as the segments the wire carries)",
         None,
-        &[(base(), c.packets)],
+        &each(|c| c.packets),
     )?;
     counters(
         enc,
         "frame",
         "L2 frame bytes (Ethernet header included, FCS excluded) since the attach",
         Some(&Unit::Bytes),
-        &[(base(), c.bytes)],
+        &each(|c| c.bytes),
     )?;
-    let protocols = [
-        ("tcp", c.tcp),
-        ("udp", c.udp),
-        ("icmp", c.icmp),
-        ("icmpv6", c.icmpv6),
-        ("other_ip", c.other_ip),
-        ("arp", c.arp),
-        ("other_l2", c.other_l2),
-    ];
     counters(
         enc,
         "protocol_packets",
         "Frames by protocol: tcp, udp, icmp, icmpv6, other_ip (other IP protocols), arp, \
              other_l2 (neither IP nor ARP)",
         None,
-        &protocols.map(|(p, v)| (with("protocol", p), v)),
+        &each_with(
+            "protocol",
+            &[
+                ("tcp", |c| c.tcp),
+                ("udp", |c| c.udp),
+                ("icmp", |c| c.icmp),
+                ("icmpv6", |c| c.icmpv6),
+                ("other_ip", |c| c.other_ip),
+                ("arp", |c| c.arp),
+                ("other_l2", |c| c.other_l2),
+            ],
+        ),
     )?;
-    let sizes: Vec<_> = SIZE_CLASS_LABELS
+    let sizes: Vec<_> = directions
         .iter()
-        .zip(c.size_classes)
-        .map(|(l, v)| (with("size", l), v))
+        .flat_map(|(d, c)| {
+            SIZE_CLASS_LABELS
+                .iter()
+                .zip(c.size_classes)
+                .map(|(l, v)| (with(d, "size", l), v))
+        })
         .collect();
     counters(
         enc,
@@ -277,18 +309,21 @@ fn encode_traffic(s: &MetricsState, enc: &mut DescriptorEncoder) -> std::fmt::Re
         "tcp_flag_packets",
         "TCP segments with SYN, FIN or RST set",
         None,
-        &[
-            (with("flag", "syn"), c.tcp_syn),
-            (with("flag", "fin"), c.tcp_fin),
-            (with("flag", "rst"), c.tcp_rst),
-        ],
+        &each_with(
+            "flag",
+            &[
+                ("syn", |c| c.tcp_syn),
+                ("fin", |c| c.tcp_fin),
+                ("rst", |c| c.tcp_rst),
+            ],
+        ),
     )?;
     counters(
         enc,
         "malformed_packets",
         "Frames whose headers end before the packet says they should",
         None,
-        &[(base(), c.malformed)],
+        &each(|c| c.malformed),
     )?;
     counters(
         enc,
@@ -296,7 +331,7 @@ fn encode_traffic(s: &MetricsState, enc: &mut DescriptorEncoder) -> std::fmt::Re
         "Packets counted to no flow (the eviction ring or the flow table was full); still in \
              every other counter",
         None,
-        &[(base(), c.flow_insert_failed)],
+        &each(|c| c.flow_insert_failed),
     )?;
     counters(
         enc,
@@ -304,7 +339,7 @@ fn encode_traffic(s: &MetricsState, enc: &mut DescriptorEncoder) -> std::fmt::Re
         "Flow records the kernel started (a flow's first packet on a CPU, or its first after \
              its slot was taken)",
         None,
-        &[(base(), c.flow_records)],
+        &each(|c| c.flow_records),
     )?;
     let iface = || -> Labels { vec![("iface", s.iface.clone())] };
     gauges(
@@ -430,7 +465,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::report::{IntervalFlows, ProbeStats, Rates};
+    use crate::report::{IntervalFlows, ProbeStats, Rates, Side};
 
     fn interval(packets: u64, probes: Vec<ProbeStats>) -> Interval {
         Interval {
@@ -463,6 +498,7 @@ mod tests {
                 ..IntervalFlows::default()
             },
             probes,
+            tx: None,
         }
     }
 
@@ -486,6 +522,46 @@ mod tests {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    }
+
+    #[test]
+    fn the_transmit_side_is_a_series_of_its_own() {
+        let state = Arc::new(Mutex::new(MetricsState::new("veth0", "native")));
+        let mut sink = MetricsSink::new(Arc::clone(&state));
+        sink.interval(&interval(10, Vec::new())).unwrap();
+        let text = MetricsState::encode(&state, Exposition::OpenMetrics);
+        assert!(!text.contains(r#"direction="tx""#), "no tx without egress");
+        let mut i = interval(10, Vec::new());
+        let tx = Counters {
+            packets: 7,
+            bytes: 700,
+            tcp: 7,
+            ..Counters::default()
+        };
+        i.tx = Some(Side {
+            rates: i.rates,
+            totals: tx,
+            counts: tx,
+        });
+        sink.interval(&i).unwrap();
+        let text = MetricsState::encode(&state, Exposition::OpenMetrics);
+        let (rx, txl) = (
+            r#"{iface="veth0",direction="rx"}"#,
+            r#"{iface="veth0",direction="tx"}"#,
+        );
+        assert_eq!(sample(&text, &format!("netmon_packets_total{rx}")), "10");
+        assert_eq!(sample(&text, &format!("netmon_packets_total{txl}")), "7");
+        assert_eq!(
+            sample(&text, &format!("netmon_frame_bytes_total{txl}")),
+            "700"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"netmon_protocol_packets_total{iface="veth0",direction="tx",protocol="tcp"}"#
+            ),
+            "7"
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use self::{
     text::TextSink,
     values::{
         Flow, FlowChanges, FlowSummary, IfCounters, Interval, IntervalFlows, Link, ProbeKind,
-        ProbeStats, ProgramCost, Rates, Summary, proto_name,
+        ProbeStats, ProgramCost, Rates, Side, Summary, direction_name, proto_name,
     },
 };
 

@@ -7,7 +7,7 @@ use std::{
     net::IpAddr,
 };
 
-use netmon_common::SIZE_CLASS_LABELS;
+use netmon_common::{DIR_TX, SIZE_CLASS_LABELS};
 
 use super::{Flow, Interval, Link, ProbeKind, ProbeStats, Sink, Summary, proto_name};
 use crate::units;
@@ -67,16 +67,36 @@ impl<W: Write> Sink for TextSink<W> {
         if let Some(line) = counts_line(&i.counts, i.if_counters.as_ref()) {
             writeln!(w, "    {line}")?;
         }
+        // The transmit side under the receive side, in the same columns.
+        if let Some(tx) = &i.tx {
+            let t = &tx.rates;
+            let util = t
+                .util_pct
+                .map_or_else(|| "-".to_owned(), |u| format!("{u:.1}%"));
+            writeln!(
+                w,
+                "      tx   {:>12} {:>12} {:>14} {:>16} {:>7}",
+                t.packets,
+                units::bytes(t.bytes),
+                units::packets_per_second(t.pps),
+                units::bits_per_second(t.bps),
+                util,
+            )?;
+            if let Some(line) = counts_line(&tx.counts, None) {
+                writeln!(w, "    tx {line}")?;
+            }
+        }
         for f in i.flows.top_bytes.iter().take(TOP_PER_INTERVAL) {
             let per_s = |n: u64| n as f64 / r.interval_s.max(f64::EPSILON);
             writeln!(
                 w,
-                "    {:<7} {} -> {}  {}  {}",
+                "    {:<7} {} -> {}  {}  {}{}",
                 proto_text(f.proto),
                 endpoint(f, f.src, f.sport),
                 endpoint(f, f.dst, f.dport),
                 units::packets_per_second(per_s(f.packets)),
                 units::bits_per_second(per_s(f.bytes) * 8.0),
+                tx_mark(f),
             )?;
         }
         for s in &i.probes {
@@ -146,6 +166,11 @@ fn clock(unix_time: f64) -> String {
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
+/// `  (tx)` after a transmitted flow; nothing after a received one.
+fn tx_mark(f: &Flow) -> &'static str {
+    if f.direction == DIR_TX { "  (tx)" } else { "" }
+}
+
 fn proto_text(proto: u8) -> String {
     proto_name(proto).map_or_else(|| proto.to_string(), str::to_owned)
 }
@@ -179,6 +204,21 @@ fn write_summary(w: &mut impl Write, s: &Summary) -> io::Result<()> {
         "  by protocol (packets): tcp {}  udp {}  icmp {}  icmpv6 {}  other-ip {}  arp {}  other-l2 {}  malformed {}",
         c.tcp, c.udp, c.icmp, c.icmpv6, c.other_ip, c.arp, c.other_l2, c.malformed
     )?;
+    if let Some(t) = &s.tx_counters {
+        writeln!(
+            w,
+            "  transmitted: {} packets, {} (average {}, {})",
+            t.packets,
+            units::bytes(t.bytes),
+            units::packets_per_second(t.packets as f64 / secs),
+            units::bits_per_second(t.bytes as f64 * 8.0 / secs),
+        )?;
+        writeln!(
+            w,
+            "  tx by protocol (packets): tcp {}  udp {}  icmp {}  icmpv6 {}  other-ip {}  arp {}  other-l2 {}  malformed {}",
+            t.tcp, t.udp, t.icmp, t.icmpv6, t.other_ip, t.arp, t.other_l2, t.malformed
+        )?;
+    }
     write!(w, "  by frame size (bytes, FCS excluded):")?;
     for (label, n) in SIZE_CLASS_LABELS.iter().zip(c.size_classes.iter()) {
         write!(w, "  {label}: {n}")?;
@@ -255,8 +295,10 @@ fn write_top_flows(w: &mut impl Write, top: &[Flow]) -> io::Result<()> {
     for (f, [proto, src, dst]) in top.iter().zip(rows) {
         writeln!(
             w,
-            "    {proto:<7} {src:<width$} -> {dst:<width$} {:>12} {:>12}",
-            f.packets, f.bytes
+            "    {proto:<7} {src:<width$} -> {dst:<width$} {:>12} {:>12}{}",
+            f.packets,
+            f.bytes,
+            tx_mark(f)
         )?;
     }
     Ok(())

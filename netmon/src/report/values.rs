@@ -14,7 +14,7 @@ use std::{
 };
 
 use netmon_common::{
-    Counters, FlowKey, FlowValue, IP_V4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    Counters, DIR_TX, FlowKey, FlowValue, IP_V4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 
 use super::latency::Latency;
@@ -45,6 +45,18 @@ pub struct Interval {
     /// The `--ping`/`--tcp` probes that finished during the interval, per
     /// target (`--ping` first); empty without probes.
     pub probes: Vec<ProbeStats>,
+    /// What was transmitted (the egress program), as `rates`, `totals` and
+    /// `counts` are for what was received; `None` when netmon counts
+    /// ingress only (no TCX).
+    pub tx: Option<Side>,
+}
+
+/// One direction's traffic in an [`Interval`].
+#[derive(Clone, Copy, Debug)]
+pub struct Side {
+    pub rates: Rates,
+    pub totals: Counters,
+    pub counts: Counters,
 }
 
 /// A change of the watched interface's link state: administratively up and
@@ -62,8 +74,11 @@ pub struct Link {
 pub struct Summary {
     pub iface: String,
     pub duration_s: f64,
-    /// Final totals, read after the detach.
+    /// Final totals of what was received, read after the detach.
     pub counters: Counters,
+    /// Final totals of what was transmitted; `None` when netmon counted
+    /// ingress only.
+    pub tx_counters: Option<Counters>,
     /// Distinct flows of the run (exact or estimated), the top flows
     /// (sorted and truncated), and what was dropped of retired flows.
     pub flows: FlowSummary,
@@ -101,6 +116,8 @@ pub struct Flow {
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
+    /// `DIR_RX` or `DIR_TX`.
+    pub direction: u8,
     pub packets: u64,
     pub bytes: u64,
     /// Kernel monotonic time, ns.
@@ -126,6 +143,7 @@ impl Flow {
             sport: u16::from_be(key.sport_be),
             dport: u16::from_be(key.dport_be),
             proto: key.proto,
+            direction: key.direction,
             packets: value.packets,
             bytes: value.bytes,
             first_seen_ns: value.first_seen_ns,
@@ -141,6 +159,20 @@ impl Flow {
     pub fn has_ports(&self) -> bool {
         matches!(self.proto, PROTO_TCP | PROTO_UDP)
     }
+}
+
+impl Flow {
+    /// `rx` or `tx`.
+    #[must_use]
+    pub fn direction_name(&self) -> &'static str {
+        direction_name(self.direction)
+    }
+}
+
+/// `rx` for `DIR_RX`, `tx` for `DIR_TX`.
+#[must_use]
+pub fn direction_name(direction: u8) -> &'static str {
+    if direction == DIR_TX { "tx" } else { "rx" }
 }
 
 /// `tcp`, `udp`, `icmp`, `icmpv6`, or `None` for other protocols (shown by

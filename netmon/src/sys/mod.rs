@@ -6,7 +6,7 @@
 use std::{ffi::CString, io, os::fd::RawFd};
 
 use aya_log::EbpfLogger;
-use netmon_common::{Counters, FlowKey, FlowSlot, FlowValue, XDP_PROGRAM};
+use netmon_common::{Counters, DIR_TX, FlowKey, FlowSlot, FlowValue, TC_PROGRAM, XDP_PROGRAM};
 use thiserror::Error;
 
 use crate::UsageError;
@@ -168,6 +168,20 @@ pub fn ifindex(iface: &str) -> Result<u32, UsageError> {
     Ok(index)
 }
 
+/// Names of the programs attached through TCX to `iface`'s egress (in the
+/// calling thread's network namespace), in their order; empty when none.
+/// For checks that nothing is left attached (`ip link` and `tc filter`
+/// do not show TCX).
+pub fn tcx_egress_programs(iface: &str) -> Result<Vec<String>, SysError> {
+    let (_, programs) =
+        aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Egress)
+            .map_err(|e| SysError::Load(chain(&e)))?;
+    Ok(programs
+        .iter()
+        .map(|p| String::from_utf8_lossy(p.name()).into_owned())
+        .collect())
+}
+
 /// The mode an attachment ended up in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachedMode {
@@ -185,10 +199,10 @@ impl AttachedMode {
     }
 }
 
-/// netmon's program, loaded from the embedded object and attached to one
-/// interface. It holds a list of links (XDP today; a program for another
-/// hook joins the list), each a bpf_link, so a killed netmon leaves
-/// nothing attached. Dropping it detaches.
+/// netmon's programs, loaded from the embedded object and attached to one
+/// interface: XDP on ingress and, where the kernel has TCX (Linux 6.6),
+/// the TC program on egress. It holds their links, each a bpf_link, so a
+/// killed netmon leaves nothing attached. Dropping it detaches.
 pub struct Attachment {
     /// Declared first: the links go first, then the programs and maps.
     links: Vec<Link>,
@@ -196,6 +210,8 @@ pub struct Attachment {
     maps: FlowMaps,
     object: Object,
     pub mode: AttachedMode,
+    /// Whether the egress program is attached (transmit counts exist).
+    pub egress: bool,
 }
 
 impl Attachment {
@@ -215,6 +231,14 @@ impl Attachment {
         let (mut object, maps) = Object::load_counting(XDP_OBJECT, &Counting::new(slots_per_cpu)?)?;
         let logger = EbpfLogger::init(&mut object.ebpf).map_err(|e| SysError::Load(chain(&e)))?;
         object.load_xdp(XDP_PROGRAM)?;
+        let tc_loaded = match object.load_tc(TC_PROGRAM) {
+            Ok(()) => true,
+            Err(e @ SysError::Permission) => return Err(e),
+            Err(e) => {
+                log::warn!("counting received traffic only: the egress program did not load ({e})");
+                false
+            }
+        };
         let attempts: &[AttachedMode] = match mode {
             XdpMode::Auto => &[AttachedMode::Native, AttachedMode::Generic],
             XdpMode::Native => &[AttachedMode::Native],
@@ -224,12 +248,31 @@ impl Attachment {
         for &attempt in attempts {
             match object.attach_xdp(XDP_PROGRAM, iface, ifindex, attempt) {
                 Ok(link) => {
+                    let mut links = vec![link];
+                    // Egress through TCX only: without it (before Linux
+                    // 6.6) netmon counts ingress alone rather than leave a
+                    // netlink (clsact) filter behind when killed.
+                    let egress = tc_loaded
+                        && match object.attach_tc_egress(TC_PROGRAM, iface) {
+                            Ok(link) => {
+                                links.push(link);
+                                true
+                            }
+                            Err(e) => {
+                                log::warn!(
+                                    "counting received traffic only: the egress program did not \
+                                     attach to {iface} ({e})"
+                                );
+                                false
+                            }
+                        };
                     return Ok(Attachment {
-                        links: vec![link],
+                        links,
                         logger,
                         maps,
                         object,
                         mode: attempt,
+                        egress,
                     });
                 }
                 Err(e @ SysError::Attach { .. }) => {
@@ -261,9 +304,19 @@ impl Attachment {
         self.links.clear();
     }
 
-    /// The global counters, summed over CPUs.
+    /// The global counters of received traffic, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, SysError> {
         self.maps.counters()
+    }
+
+    /// The global counters of transmitted traffic, summed over CPUs;
+    /// `None` when the egress program is not attached.
+    pub fn tx_counters(&self) -> Result<Option<Counters>, SysError> {
+        if self.egress {
+            self.maps.counters_of(DIR_TX).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Every occupied flow slot and pending eviction of every CPU, as they

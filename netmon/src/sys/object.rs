@@ -17,11 +17,17 @@ pub use aya::programs::{TestRunAttrs, TestRunOptions, TestRunResult};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, Map, MapData, PerCpuArray, PerCpuValues, ProgramArray, RingBuf},
-    programs::{ProgramFd, Xdp, XdpMode as AyaXdpMode, links::FdLink, xdp::XdpLink},
+    programs::{
+        LinkOrder, ProgramFd, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode,
+        links::FdLink,
+        tc::{SchedClassifierLink, TcAttachOptions},
+        xdp::XdpLink,
+    },
 };
 use netmon_common::{
-    CLOCK_MAP, COUNTERS_MAP, Counters, EVICT_BATCH, EVICTED_MAP, EvictBatch, FLOW_SLOTS_MAP,
-    FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL, SLOT_SHIFT_GLOBAL,
+    CLOCK_MAP, COUNTERS_MAP, Counters, DIR_RX, EVICT_BATCH, EVICTED_MAP, EvictBatch,
+    FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL,
+    SLOT_SHIFT_GLOBAL,
 };
 
 use super::{
@@ -219,10 +225,76 @@ impl Object {
         }
     }
 
+    fn tc_mut(&mut self, name: &str) -> Result<&mut SchedClassifier, SysError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| SysError::Program {
+                program: name.to_owned(),
+                reason: "not in the object".into(),
+            })?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| program_error(name, &e))
+    }
+
+    /// Loads the TC program `name` into the kernel (the verifier runs).
+    pub fn load_tc(&mut self, name: &str) -> Result<(), SysError> {
+        self.tc_mut(name)?
+            .load()
+            .map_err(|e| program_error(name, &e))
+    }
+
+    /// Attaches the loaded TC program `name` to `iface`'s egress through
+    /// TCX (a bpf_link, Linux 6.6), after the programs already there; never
+    /// through netlink (a clsact filter would outlive the process). An
+    /// error is [`SysError::Attach`] (no TCX on this kernel among the
+    /// causes) or [`SysError::Permission`].
+    pub fn attach_tc_egress(&mut self, name: &str, iface: &str) -> Result<Link, SysError> {
+        let program = self.tc_mut(name)?;
+        let attach_err = |e: &(dyn std::error::Error + 'static)| {
+            if is_permission(e) {
+                SysError::Permission
+            } else {
+                SysError::Attach {
+                    iface: iface.to_owned(),
+                    mode: "TCX egress",
+                    reason: chain(e),
+                    hint: "; TCX needs Linux 6.6",
+                }
+            }
+        };
+        let id = program
+            .attach_with_options(
+                iface,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|e| attach_err(&e))?;
+        let link: SchedClassifierLink = program
+            .take_link(id)
+            .map_err(|e| SysError::Load(chain(&e)))?;
+        // Always a bpf_link for TcxOrder; converting fails for a netlink
+        // attachment, which dropping then removes.
+        let link = FdLink::try_from(link).map_err(|_| SysError::NoLink)?;
+        Ok(Link { _link: link })
+    }
+
     /// One `BPF_PROG_TEST_RUN` of the loaded XDP program `name`.
     pub fn test_run(&self, name: &str, opts: TestRunOptions) -> Result<TestRunResult, SysError> {
         use aya::programs::TestRun as _;
         self.xdp(name)?
+            .test_run(opts)
+            .map_err(|e| program_error(name, &e))
+    }
+
+    /// One `BPF_PROG_TEST_RUN` of the loaded TC program `name` (the frame
+    /// as an skb, from its Ethernet header).
+    pub fn test_run_tc(
+        &mut self,
+        name: &str,
+        opts: TestRunOptions,
+    ) -> Result<TestRunResult, SysError> {
+        use aya::programs::TestRun as _;
+        self.tc_mut(name)?
             .test_run(opts)
             .map_err(|e| program_error(name, &e))
     }
@@ -355,9 +427,19 @@ impl FlowMaps {
         })
     }
 
-    /// The global counters, summed over CPUs.
+    /// The global counters of what was received (the XDP program), summed
+    /// over CPUs.
     pub fn counters(&self) -> Result<Counters, SysError> {
-        let per_cpu = self.counters.get(&0, 0).map_err(map_err(COUNTERS_MAP))?;
+        self.counters_of(DIR_RX)
+    }
+
+    /// The global counters of direction `dir` (`DIR_RX`, `DIR_TX`), summed
+    /// over CPUs.
+    pub fn counters_of(&self, dir: u8) -> Result<Counters, SysError> {
+        let per_cpu = self
+            .counters
+            .get(&u32::from(dir), 0)
+            .map_err(map_err(COUNTERS_MAP))?;
         let mut total = Counters::default();
         for c in per_cpu.iter() {
             total.accumulate(c);
