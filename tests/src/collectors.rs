@@ -15,6 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::unix::process::CommandExt as _;
+
 use serde_json::Value;
 
 use crate::{Netns, unique_name};
@@ -144,6 +146,18 @@ impl Drop for Process {
         if self.exited().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Capture<'_> {
+    fn drop(&mut self) {
+        // dumpcap too, when a test fails before finish(); after finish()
+        // the group has ended (and its id may be reused): nothing to do.
+        if self.process.exited().is_none() {
+            let group = -i32::try_from(self.process.child.id()).expect("pid fits i32");
+            // SAFETY: kill on the process group of our own, running child.
+            unsafe { libc::kill(group, libc::SIGKILL) };
         }
     }
 }
@@ -346,8 +360,11 @@ impl<'a> Capture<'a> {
     /// Starts capturing in `ns` and waits until tshark decodes.
     #[must_use]
     pub fn start(ns: &'a Netns, port: u16) -> Self {
+        // A process group of its own: tshark captures through a dumpcap
+        // child, which must go with it.
         let mut child = ns
             .command("tshark")
+            .process_group(0)
             .args(["-i", "lo", "-l", "-f", &format!("udp port {port}")])
             .args(["-d", &format!("udp.port=={port},cflow"), "-V"])
             .stdin(Stdio::null())
@@ -421,6 +438,9 @@ impl<'a> Capture<'a> {
     pub fn finish(mut self) -> String {
         let seen = self.markers_seen();
         self.mark(seen + 1, Duration::from_secs(30));
+        // SAFETY: kill on the process group of our own, unreaped child.
+        let group = -i32::try_from(self.process.child.id()).expect("pid fits i32");
+        unsafe { libc::kill(group, libc::SIGTERM) };
         self.process.terminate(Duration::from_secs(10));
         self.decoded.lock().expect("capture buffer").clone()
     }
