@@ -285,10 +285,11 @@ fn generic_mode_counts_the_same() {
             "json",
         ],
     );
+    // Its readiness says the mode (stderr's line may not be read yet).
     assert!(
-        netmon.stderr().contains("generic XDP mode"),
+        netmon.ready_status().ends_with(" in generic XDP mode"),
         "{}",
-        netmon.stderr()
+        netmon.ready_status()
     );
     let sent = send_through(&pair, 40001, 9002, 300, 10);
     let run = netmon.stop();

@@ -164,7 +164,11 @@ impl Object {
             .map_err(|e: aya::programs::ProgramError| program_error(name, &e))
     }
 
-    fn xdp_mut(&mut self, name: &str) -> Result<&mut Xdp, SysError> {
+    /// The program `name` as its type (`Xdp`, `SchedClassifier`).
+    fn typed_mut<'a, P>(&'a mut self, name: &str) -> Result<&'a mut P, SysError>
+    where
+        &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
         self.ebpf
             .program_mut(name)
             .ok_or_else(|| SysError::Program {
@@ -173,6 +177,10 @@ impl Object {
             })?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| program_error(name, &e))
+    }
+
+    fn xdp_mut(&mut self, name: &str) -> Result<&mut Xdp, SysError> {
+        self.typed_mut(name)
     }
 
     /// Loads the XDP program `name` into the kernel (the verifier runs).
@@ -226,14 +234,7 @@ impl Object {
     }
 
     fn tc_mut(&mut self, name: &str) -> Result<&mut SchedClassifier, SysError> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or_else(|| SysError::Program {
-                program: name.to_owned(),
-                reason: "not in the object".into(),
-            })?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| program_error(name, &e))
+        self.typed_mut(name)
     }
 
     /// Loads the TC program `name` into the kernel (the verifier runs).
