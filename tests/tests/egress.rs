@@ -81,6 +81,29 @@ fn start_netmon(pair: &Pair, duration: &str) -> Netmon {
     netmon
 }
 
+/// The summary's transmitted flow `(src, dst, dport, proto)`: its packets
+/// and bytes equal what b's nftables counted (`bytes`: IP bytes + 14 each).
+fn assert_tx_flow<'a>(
+    summary: &'a Value,
+    (src, dst, dport, proto): (&str, &str, u16, &str),
+    packets: u64,
+    bytes: u64,
+) -> &'a Value {
+    let flow = find_flow_in(summary, "tx", src, dst, dport, proto)
+        .unwrap_or_else(|| panic!("no transmitted {proto} flow in {summary}"));
+    assert_eq!(
+        u64_of(&flow["packets"]),
+        packets,
+        "tx packets vs b's nftables"
+    );
+    assert_eq!(
+        u64_of(&flow["bytes"]),
+        bytes,
+        "tx bytes vs b's nftables + 14 each"
+    );
+    flow
+}
+
 fn addr(ip: &str, port: u16) -> SocketAddr {
     if ip.contains(':') {
         format!("[{ip}]:{port}")
@@ -114,18 +137,7 @@ fn udp_tx_exact(v6: bool) {
     let summary = run.summary();
     let (packets, bytes) = received_frames(&pair, "rx9000");
     assert_eq!(packets, sent, "b received every datagram");
-    let flow = find_flow_in(&summary, "tx", src, dst, 9000, "udp")
-        .unwrap_or_else(|| panic!("no transmitted UDP flow in {summary}"));
-    assert_eq!(
-        u64_of(&flow["packets"]),
-        packets,
-        "tx packets vs b's nftables"
-    );
-    assert_eq!(
-        u64_of(&flow["bytes"]),
-        bytes,
-        "tx bytes vs b's nftables + 14 each"
-    );
+    let flow = assert_tx_flow(&summary, (src, dst, 9000, "udp"), packets, bytes);
     assert_eq!(flow["sport"], 40000);
     assert_eq!(u64_of(&summary["tx"]["counters"]["udp"]), packets);
     // Nothing of it on the receive side.
@@ -204,18 +216,7 @@ fn udp_gso_super_packets_count_as_their_segments() {
     assert_eq!(packets, SENDS * K, "b received every segment as a datagram");
     // GSO happened: a's stack sent one skb per send.
     assert_eq!(nft_counter(&pair.a, "inet nmtx", "skb9001").0, SENDS);
-    let flow = find_flow_in(&summary, "tx", A4, B4, 9001, "udp")
-        .unwrap_or_else(|| panic!("no transmitted UDP flow in {summary}"));
-    assert_eq!(
-        u64_of(&flow["packets"]),
-        packets,
-        "tx packets vs b's nftables"
-    );
-    assert_eq!(
-        u64_of(&flow["bytes"]),
-        bytes,
-        "tx bytes vs b's nftables + 14 each"
-    );
+    assert_tx_flow(&summary, (A4, B4, 9001, "udp"), packets, bytes);
     let tx = &summary["tx"];
     assert_eq!(u64_of(&tx["counters"]["udp"]), packets);
     // Every segment is a 1042-byte frame: the 1024-1518 class.
@@ -279,18 +280,7 @@ fn tcp_bulk_with_gso_counts_as_the_receiver_counts() {
     assert!(run.status.success(), "netmon failed: {}", run.stderr);
     let summary = run.summary();
     let (packets, bytes) = received_frames(&pair, "rx5201");
-    let flow = find_flow_in(&summary, "tx", A4, B4, 5201, "tcp")
-        .unwrap_or_else(|| panic!("no transmitted TCP flow in {summary}"));
-    assert_eq!(
-        u64_of(&flow["packets"]),
-        packets,
-        "tx packets vs b's nftables"
-    );
-    assert_eq!(
-        u64_of(&flow["bytes"]),
-        bytes,
-        "tx bytes vs b's nftables + 14 each"
-    );
+    assert_tx_flow(&summary, (A4, B4, 5201, "tcp"), packets, bytes);
     // GSO happened: a's stack sent fewer skbs than the wire carried.
     let skbs = nft_counter(&pair.a, "inet nmtx", "skb5201").0;
     assert!(skbs < packets, "{skbs} skbs for {packets} packets: no GSO");
