@@ -254,11 +254,18 @@ pub struct FlowSlot {
     pub key: FlowKey,
     pub value: FlowValue,
     pub seq_end: u64,
+    /// Passive-RTT state of this occupancy (kernel only; userspace ignores
+    /// it): on a transmitted flow, the clock tick of its last recorded
+    /// timestamp (the per-flow rate limit, see [`RTT_PENDING_MAP`]); on a
+    /// received flow, the last TCP TSecr it looked up, so a segment echoing
+    /// the same value as the one before costs no lookup.
+    pub rtt_mark: u32,
+    pub rtt_pad: u32,
     /// Pads the slot to 128 bytes: in the page-aligned slot array every
     /// slot then covers exactly two cache lines (104 bytes would straddle
     /// three for some slots). The first line holds what every packet of an
     /// established flow reads (the key) and the first counters.
-    pub reserved: [u64; 3],
+    pub reserved: [u64; 2],
 }
 
 /// Occupants evicted per ring record: the program collects evictions in
@@ -290,6 +297,84 @@ pub struct EvictBatch {
 pub struct Pending {
     pub count: u64,
     pub batch: EvictBatch,
+}
+
+/// Name of the hash map of sent packets waiting for the packet that
+/// answers them (passive RTT, ePPing's method): [`RttKey`] to
+/// [`RttPending`], shared by every CPU (the answer may come in on another
+/// one). The TC egress program records; the XDP program looks up, sends a
+/// sample to [`RTT_SAMPLES_MAP`] and deletes the entry it matched.
+///
+/// What is recorded, per kind:
+/// - [`RTT_TCP_TS`]: a segment's TCP TSval, matched by the first incoming
+///   segment of the reverse flow whose TSecr equals it. Only the first
+///   segment carrying a TSval is recorded (a later one with the same value
+///   finds the entry taken), and at most one per flow per clock tick of
+///   [`CLOCK_MAP`] (the rate limit, `FlowSlot::rtt_mark`). An echo arrives
+///   at most once per entry (the entry goes on the first); a retransmitted
+///   segment carries a new TSval, so its echo times it and no earlier send.
+/// - [`RTT_TCP_SYN`]: a SYN (no ACK), id = its sequence number + 1, matched
+///   by the SYN-ACK acknowledging it.
+/// - [`RTT_TCP_SYNACK`]: a SYN-ACK the host sends (a connection it
+///   accepts), id = its sequence number + 1, matched by the peer's first
+///   ACK of it.
+/// - [`RTT_ICMP_ECHO`]: an ICMP or ICMPv6 echo request, id = identifier
+///   << 16 | sequence number, matched by the echo reply.
+///
+/// A SYN or echo request sent again with the same id (a retransmission)
+/// marks the entry ambiguous: its answer gives no sample (Karn's rule) and
+/// counts in `Counters::rtt_ambiguous`. Bounded: an insert into the full map
+/// fails and counts in `Counters::rtt_pending_full`; userspace deletes
+/// entries older than [`RTT_PENDING_TIMEOUT_NS`].
+pub const RTT_PENDING_MAP: &str = "RTT_PENDING";
+/// Name of the ring buffer of [`RttSample`]s.
+pub const RTT_SAMPLES_MAP: &str = "RTT_SAMPLES";
+/// Entries of [`RTT_PENDING_MAP`] when the object is loaded unchanged.
+pub const DEFAULT_RTT_PENDING: u32 = 16_384;
+/// Size of [`RTT_SAMPLES_MAP`] in bytes.
+pub const DEFAULT_RTT_SAMPLES_BYTES: u32 = 1 << 18;
+/// Pending entries older than this get no sample: userspace deletes them.
+pub const RTT_PENDING_TIMEOUT_NS: u64 = 10_000_000_000;
+
+/// [`RttKey`] kinds (in `flow.pad`), see [`RTT_PENDING_MAP`].
+pub const RTT_TCP_TS: u8 = 1;
+pub const RTT_TCP_SYN: u8 = 2;
+pub const RTT_TCP_SYNACK: u8 = 3;
+pub const RTT_ICMP_ECHO: u8 = 4;
+
+/// Key of [`RTT_PENDING_MAP`]: the sent packet's flow as the TC program
+/// keys it (source = this host, `direction` = [`DIR_TX`]), with the kind in
+/// `flow.pad` and what the answer must echo in `id`. For ICMP the ports
+/// are 0, as in every flow key.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RttKey {
+    pub flow: FlowKey,
+    pub id: u32,
+    pub pad: u32,
+}
+
+/// Value of [`RTT_PENDING_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RttPending {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the packet was sent.
+    pub sent_ns: u64,
+    /// Not 0: sent more than once with this id; its answer is no sample.
+    pub ambiguous: u32,
+    pub pad: u32,
+}
+
+/// Record of the [`RTT_SAMPLES_MAP`] ring: one round trip of real traffic.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RttSample {
+    /// The sent packet's flow (source = this host, destination = the
+    /// remote host, `direction` = [`DIR_TX`]), the kind in `pad`.
+    pub flow: FlowKey,
+    /// From the send (TC egress) to the answer (XDP ingress), both
+    /// `bpf_ktime_get_ns`, in ns.
+    pub rtt_ns: u64,
 }
 
 /// Frame-size classes of RFC 2819 (etherStatsPkts*Octets), by L2 length
@@ -365,6 +450,17 @@ pub struct Counters {
     /// after its slot was taken by another flow. Also the last `seq` this
     /// CPU gave out.
     pub flow_records: u64,
+    /// Passive RTT (see [`RTT_PENDING_MAP`]), counted by the program that
+    /// does the work: in the transmit entry, timestamps recorded, and those
+    /// the full pending map could not hold; in the receive entry, samples
+    /// sent to [`RTT_SAMPLES_MAP`], samples lost because that ring was
+    /// full, and echoes of a timestamp sent more than once (a retransmitted
+    /// SYN or echo request: Karn's rule, no sample).
+    pub rtt_recorded: u64,
+    pub rtt_pending_full: u64,
+    pub rtt_samples: u64,
+    pub rtt_samples_lost: u64,
+    pub rtt_ambiguous: u64,
 }
 
 impl Counters {
@@ -388,6 +484,11 @@ impl Counters {
         self.malformed += other.malformed;
         self.flow_insert_failed += other.flow_insert_failed;
         self.flow_records += other.flow_records;
+        self.rtt_recorded += other.rtt_recorded;
+        self.rtt_pending_full += other.rtt_pending_full;
+        self.rtt_samples += other.rtt_samples;
+        self.rtt_samples_lost += other.rtt_samples_lost;
+        self.rtt_ambiguous += other.rtt_ambiguous;
     }
 
     /// `self - before`, field by field: what was counted between two reads
@@ -415,6 +516,11 @@ impl Counters {
             malformed: self.malformed - before.malformed,
             flow_insert_failed: self.flow_insert_failed - before.flow_insert_failed,
             flow_records: self.flow_records - before.flow_records,
+            rtt_recorded: self.rtt_recorded - before.rtt_recorded,
+            rtt_pending_full: self.rtt_pending_full - before.rtt_pending_full,
+            rtt_samples: self.rtt_samples - before.rtt_samples,
+            rtt_samples_lost: self.rtt_samples_lost - before.rtt_samples_lost,
+            rtt_ambiguous: self.rtt_ambiguous - before.rtt_ambiguous,
         }
     }
 }
@@ -434,13 +540,22 @@ mod pod {
     unsafe impl aya::Pod for super::EvictBatch {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Pending {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RttKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RttPending {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RttSample {}
 }
 
 // The layouts must have no implicit padding: the kernel hashes every key byte.
 const _: () = assert!(size_of::<FlowKey>() == 40);
 const _: () = assert!(size_of::<FlowValue>() == 48);
-const _: () = assert!(size_of::<Counters>() == 8 * (15 + SIZE_CLASSES));
+const _: () = assert!(size_of::<Counters>() == 8 * (20 + SIZE_CLASSES));
 const _: () = assert!(size_of::<FlowSlot>() == 128);
+const _: () = assert!(size_of::<RttKey>() == 48);
+const _: () = assert!(size_of::<RttPending>() == 16);
+const _: () = assert!(size_of::<RttSample>() == 48);
 const _: () = assert!(size_of::<EvictBatch>() == 8 + 128 * EVICT_BATCH);
 const _: () = assert!(size_of::<Pending>() == 8 + size_of::<EvictBatch>());
 
@@ -500,6 +615,11 @@ mod tests {
             malformed: 13,
             flow_insert_failed: 14,
             flow_records: 15,
+            rtt_recorded: 16,
+            rtt_pending_full: 17,
+            rtt_samples: 18,
+            rtt_samples_lost: 19,
+            rtt_ambiguous: 20,
         };
         let copy = one;
         one.accumulate(&copy);
