@@ -21,7 +21,7 @@ pub mod object;
 pub mod signal;
 
 pub use clock::{clock_ns, mono_to_unix_ns, monotonic_ns};
-pub use object::{Counting, FlowMaps, Global, Link, Object, possible_cpus};
+pub use object::{Counting, FlowMaps, Global, Link, Object, RttMaps, possible_cpus};
 
 /// How the XDP program is attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -16,7 +16,7 @@ use std::{
 pub use aya::programs::{TestRunAttrs, TestRunOptions, TestRunResult};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, Map, MapData, PerCpuArray, PerCpuValues, ProgramArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues, ProgramArray, RingBuf},
     programs::{
         LinkOrder, ProgramFd, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode,
         links::FdLink,
@@ -26,8 +26,8 @@ use aya::{
 };
 use netmon_common::{
     CLOCK_MAP, COUNTERS_MAP, Counters, DIR_RX, EVICT_BATCH, EVICTED_MAP, EvictBatch,
-    FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, SLOT_MASK_GLOBAL,
-    SLOT_SHIFT_GLOBAL,
+    FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, RTT_PENDING_MAP,
+    RTT_SAMPLES_MAP, RttKey, RttPending, RttSample, SLOT_MASK_GLOBAL, SLOT_SHIFT_GLOBAL,
 };
 
 use super::{
@@ -331,6 +331,78 @@ impl Object {
         })?;
         let mut array = ProgramArray::try_from(data).map_err(map_err)?;
         array.set(index, fd, 0).map_err(map_err)
+    }
+}
+
+/// The passive-RTT maps of the counting code (see `RTT_PENDING_MAP` in
+/// netmon-common): the sent packets waiting for their answer and the ring
+/// of samples. Taken from the object after [`Object::load_counting`].
+pub struct RttMaps {
+    pending: HashMap<MapData, RttKey, RttPending>,
+    samples: RingBuf<MapData>,
+}
+
+impl RttMaps {
+    /// Takes the RTT maps out of `object`; `None` when the object has none
+    /// (an object built without passive RTT).
+    pub fn take(object: &mut Object) -> Result<Option<Self>, SysError> {
+        let (Some(pending), Some(samples)) = (
+            object.ebpf.take_map(RTT_PENDING_MAP),
+            object.ebpf.take_map(RTT_SAMPLES_MAP),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            pending: HashMap::try_from(pending).map_err(map_err(RTT_PENDING_MAP))?,
+            samples: RingBuf::try_from(samples).map_err(map_err(RTT_SAMPLES_MAP))?,
+        }))
+    }
+
+    /// Moves the samples in the ring to `out`; returns how many records of
+    /// another size than an [`RttSample`] were skipped (none, from
+    /// netmon's program).
+    pub fn drain_samples(&mut self, out: &mut Vec<RttSample>) -> usize {
+        let mut skipped = 0;
+        while let Some(item) = self.samples.next() {
+            if item.len() != size_of::<RttSample>() {
+                skipped += 1;
+                continue;
+            }
+            // SAFETY: a whole RttSample (checked length), every bit pattern
+            // valid, read_unaligned copes with the ring's alignment.
+            out.push(unsafe { item.as_ptr().cast::<RttSample>().read_unaligned() });
+        }
+        skipped
+    }
+
+    /// Every pending entry, as it is now (tests; costs two system calls
+    /// per entry).
+    pub fn pending(&self) -> Result<Vec<(RttKey, RttPending)>, SysError> {
+        self.pending
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(RTT_PENDING_MAP))
+    }
+
+    /// Deletes the pending entries sent before `before_ns` (kernel
+    /// monotonic ns): their answer will not come, or too late to be a
+    /// sample. Returns how many it deleted. An entry the program deletes
+    /// meanwhile (it matched) is not an error.
+    pub fn expire_pending(&mut self, before_ns: u64) -> Result<u64, SysError> {
+        let stale: Vec<RttKey> = self
+            .pending
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.sent_ns < before_ns)
+            .map(|(k, _)| k)
+            .collect();
+        let mut deleted = 0;
+        for k in &stale {
+            if self.pending.remove(k).is_ok() {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 }
 
