@@ -25,6 +25,8 @@ use std::{
 use serde_json::Value;
 
 pub mod collectors;
+pub mod delay;
+pub mod routed;
 pub mod traffic;
 
 /// The netmon binary under test.

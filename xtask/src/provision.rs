@@ -51,6 +51,13 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("tshark", "tshark"),
     // tests/live.rs drives the live view in a real terminal.
     ("tmux", "tmux"),
+    // tests/rtt.rs: the NFQUEUE delay line's rules (nftables' `queue`
+    // expression is not in this kernel; xtables' NFQUEUE target is), bulk
+    // TCP through it, and ping as the delay line's own check.
+    ("iptables", "iptables"),
+    ("ip6tables", "iptables"),
+    ("iperf3", "iperf3"),
+    ("ping", "iputils-ping"),
 ];
 /// Programs `cargo xtask bench veth` calls.
 pub const BENCH_VETH_TOOLS: &[(&str, &str)] = &[
