@@ -149,12 +149,16 @@ impl DelayLine {
             .unwrap_or_else(|e| panic!("delay line failed: {e}"))
     }
 
-    fn finish(&mut self) -> io::Result<DelayStats> {
+    /// Stops the thread and collects its result (a panic of the thread
+    /// becomes an error here: this runs in `drop`, perhaps while a failed
+    /// test unwinds, where a second panic would abort the test binary).
+    fn finish(&mut self) -> Result<DelayStats, String> {
         let one: u64 = 1;
         // SAFETY: an 8-byte write of a u64 to our eventfd.
         let _ = unsafe { libc::write(self.stop.as_raw_fd(), (&raw const one).cast(), 8) };
-        match self.thread.take() {
-            Some(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        match self.thread.take().map(thread::JoinHandle::join) {
+            Some(Ok(result)) => result.map_err(|e| e.to_string()),
+            Some(Err(_)) => Err("its thread panicked".to_owned()),
             None => Ok(DelayStats::default()),
         }
     }
