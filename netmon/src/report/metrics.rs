@@ -499,6 +499,7 @@ mod tests {
             },
             probes,
             tx: None,
+            passive_rtt: None,
         }
     }
 
