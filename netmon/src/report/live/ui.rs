@@ -1,8 +1,9 @@
 //! The panels of the live view, drawn from [`State`] alone: a header
 //! (interface, XDP mode, uptime, flows, netmon's own cost per packet),
 //! rates with their history, the interval's counts by class, frame size
-//! and the interface's drops, the flow table, the probes, and a line of
-//! keys. Snapshot-tested on ratatui's test backend.
+//! and the interface's drops, the flow table (with each conversation's
+//! passive RTT), the probes (with the passive p50 of real traffic to each
+//! target beside theirs), and a line of keys. Snapshot-tested on ratatui's test backend.
 
 use std::{fmt::Write as _, net::IpAddr};
 
