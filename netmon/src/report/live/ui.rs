@@ -3,7 +3,8 @@
 //! rates with their history, the interval's counts by class, frame size
 //! and the interface's drops, the flow table (with each conversation's
 //! passive RTT), the probes (with the passive p50 of real traffic to each
-//! target beside theirs), and a line of keys. Snapshot-tested on ratatui's test backend.
+//! target beside theirs), and a line of keys. Snapshot-tested on
+//! ratatui's test backend.
 
 use std::{fmt::Write as _, net::IpAddr};
 
