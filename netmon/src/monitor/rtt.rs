@@ -44,11 +44,10 @@ pub const HIGHEST_US: u64 = (1 << 24) - 1;
 const HOST_DIGITS: u8 = 3;
 const CONVERSATION_DIGITS: u8 = 2;
 
-/// The most a histogram of `digits` significant digits holding samples
-/// up to [`HIGHEST_US`] takes, per byte of its counter type: hdrhistogram
-/// keeps `2^⌈log2(2·10^digits)⌉ / 2` counters per power of two of the
-/// range, for 15 powers (3 digits) or 18 (2 digits: each power holds
-/// fewer).
+/// The most counters a histogram of `digits` significant digits holds
+/// with samples up to [`HIGHEST_US`]: hdrhistogram keeps
+/// `2^⌈log2(2·10^digits)⌉ / 2` of them per power of two of the range, for
+/// 15 powers (3 digits: 1,024 each) or 18 (2 digits: 128 each).
 const fn max_counters(digits: u8) -> usize {
     match digits {
         3 => 15 * 1024,
@@ -57,7 +56,8 @@ const fn max_counters(digits: u8) -> usize {
 }
 
 /// What a (host, protocol) pair costs at most: both histograms at their
-/// largest (`u64` counts since the start, `u32` for the interval).
+/// largest (`u64` counts since the start, `u32` for the interval); its
+/// bookkeeping (map entry, counts) adds about 200 bytes.
 pub const HOST_MAX_BYTES: usize = max_counters(HOST_DIGITS) * (8 + 4);
 /// What a conversation costs at most.
 pub const CONVERSATION_MAX_BYTES: usize = max_counters(CONVERSATION_DIGITS) * (8 + 4);
