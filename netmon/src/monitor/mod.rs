@@ -11,17 +11,24 @@
 use std::{future::Future, time::Duration};
 
 use anyhow::Result;
-use netmon_common::{Counters, FlowKey, FlowValue};
+use netmon_common::{Counters, FlowKey, FlowValue, RTT_PENDING_TIMEOUT_NS, RttSample};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
-use self::stats::{FlowTracker, RETIRED_KEEP, interval_flows};
+use self::{
+    rtt::{RttTable, Span},
+    stats::{FlowTracker, RETIRED_KEEP, interval_flows},
+};
 use crate::{
     probe::continuous::ContinuousProbes,
-    report::{FlowChanges, IfCounters, Interval, Link, ProgramCost, Rates, Side, Sink, Summary},
+    report::{
+        FlowChanges, HostRtt, IfCounters, Interval, IntervalFlows, Link, ProbeStats, ProgramCost,
+        Rates, RttProto, Side, Sink, Summary,
+    },
     sys::{self, netlink::LinkEvent},
 };
 
 pub mod flowtable;
+pub mod rtt;
 pub mod start;
 pub mod stats;
 pub mod xdp;
@@ -62,10 +69,94 @@ pub trait Source {
     fn program_cost(&mut self) -> Option<ProgramCost> {
         None
     }
+    /// Whether passive RTT is measured (the egress program records what is
+    /// sent): asked once, at the start. Without it the loop never calls
+    /// the two below and the values carry no passive RTT.
+    fn passive_rtt(&self) -> bool {
+        false
+    }
+    /// Moves the passive-RTT samples the kernel matched since the last
+    /// call to `out` (called every [`SERVICE_EVERY`] and at each interval).
+    fn rtt_samples(&mut self, _out: &mut Vec<RttSample>) {}
+    /// Deletes the sends still waiting for their answer that were sent
+    /// before `before_ns` (kernel monotonic ns); returns how many it
+    /// deleted. Called every [`RTT_EXPIRE_EVERY`].
+    fn expire_rtt_pending(&mut self, _before_ns: u64) -> Result<u64> {
+        Ok(0)
+    }
 }
 
 /// How often [`Source::service`] runs.
 pub const SERVICE_EVERY: Duration = Duration::from_millis(10);
+
+/// How often sends still unanswered after `RTT_PENDING_TIMEOUT_NS` are
+/// deleted ([`Source::expire_rtt_pending`]): an entry lives at most this
+/// much longer than the timeout.
+pub const RTT_EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// Passive RTT as the loop keeps it: the table of samples, and the
+/// sends the source deleted unanswered.
+struct PassiveRtt {
+    table: RttTable,
+    /// Reused buffer of the source's samples.
+    samples: Vec<RttSample>,
+    expired: u64,
+    next_expiry: Instant,
+}
+
+impl PassiveRtt {
+    /// With the probe targets' pairs kept whatever the traffic.
+    fn new(probes: Option<&ContinuousProbes>, now: Instant) -> Self {
+        let pinned = probes
+            .map(ContinuousProbes::cumulative)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| Some((p.addr?, RttProto::of_probe(p.kind))));
+        Self {
+            table: RttTable::new(pinned),
+            samples: Vec::new(),
+            expired: 0,
+            next_expiry: now + RTT_EXPIRE_EVERY,
+        }
+    }
+
+    /// Takes the source's new samples into the table.
+    fn take(&mut self, source: &mut impl Source) {
+        self.samples.clear();
+        source.rtt_samples(&mut self.samples);
+        self.table.add(&self.samples);
+    }
+
+    /// Between intervals: the new samples; every [`RTT_EXPIRE_EVERY`], has
+    /// the source delete stale sends.
+    fn service(&mut self, source: &mut impl Source, now: Instant) -> Result<()> {
+        self.take(source);
+        if now >= self.next_expiry {
+            self.next_expiry = now + RTT_EXPIRE_EVERY;
+            let before = sys::monotonic_ns().saturating_sub(RTT_PENDING_TIMEOUT_NS);
+            self.expired += source.expire_rtt_pending(before)?;
+        }
+        Ok(())
+    }
+
+    /// At the end of an interval: the last samples in, the RTT of the
+    /// interval on its flows and probes, and every host with samples.
+    /// The caller calls [`RttTable::end_interval`] once it is reported.
+    fn interval(
+        &mut self,
+        source: &mut impl Source,
+        flows: &mut IntervalFlows,
+        probes: &mut [ProbeStats],
+    ) -> Vec<HostRtt> {
+        self.take(source);
+        let t = &self.table;
+        t.annotate_flows(&mut flows.top_bytes, Span::Interval);
+        t.annotate_flows(&mut flows.top_packets, Span::Interval);
+        t.annotate_flows(&mut flows.every, Span::Interval);
+        t.annotate_probes(probes, Span::Interval);
+        t.interval_hosts()
+    }
+}
 
 pub struct Config {
     pub iface: String,
@@ -93,6 +184,14 @@ pub enum Ended {
     InterfaceGone,
 }
 
+/// Sleeps until `deadline`; forever without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs until `duration` passes, `shutdown` completes or `links` says the
 /// interface is gone, then hands `sink` the summary. `probes` (from
 /// `--ping`/`--tcp`) report every interval and in the summary; changes of
@@ -111,13 +210,7 @@ pub async fn run(
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut service = interval_at(start + SERVICE_EVERY, SERVICE_EVERY);
     service.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let deadline = cfg.duration.map(|d| start + d);
-    let until_deadline = async {
-        match deadline {
-            Some(d) => sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
+    let until_deadline = until(cfg.duration.map(|d| start + d));
     tokio::pin!(shutdown, until_deadline);
 
     let mut prev = source.counters()?;
@@ -130,6 +223,9 @@ pub async fn run(
     // Reused buffers of changed and removed flows.
     let mut changed = Vec::new();
     let mut removed = Vec::new();
+    let mut passive = source
+        .passive_rtt()
+        .then(|| PassiveRtt::new(probes, Instant::now()));
     let mut ended = Ended::Asked;
     loop {
         tokio::select! {
@@ -146,7 +242,12 @@ pub async fn run(
                     up,
                 })?,
             },
-            _ = service.tick() => source.service(),
+            _ = service.tick() => {
+                source.service();
+                if let Some(p) = &mut passive {
+                    p.service(source, Instant::now())?;
+                }
+            }
             _ = ticks.tick() => {
                 source.drain_log();
                 let now = Instant::now();
@@ -162,6 +263,11 @@ pub async fn run(
                 let in_table = source.flow_changes(&mut changed)?;
                 let if_now = source.if_counters();
                 let cost_now = source.program_cost();
+                let mut flows = interval_flows(in_table, &changed, cfg.top, every_flow);
+                let mut probe_stats =
+                    probes.map(ContinuousProbes::take_interval).unwrap_or_default();
+                let passive_rtt =
+                    passive.as_mut().map(|p| p.interval(source, &mut flows, &mut probe_stats));
                 sink.interval(&Interval {
                     iface: cfg.iface.clone(),
                     unix_time: unix_now(),
@@ -170,10 +276,14 @@ pub async fn run(
                     counts: cur.minus(&prev),
                     if_counters: if_now.zip(prev_if).map(|(now, before)| now.minus(&before)),
                     cost: cost_now.zip(prev_cost).map(|(now, before)| now.minus(&before)),
-                    flows: interval_flows(in_table, &changed, cfg.top, every_flow),
-                    probes: probes.map(ContinuousProbes::take_interval).unwrap_or_default(),
+                    flows,
+                    probes: probe_stats,
                     tx,
+                    passive_rtt,
                 })?;
+                if let Some(p) = &mut passive {
+                    p.table.end_interval();
+                }
                 (prev_if, prev_cost) = (if_now, cost_now);
                 removed.clear();
                 source.expire_idle(&mut removed)?;
@@ -194,7 +304,7 @@ pub async fn run(
         }
     }
 
-    wind_up(cfg, source, sink, probes, &mut tracker, start).await?;
+    wind_up(cfg, source, sink, probes, &mut tracker, passive, start).await?;
     Ok(ended)
 }
 
@@ -206,6 +316,7 @@ async fn wind_up(
     sink: &mut impl Sink,
     probes: Option<&ContinuousProbes>,
     tracker: &mut FlowTracker,
+    mut passive: Option<PassiveRtt>,
     start: Instant,
 ) -> Result<()> {
     // Probes end before the program is detached: the replies they count
@@ -215,6 +326,10 @@ async fn wind_up(
     }
     source.finish();
     source.drain_log();
+    // The samples of the answers that came before the detach.
+    if let Some(p) = &mut passive {
+        p.take(source);
+    }
     // The last changes, for sinks that follow every flow: after the
     // detach, so they are final.
     let mut changed = Vec::new();
@@ -228,9 +343,15 @@ async fn wind_up(
     })?;
     // Flows first: reading them counts the packets of flows the table
     // could not take, which the counters then include.
-    let flows = tracker.summary(&source.flows()?, cfg.top);
+    let mut flows = tracker.summary(&source.flows()?, cfg.top);
     let counters = source.counters()?;
     let tx_counters = source.tx_counters()?;
+    let mut probe_stats = probes.map(ContinuousProbes::cumulative).unwrap_or_default();
+    let passive_rtt = passive.map(|p| {
+        p.table.annotate_flows(&mut flows.top, Span::Run);
+        p.table.annotate_probes(&mut probe_stats, Span::Run);
+        p.table.summary(p.expired)
+    });
     sink.summary(&Summary {
         iface: cfg.iface.clone(),
         duration_s: start.elapsed().as_secs_f64(),
@@ -238,7 +359,8 @@ async fn wind_up(
         tx_counters,
         flows,
         mono_to_unix_ns: cfg.mono_to_unix_ns,
-        probes: probes.map(ContinuousProbes::cumulative).unwrap_or_default(),
+        probes: probe_stats,
+        passive_rtt,
     })?;
     Ok(())
 }
@@ -271,6 +393,13 @@ mod tests {
         occupancy_packets: u64,
         last_seen_ns: u64,
         finished: bool,
+        /// The flow's key.
+        key: FlowKey,
+        /// With passive RTT: the samples still to come, each with the
+        /// time it arrives (since the start), and the pending entries the
+        /// loop had deleted (two per call).
+        rtt: Option<Vec<(Duration, RttSample)>>,
+        expire_calls: u64,
     }
 
     fn fake_key() -> FlowKey {
@@ -298,6 +427,9 @@ mod tests {
                 occupancy_packets: 0,
                 last_seen_ns: 0,
                 finished: false,
+                key: fake_key(),
+                rtt: None,
+                expire_calls: 0,
             }
         }
 
@@ -333,7 +465,7 @@ mod tests {
                 self.table.seen(&Occupancy {
                     cpu: 0,
                     seq: self.seq,
-                    key: fake_key(),
+                    key: self.key,
                     value: FlowValue {
                         packets: self.occupancy_packets,
                         bytes: self.occupancy_packets * 100,
@@ -357,6 +489,20 @@ mod tests {
         }
         fn finish(&mut self) {
             self.finished = true;
+        }
+        fn passive_rtt(&self) -> bool {
+            self.rtt.is_some()
+        }
+        fn rtt_samples(&mut self, out: &mut Vec<RttSample>) {
+            let now = self.start.elapsed();
+            if let Some(rtt) = &mut self.rtt {
+                let due = rtt.iter().take_while(|(at, _)| *at <= now).count();
+                out.extend(rtt.drain(..due).map(|(_, s)| s));
+            }
+        }
+        fn expire_rtt_pending(&mut self, _before_ns: u64) -> Result<u64> {
+            self.expire_calls += 1;
+            Ok(2)
         }
     }
 
@@ -405,6 +551,17 @@ mod tests {
         shutdown: impl Future<Output = ()>,
         link_events: Vec<LinkEvent>,
     ) -> (Ended, Vec<Value>) {
+        let (ended, lines, _) = run_all(cfg, source, shutdown, link_events).await;
+        (ended, lines)
+    }
+
+    /// [`run_json`], with the text output too.
+    async fn run_all(
+        cfg: &Config,
+        source: &mut Fake,
+        shutdown: impl Future<Output = ()>,
+        link_events: Vec<LinkEvent>,
+    ) -> (Ended, Vec<Value>, String) {
         let (tx, link_rx) = tokio::sync::mpsc::unbounded_channel();
         for event in link_events {
             tx.send(event).unwrap();
@@ -441,16 +598,24 @@ mod tests {
             .iter()
             .filter(|v| v["type"] == "rates" && v["packets"] != 0)
             .count();
+        // A line per host with passive-RTT samples.
+        let rtt_lines: usize = lines
+            .iter()
+            .filter(|v| v["type"] == "rates")
+            .filter_map(|v| v["passive_rtt"].as_array())
+            .map(Vec::len)
+            .sum();
         assert_eq!(
             text[..summary_at].lines().count(),
             usize::from(count("rates") > 0)
                 + count("rates")
                 + counts_lines
                 + flow_lines
+                + rtt_lines
                 + count("link"),
             "{text}"
         );
-        (ended, lines)
+        (ended, lines, text)
     }
 
     #[tokio::test(start_paused = true)]
@@ -525,5 +690,136 @@ mod tests {
         assert_eq!(summary["flows"][0]["packets"], 50, "both stays: {summary}");
         assert_eq!(summary["flows_tracked"], 1);
         assert_eq!(summary["flows_tracked_exact"], true);
+    }
+
+    /// A TCP flow received from 198.51.100.2:80 at 198.51.100.1:40000,
+    /// and a passive-RTT sample of `rtt_us` of its conversation (or of
+    /// ICMP echo to `host`).
+    fn rtt_key() -> FlowKey {
+        let mut k = FlowKey {
+            ip_version: IP_V4,
+            proto: netmon_common::PROTO_TCP,
+            sport_be: 80u16.to_be(),
+            dport_be: 40000u16.to_be(),
+            ..FlowKey::default()
+        };
+        k.src[..4].copy_from_slice(&[198, 51, 100, 2]);
+        k.dst[..4].copy_from_slice(&[198, 51, 100, 1]);
+        k
+    }
+
+    fn tcp_sample(rtt_us: u64) -> RttSample {
+        let rx = rtt_key();
+        RttSample {
+            flow: FlowKey {
+                src: rx.dst,
+                dst: rx.src,
+                sport_be: rx.dport_be,
+                dport_be: rx.sport_be,
+                direction: netmon_common::DIR_TX,
+                pad: netmon_common::RTT_TCP_TS,
+                ..rx
+            },
+            rtt_ns: rtt_us * 1000,
+        }
+    }
+
+    fn icmp_sample(host: u8, rtt_us: u64) -> RttSample {
+        let mut flow = FlowKey {
+            ip_version: IP_V4,
+            proto: netmon_common::PROTO_ICMP,
+            direction: netmon_common::DIR_TX,
+            pad: netmon_common::RTT_ICMP_ECHO,
+            ..FlowKey::default()
+        };
+        flow.src[..4].copy_from_slice(&[198, 51, 100, 1]);
+        flow.dst[..4].copy_from_slice(&[198, 51, 100, host]);
+        RttSample {
+            flow,
+            rtt_ns: rtt_us * 1000,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn passive_rtt_per_interval_per_flow_and_in_the_summary() {
+        let cfg = json_config(Some(Duration::from_millis(3500)));
+        let mut source = Fake::new(10);
+        source.key = rtt_key();
+        let at = Duration::from_millis;
+        // Below 256 µs: exact in a conversation's histogram too.
+        source.rtt = Some(vec![
+            (at(200), tcp_sample(100)),
+            (at(500), tcp_sample(250)),
+            (at(900), icmp_sample(3, 240)),
+            // Nothing in the second interval; one in the third, and one
+            // after it that only the summary has.
+            (at(2500), tcp_sample(200)),
+            (at(3200), icmp_sample(3, 150)),
+        ]);
+        let (_, lines, text) = run_all(&cfg, &mut source, std::future::pending(), Vec::new()).await;
+        let rates: Vec<&Value> = lines.iter().filter(|v| v["type"] == "rates").collect();
+        assert_eq!(rates.len(), 3);
+        let host = |h: &str, proto: &str, samples: u64, [min, p50, p90, p99, max]: [f64; 5]| {
+            serde_json::json!({"host": h, "proto": proto, "samples": samples,
+                "rtt_ms": {"min": min, "p50": p50, "p90": p90, "p99": p99, "max": max}})
+        };
+        assert_eq!(
+            rates[0]["passive_rtt"],
+            serde_json::json!([
+                host("198.51.100.2", "tcp", 2, [0.1, 0.1, 0.25, 0.25, 0.25]),
+                host("198.51.100.3", "icmp", 1, [0.24; 5]),
+            ])
+        );
+        assert_eq!(rates[1]["passive_rtt"], serde_json::json!([]));
+        assert_eq!(
+            rates[2]["passive_rtt"],
+            serde_json::json!([host("198.51.100.2", "tcp", 1, [0.2; 5])])
+        );
+        // The received flow shows its conversation's RTT of the interval.
+        let flow_rtt = |v: &Value| v["top_bytes"][0]["rtt_ms"].clone();
+        assert_eq!(
+            flow_rtt(rates[0]),
+            serde_json::json!({"samples": 2, "min": 0.1, "p50": 0.1, "p90": 0.25, "p99": 0.25, "max": 0.25})
+        );
+        assert!(
+            rates[1]["top_bytes"][0].get("rtt_ms").is_none(),
+            "{}",
+            rates[1]
+        );
+        let summary = lines.last().unwrap();
+        assert_eq!(
+            summary["passive_rtt"],
+            serde_json::json!([
+                host("198.51.100.2", "tcp", 3, [0.1, 0.2, 0.25, 0.25, 0.25]),
+                host("198.51.100.3", "icmp", 2, [0.15, 0.15, 0.24, 0.24, 0.24]),
+            ])
+        );
+        assert_eq!(summary["flows"][0]["rtt_ms"]["samples"], 3);
+        // Expired every second: at 1, 2 and 3 s, two entries each.
+        assert_eq!(source.expire_calls, 3);
+        assert_eq!(summary["rtt_pending_expired"], 6);
+        assert_eq!(summary["passive_rtt_hosts_dropped"], 0);
+        assert!(
+            text.contains(
+                "\n    rtt 198.51.100.2 tcp  p50 0.100 ms  p90 0.250 ms  p99 0.250 ms  max 0.250 ms  \
+                 min 0.100 ms  (2 samples)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  rtt p50 0.100 ms\n"), "{text}");
+        assert!(text.contains("6 sends expired unanswered"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_passive_rtt_no_key_and_no_expiry() {
+        let cfg = json_config(Some(Duration::from_millis(2500)));
+        let mut source = Fake::new(10);
+        let (_, lines, text) = run_all(&cfg, &mut source, std::future::pending(), Vec::new()).await;
+        for v in &lines {
+            assert!(v.get("passive_rtt").is_none(), "{v}");
+            assert!(v.get("rtt_pending_expired").is_none(), "{v}");
+        }
+        assert_eq!(source.expire_calls, 0);
+        assert!(!text.contains("rtt"), "{text}");
     }
 }

@@ -499,6 +499,7 @@ mod tests {
             first_seen_ns: 0,
             last_seen_ns: 0,
             tcp_flags: 0,
+            rtt: None,
         };
         let mut flows = vec![
             flow(10, 1, 1),

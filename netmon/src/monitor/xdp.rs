@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use netmon_common::{Counters, FlowKey, FlowValue};
+use netmon_common::{Counters, FlowKey, FlowValue, RttSample};
 
 use super::{SERVICE_EVERY, Source, flowtable};
 use crate::sys;
@@ -35,6 +35,12 @@ pub struct XdpSource {
     iface: Option<String>,
     /// The kernel's run-time statistics, on while the live view shows them.
     run_stats: Option<sys::bpf_stats::RunStats>,
+    /// The passive-RTT maps, read by the loop alone (not under the lock the
+    /// ring thread takes: listing the pending entries costs two system
+    /// calls per entry). `None` when the object has none.
+    rtt: Option<sys::RttMaps>,
+    /// Whether passive RTT is measured: the egress program records sends.
+    egress: bool,
 }
 
 /// What the ring thread and the monitor loop share.
@@ -97,7 +103,12 @@ impl RingDrainer {
 }
 
 impl XdpSource {
-    pub fn new(attachment: sys::Attachment, table: flowtable::FlowTable) -> Result<Self> {
+    pub fn new(mut attachment: sys::Attachment, table: flowtable::FlowTable) -> Result<Self> {
+        let rtt = attachment.take_rtt();
+        let egress = attachment.egress;
+        if egress && rtt.is_none() {
+            log::info!("this program has no passive-RTT maps: no passive RTT is measured");
+        }
         let shared = Arc::new(Mutex::new(Shared {
             attachment,
             evicted: Vec::new(),
@@ -111,6 +122,8 @@ impl XdpSource {
             ended: Vec::new(),
             iface: None,
             run_stats: None,
+            rtt,
+            egress,
         })
     }
 
@@ -191,6 +204,23 @@ impl Source for XdpSource {
     }
     fn service(&mut self) {
         self.take_evicted();
+    }
+    fn passive_rtt(&self) -> bool {
+        self.egress
+    }
+    fn rtt_samples(&mut self, out: &mut Vec<RttSample>) {
+        if let Some(rtt) = &mut self.rtt {
+            let skipped = rtt.drain_samples(out);
+            if skipped > 0 {
+                log::warn!("skipped {skipped} passive-RTT records of an unknown size");
+            }
+        }
+    }
+    fn expire_rtt_pending(&mut self, before_ns: u64) -> Result<u64> {
+        match &mut self.rtt {
+            Some(rtt) => Ok(rtt.expire_pending(before_ns)?),
+            None => Ok(0),
+        }
     }
     fn finish(&mut self) {
         lock(&self.shared).attachment.detach();

@@ -1,17 +1,19 @@
 //! Fixed values for the sinks' tests: a run whose text and NDJSON are
 //! kept in `golden/`, printed by the renderers before the report seam
 //! (commit fd98cb8), so the tests prove the output unchanged; changed on
-//! purpose once since, for the transmit side (a `tx` line and flow, `tx_*`
+//! purpose since, for the transmit side (a `tx` line and flow, `tx_*`
 //! keys, `direction` on every flow: the receive side's lines and keys are
-//! as they were).
+//! as they were), and for passive RTT (an interval and a summary added at
+//! the end, the RTT counters added to `counters`: every line before is as
+//! it was).
 
 use std::{net::IpAddr, time::Duration};
 
 use netmon_common::{Counters, DIR_RX, DIR_TX, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 use super::{
-    Flow, FlowSummary, IfCounters, Interval, IntervalFlows, Link, ProbeKind, ProbeStats,
-    ProgramCost, Rates, Side, Sink, Summary,
+    Flow, FlowSummary, HostRtt, IfCounters, Interval, IntervalFlows, Link, PassiveRttSummary,
+    ProbeKind, ProbeStats, ProgramCost, Rates, RttProto, RttStats, Side, Sink, Summary,
 };
 
 /// A transmitted flow: the answers to the first of [`flows`].
@@ -73,6 +75,7 @@ fn flow(
         first_seen_ns: 1_000_000_000,
         last_seen_ns: 3_500_000_000,
         tcp_flags,
+        rtt: None,
     }
 }
 
@@ -174,6 +177,7 @@ pub fn run(sink: &mut impl Sink) {
         flows: IntervalFlows::default(),
         probes: Vec::new(),
         tx: None,
+        passive_rtt: None,
     })
     .unwrap();
     for (unix_time, up) in [(1_700_000_187.1, false), (1_700_000_188.9, true)] {
@@ -223,6 +227,7 @@ pub fn run(sink: &mut impl Sink) {
         },
         mono_to_unix_ns: 1_700_000_000_000_000_000,
         probes: probes(),
+        passive_rtt: None,
     })
     .unwrap();
     sink.summary(&Summary {
@@ -245,8 +250,12 @@ pub fn run(sink: &mut impl Sink) {
         },
         mono_to_unix_ns: 0,
         probes: Vec::new(),
+        passive_rtt: None,
     })
     .unwrap();
+    // Added with passive RTT (issue 11), after everything above.
+    sink.interval(&rtt_interval()).unwrap();
+    sink.summary(&rtt_summary()).unwrap();
 }
 
 /// The first interval of [`run`]: flows of every kind, probes, a known
@@ -287,6 +296,7 @@ pub fn busy_interval() -> Interval {
         },
         probes: probes(),
         tx: Some(tx_side()),
+        passive_rtt: None,
     }
 }
 
@@ -311,6 +321,7 @@ pub fn small_interval() -> Interval {
         flows: IntervalFlows::default(),
         probes: Vec::new(),
         tx: None,
+        passive_rtt: None,
     }
 }
 
@@ -333,6 +344,153 @@ pub fn interval_counts() -> Counters {
         flow_insert_failed: 0,
         flow_records: 4,
         ..Counters::default()
+    }
+}
+
+fn rtt(samples: u64, min: f64, p50: f64, p90: f64, p99: f64, max: f64) -> RttStats {
+    RttStats {
+        samples,
+        min,
+        p50,
+        p90,
+        p99,
+        max,
+    }
+}
+
+/// Passive RTT to two hosts over TCP and ICMP.
+pub fn rtt_hosts() -> Vec<HostRtt> {
+    let host = |h: &str, proto, rtt| HostRtt {
+        host: h.parse().unwrap(),
+        proto,
+        rtt,
+    };
+    vec![
+        host(
+            "198.51.100.2",
+            RttProto::Tcp,
+            rtt(212, 4.900_123, 5.003, 5.103, 6.003, 6.100_456),
+        ),
+        host(
+            "198.51.100.2",
+            RttProto::Icmp,
+            rtt(3, 5.01, 5.011, 5.2, 5.2, 5.2),
+        ),
+        host(
+            "2001:db8::2",
+            RttProto::Tcp,
+            rtt(1, 20.25, 20.25, 20.25, 20.25, 20.25),
+        ),
+    ]
+}
+
+/// A TCP conversation with passive RTT, its two directions.
+fn rtt_flows() -> Vec<Flow> {
+    let stats = Some(Box::new(rtt(
+        210, 4.900_123, 5.003, 5.103, 6.003, 6.100_456,
+    )));
+    let tx = Flow {
+        direction: DIR_TX,
+        rtt: stats.clone(),
+        ..flow(
+            "198.51.100.1",
+            "198.51.100.2",
+            (40000, 80),
+            PROTO_TCP,
+            900,
+            1_300_000,
+            0x18,
+        )
+    };
+    let rx = Flow {
+        rtt: stats,
+        ..flow(
+            "198.51.100.2",
+            "198.51.100.1",
+            (80, 40000),
+            PROTO_TCP,
+            450,
+            29_700,
+            0x10,
+        )
+    };
+    vec![tx, rx]
+}
+
+/// `--ping` and `--tcp` to the host of [`rtt_hosts`]: the ping with passive
+/// RTT beside it, the TCP probe without (no sample of that span).
+fn rtt_probes() -> Vec<ProbeStats> {
+    let addr = Some("198.51.100.2".parse().unwrap());
+    let mut ping = ProbeStats::new(ProbeKind::Icmp, "198.51.100.2", addr, None);
+    ping.record(Some(Duration::from_micros(5_020)));
+    ping.passive_rtt = Some(rtt(3, 5.01, 5.011, 5.2, 5.2, 5.2));
+    let mut tcp = ProbeStats::new(ProbeKind::Tcp, "198.51.100.2:80", addr, Some(80));
+    tcp.record(Some(Duration::from_micros(5_110)));
+    vec![ping, tcp]
+}
+
+/// An interval with passive RTT: hosts, flows and probes with it.
+pub fn rtt_interval() -> Interval {
+    Interval {
+        iface: "veth0".into(),
+        unix_time: 1_700_000_189.75,
+        flows: IntervalFlows {
+            in_table: 2,
+            active: 2,
+            top_bytes: rtt_flows(),
+            top_packets: rtt_flows(),
+            every: rtt_flows(),
+        },
+        probes: rtt_probes(),
+        tx: Some(tx_side()),
+        passive_rtt: Some(rtt_hosts()),
+        ..small_interval()
+    }
+}
+
+/// A summary with passive RTT: the kernel's RTT counters, what the
+/// bounds dropped.
+fn rtt_summary() -> Summary {
+    let mut probes = rtt_probes();
+    probes[1].passive_rtt = Some(rtt(212, 4.900_123, 5.003, 5.103, 6.003, 6.100_456));
+    Summary {
+        iface: "veth0".into(),
+        duration_s: 4.0,
+        counters: Counters {
+            packets: 1350,
+            bytes: 1_329_700,
+            tcp: 1350,
+            rtt_samples: 216,
+            rtt_samples_lost: 1,
+            rtt_ambiguous: 2,
+            ..Counters::default()
+        },
+        tx_counters: Some(Counters {
+            packets: 900,
+            bytes: 1_300_000,
+            tcp: 900,
+            rtt_recorded: 230,
+            rtt_pending_full: 4,
+            ..Counters::default()
+        }),
+        flows: FlowSummary {
+            top: rtt_flows(),
+            tracked: 2,
+            tracked_exact: true,
+            retired_kept: 4096,
+            retired_dropped: 0,
+            retired_dropped_max_bytes: 0,
+        },
+        mono_to_unix_ns: 1_700_000_000_000_000_000,
+        probes,
+        passive_rtt: Some(PassiveRttSummary {
+            hosts: rtt_hosts(),
+            pending_expired: 9,
+            hosts_kept: 128,
+            hosts_dropped: 2,
+            host_samples_dropped: 5,
+            conversations_dropped: 7,
+        }),
     }
 }
 

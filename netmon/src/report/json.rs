@@ -7,7 +7,7 @@ use std::io::Write;
 use netmon_common::{Counters, PROTO_TCP, SIZE_CLASS_LABELS};
 use serde_json::{Value, json};
 
-use super::{Flow, Interval, Link, ProbeStats, Sink, Summary, proto_name};
+use super::{Flow, HostRtt, Interval, Link, ProbeStats, RttStats, Sink, Summary, proto_name};
 
 /// Writes NDJSON to `W`, flushed after every interval, link change and
 /// the summary (a reader acts on each line as it comes).
@@ -62,6 +62,9 @@ impl<W: Write> Sink for JsonSink<W> {
             }
             v["tx_counters"] = counters_json(&tx.counts);
         }
+        if let Some(hosts) = &i.passive_rtt {
+            v["passive_rtt"] = hosts_json(hosts);
+        }
         if let Some(c) = &i.if_counters {
             let named: serde_json::Map<String, Value> = c
                 .named()
@@ -75,7 +78,7 @@ impl<W: Write> Sink for JsonSink<W> {
             self.line(&json!({
                 "type": "probes",
                 "time": i.unix_time,
-                "probes": probes_json(&i.probes),
+                "probes": probes_json(&i.probes, i.passive_rtt.is_some()),
             }))?;
         }
         self.w.flush()?;
@@ -114,7 +117,15 @@ impl<W: Write> Sink for JsonSink<W> {
             });
         }
         if !s.probes.is_empty() {
-            v["probes"] = probes_json(&s.probes);
+            v["probes"] = probes_json(&s.probes, s.passive_rtt.is_some());
+        }
+        if let Some(p) = &s.passive_rtt {
+            v["passive_rtt"] = hosts_json(&p.hosts);
+            v["rtt_pending_expired"] = json!(p.pending_expired);
+            v["passive_rtt_hosts_kept"] = json!(p.hosts_kept);
+            v["passive_rtt_hosts_dropped"] = json!(p.hosts_dropped);
+            v["passive_rtt_host_samples_dropped"] = json!(p.host_samples_dropped);
+            v["passive_rtt_conversations_dropped"] = json!(p.conversations_dropped);
         }
         self.line(&v)?;
         self.w.flush()?;
@@ -147,7 +158,37 @@ fn flow_json(f: &Flow, mono_to_unix_ns: Option<i128>) -> Value {
     if f.proto == PROTO_TCP {
         v["tcp_flags"] = json!(f.tcp_flags);
     }
+    if let Some(rtt) = &f.rtt {
+        v["rtt_ms"] = rtt_json(rtt, true);
+    }
     v
+}
+
+/// Passive RTT figures in ms: `{"min","p50","p90","p99","max"}`, with
+/// `samples` inside when asked (a host object has it beside).
+fn rtt_json(r: &RttStats, with_samples: bool) -> Value {
+    let mut v = json!({"min": r.min, "p50": r.p50, "p90": r.p90, "p99": r.p99, "max": r.max});
+    if with_samples {
+        v["samples"] = json!(r.samples);
+    }
+    v
+}
+
+/// `[{"host","proto","samples","rtt_ms"}, ..]`, in the given order.
+fn hosts_json(hosts: &[HostRtt]) -> Value {
+    Value::Array(
+        hosts
+            .iter()
+            .map(|h| {
+                json!({
+                    "host": h.host.to_string(),
+                    "proto": h.proto.as_str(),
+                    "samples": h.rtt.samples,
+                    "rtt_ms": rtt_json(&h.rtt, false),
+                })
+            })
+            .collect(),
+    )
 }
 
 fn counters_json(c: &Counters) -> Value {
@@ -164,6 +205,9 @@ fn counters_json(c: &Counters) -> Value {
         "tcp_syn": c.tcp_syn, "tcp_fin": c.tcp_fin, "tcp_rst": c.tcp_rst,
         "flow_insert_failed": c.flow_insert_failed,
         "flow_records": c.flow_records,
+        "rtt_recorded": c.rtt_recorded, "rtt_pending_full": c.rtt_pending_full,
+        "rtt_samples": c.rtt_samples, "rtt_samples_lost": c.rtt_samples_lost,
+        "rtt_ambiguous": c.rtt_ambiguous,
     })
 }
 
@@ -198,9 +242,24 @@ pub fn probe_json(s: &ProbeStats) -> Value {
     v
 }
 
-/// The `ping` objects of all targets (`"probes": [...]`).
-fn probes_json(stats: &[ProbeStats]) -> Value {
-    Value::Array(stats.iter().map(probe_json).collect())
+/// The `ping` objects of all targets (`"probes": [...]`); with
+/// `passive`, each with `passive_rtt_ms` (null without samples).
+fn probes_json(stats: &[ProbeStats], passive: bool) -> Value {
+    Value::Array(
+        stats
+            .iter()
+            .map(|s| {
+                let mut v = probe_json(s);
+                if passive {
+                    v["passive_rtt_ms"] = s
+                        .passive_rtt
+                        .as_ref()
+                        .map_or(Value::Null, |r| rtt_json(r, true));
+                }
+                v
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -259,6 +318,7 @@ mod tests {
                 flows,
                 mono_to_unix_ns: 1_700_000_000_000_000_000,
                 probes: Vec::new(),
+                passive_rtt: None,
             })
             .unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -6,7 +6,8 @@
 //! program's per-CPU counters only grow while it is attached), so a scrape
 //! between two intervals repeats the last interval's values, never goes
 //! back. Label cardinality is bounded: one interface, fixed classes, and
-//! the probe targets the user named on the command line.
+//! the probe targets the user named on the command line (passive RTT is
+//! exported for those targets only, beside their probe RTT).
 //!
 //! Two expositions, the client's choice (HTTP `Accept`): OpenMetrics 1.0
 //! text, which Prometheus asks for, and the classic Prometheus text format
@@ -28,7 +29,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::{IfCounters, Interval, Link, ProbeKind, Sink, Summary, latency::Latency};
+use super::{IfCounters, Interval, Link, ProbeKind, RttStats, Sink, Summary, latency::Latency};
 
 /// A text exposition format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +75,11 @@ struct ProbeTotals {
     duplicates: u64,
     not_sent: u64,
     latency: Latency,
+    /// Passive RTT of real traffic to the target (with passive RTT): its
+    /// samples since the start, and the figures of the latest interval
+    /// that had samples (percentiles of intervals do not add up).
+    passive_samples: u64,
+    passive_last: Option<RttStats>,
 }
 
 /// What a scrape shows: the latest values, shared between the sink (which
@@ -146,6 +152,10 @@ impl MetricsState {
             t.duplicates += p.duplicates;
             t.not_sent += p.not_sent;
             t.latency.merge(&p.latency);
+            if let Some(r) = &p.passive_rtt {
+                t.passive_samples += r.samples;
+                t.passive_last = Some(*r);
+            }
         }
     }
 }
@@ -457,6 +467,51 @@ fn encode_probes(s: &MetricsState, enc: &mut DescriptorEncoder) -> std::fmt::Res
             None,
         )?;
     }
+    encode_passive(s, enc, probe)
+}
+
+/// Passive RTT of real traffic to each probe target, beside the probe's
+/// own histogram. Per target only: per remote host the series would come
+/// and go with the traffic, with no bound the user chose.
+fn encode_passive(
+    s: &MetricsState,
+    enc: &mut DescriptorEncoder,
+    probe: impl Fn(ProbeKind, &str) -> Labels,
+) -> std::fmt::Result {
+    let rows: Vec<(Labels, u64)> = s
+        .probes
+        .iter()
+        .filter(|(_, p)| p.passive_samples > 0)
+        .map(|((_, k, t), p)| (probe(*k, t), p.passive_samples))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    counters(
+        enc,
+        "passive_rtt_samples",
+        "Passive RTT samples of real traffic to the probe target (ICMP echo for kind icmp, TCP \
+             for kind tcp), timed by the kernel between a packet sent and its answer",
+        None,
+        &rows,
+    )?;
+    let mut m = enc.encode_descriptor(
+        "passive_rtt",
+        "Passive RTT of real traffic to the probe target: the quantiles of the latest interval \
+             that had samples",
+        Some(&Unit::Seconds),
+        MetricType::Gauge,
+    )?;
+    for ((_, k, t), p) in &s.probes {
+        let Some(r) = &p.passive_last else {
+            continue;
+        };
+        for (q, ms) in [("0.5", r.p50), ("0.9", r.p90), ("0.99", r.p99)] {
+            let mut labels = probe(*k, t);
+            labels.push(("quantile", q.to_owned()));
+            ConstGauge::new(ms / 1e3).encode(m.encode_family(&labels)?)?;
+        }
+    }
     Ok(())
 }
 
@@ -499,6 +554,7 @@ mod tests {
             },
             probes,
             tx: None,
+            passive_rtt: None,
         }
     }
 
@@ -653,5 +709,58 @@ mod tests {
             "{classic}"
         );
         assert!(!classic.contains("# EOF"));
+    }
+
+    #[test]
+    fn passive_rtt_of_probe_targets_is_a_series_beside_theirs() {
+        let state = Arc::new(Mutex::new(MetricsState::new("veth0", "native")));
+        let mut sink = MetricsSink::new(Arc::clone(&state));
+        sink.interval(&interval(10, vec![probe(&[1])])).unwrap();
+        let text = MetricsState::encode(&state, Exposition::OpenMetrics);
+        assert!(
+            !text.contains("passive"),
+            "no series without samples: {text}"
+        );
+        let passive = |samples, p50| RttStats {
+            samples,
+            min: 0.5,
+            p50,
+            p90: 2.0,
+            p99: 4.0,
+            max: 4.5,
+        };
+        let mut p = probe(&[1]);
+        p.passive_rtt = Some(passive(12, 1.5));
+        sink.interval(&interval(10, vec![p])).unwrap();
+        // An interval without samples keeps the latest figures.
+        sink.interval(&interval(10, vec![probe(&[1])])).unwrap();
+        let mut p = probe(&[1]);
+        p.passive_rtt = Some(passive(3, 2.5));
+        sink.interval(&interval(10, vec![p.clone()])).unwrap();
+        sink.interval(&interval(10, vec![probe(&[1])])).unwrap();
+        let text = MetricsState::encode(&state, Exposition::OpenMetrics);
+        let t = r#"kind="icmp",target="192.0.2.1""#;
+        assert_eq!(
+            sample(&text, &format!("netmon_passive_rtt_samples_total{{{t}}}")),
+            "15"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("netmon_passive_rtt_seconds{{{t},quantile=\"0.5\"}}")
+            ),
+            "0.0025"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("netmon_passive_rtt_seconds{{{t},quantile=\"0.99\"}}")
+            ),
+            "0.004"
+        );
+        assert!(
+            text.contains("# TYPE netmon_passive_rtt_seconds gauge"),
+            "{text}"
+        );
     }
 }

@@ -29,8 +29,9 @@ pub use self::{
     json::JsonSink,
     text::TextSink,
     values::{
-        Flow, FlowChanges, FlowSummary, IfCounters, Interval, IntervalFlows, Link, ProbeKind,
-        ProbeStats, ProgramCost, Rates, Side, Summary, direction_name, proto_name,
+        Flow, FlowChanges, FlowSummary, HostRtt, IfCounters, Interval, IntervalFlows, Link,
+        PassiveRttSummary, ProbeKind, ProbeStats, ProgramCost, Rates, RttProto, RttStats, Side,
+        Summary, direction_name, proto_name,
     },
 };
 

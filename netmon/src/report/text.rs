@@ -9,7 +9,10 @@ use std::{
 
 use netmon_common::{DIR_TX, SIZE_CLASS_LABELS};
 
-use super::{Flow, Interval, Link, ProbeKind, ProbeStats, Sink, Summary, proto_name};
+use super::{
+    Flow, HostRtt, Interval, Link, PassiveRttSummary, ProbeKind, ProbeStats, RttProto, RttStats,
+    Sink, Summary, proto_name,
+};
 use crate::units;
 use netmon_common::Counters;
 
@@ -18,6 +21,11 @@ const TOP_PER_INTERVAL: usize = 3;
 
 /// Latency histogram rows per probe target in the summary.
 const PROBE_HISTOGRAM_BINS: usize = 10;
+
+/// Passive-RTT host lines under each rate line, and in the summary (the
+/// NDJSON lists them all).
+const RTT_HOSTS_PER_INTERVAL: usize = 10;
+const RTT_HOSTS_IN_SUMMARY: usize = 20;
 
 /// Writes text lines to `W`, flushed after every interval, link change
 /// and the summary (someone is watching).
@@ -90,17 +98,26 @@ impl<W: Write> Sink for TextSink<W> {
             let per_s = |n: u64| n as f64 / r.interval_s.max(f64::EPSILON);
             writeln!(
                 w,
-                "    {:<7} {} -> {}  {}  {}{}",
+                "    {:<7} {} -> {}  {}  {}{}{}",
                 proto_text(f.proto),
                 endpoint(f, f.src, f.sport),
                 endpoint(f, f.dst, f.dport),
                 units::packets_per_second(per_s(f.packets)),
                 units::bits_per_second(per_s(f.bytes) * 8.0),
                 tx_mark(f),
+                flow_rtt(f),
             )?;
         }
+        if let Some(hosts) = &i.passive_rtt {
+            write_rtt_hosts(w, hosts, RTT_HOSTS_PER_INTERVAL)?;
+        }
         for s in &i.probes {
-            writeln!(w, "    {}", probe_interval_line(s))?;
+            let passive = if i.passive_rtt.is_some() {
+                passive_p50(s.passive_rtt.as_ref())
+            } else {
+                String::new()
+            };
+            writeln!(w, "    {}{passive}", probe_interval_line(s))?;
         }
         w.flush()?;
         Ok(())
@@ -169,6 +186,56 @@ fn clock(unix_time: f64) -> String {
 /// `  (tx)` after a transmitted flow; nothing after a received one.
 fn tx_mark(f: &Flow) -> &'static str {
     if f.direction == DIR_TX { "  (tx)" } else { "" }
+}
+
+/// `  rtt p50 5.012 ms` after a flow whose conversation had passive-RTT
+/// samples; nothing after the others.
+fn flow_rtt(f: &Flow) -> String {
+    f.rtt
+        .as_ref()
+        .map_or_else(String::new, |r| format!("  rtt p50 {:.3} ms", r.p50))
+}
+
+/// `  passive p50 5.012 ms (212 samples)` after a probe line, `  passive
+/// -` without samples.
+fn passive_p50(r: Option<&RttStats>) -> String {
+    r.map_or_else(
+        || "  passive -".to_owned(),
+        |r| format!("  passive p50 {:.3} ms ({} samples)", r.p50, r.samples),
+    )
+}
+
+/// `rtt 198.51.100.2 tcp  p50 5.012 ms  p90 5.100 ms  p99 6.000 ms  max
+/// 6.100 ms  min 4.900 ms  (212 samples)`.
+#[must_use]
+pub fn rtt_host_line(h: &HostRtt) -> String {
+    let r = &h.rtt;
+    format!(
+        "rtt {} {}  p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms  min {:.3} ms  ({} samples)",
+        h.host,
+        h.proto.as_str(),
+        r.p50,
+        r.p90,
+        r.p99,
+        r.max,
+        r.min,
+        r.samples
+    )
+}
+
+/// The first `most` of `hosts`, a line each, and how many more there are.
+fn write_rtt_hosts(w: &mut impl Write, hosts: &[HostRtt], most: usize) -> io::Result<()> {
+    for h in hosts.iter().take(most) {
+        writeln!(w, "    {}", rtt_host_line(h))?;
+    }
+    if hosts.len() > most {
+        writeln!(
+            w,
+            "    rtt: {} more hosts with samples (NDJSON lists them all)",
+            hosts.len() - most
+        )?;
+    }
+    Ok(())
 }
 
 fn proto_text(proto: u8) -> String {
@@ -260,7 +327,69 @@ fn write_summary(w: &mut impl Write, s: &Summary) -> io::Result<()> {
         writeln!(w, "  probes:")?;
         for p in &s.probes {
             write_probe_stats(w, p, PROBE_HISTOGRAM_BINS)?;
+            if s.passive_rtt.is_some() {
+                write_probe_passive(w, p)?;
+            }
         }
+    }
+    if let Some(p) = &s.passive_rtt {
+        write_passive_summary(w, p, &s.counters, s.tx_counters.as_ref())?;
+    }
+    Ok(())
+}
+
+/// Under a probe target's block in the monitor's summary: the passive RTT
+/// of real traffic to the same address over the run.
+fn write_probe_passive(w: &mut impl Write, p: &ProbeStats) -> io::Result<()> {
+    let Some(addr) = p.addr else {
+        return Ok(());
+    };
+    let proto = RttProto::of_probe(p.kind).as_str();
+    match &p.passive_rtt {
+        Some(r) => writeln!(
+            w,
+            "passive rtt ms (real traffic to {addr}, {proto}): min {:.3} p50 {:.3} p90 {:.3} p99 {:.3} max {:.3} ({} samples)",
+            r.min, r.p50, r.p90, r.p99, r.max, r.samples
+        ),
+        None => writeln!(
+            w,
+            "passive rtt: no samples of real traffic to {addr} ({proto})"
+        ),
+    }
+}
+
+/// The summary's passive RTT: each host since the start, the kernel's
+/// RTT counters, and what the bounds dropped.
+fn write_passive_summary(
+    w: &mut impl Write,
+    p: &PassiveRttSummary,
+    rx: &Counters,
+    tx: Option<&Counters>,
+) -> io::Result<()> {
+    if p.hosts.is_empty() {
+        writeln!(w, "  passive rtt: no samples")?;
+    } else {
+        writeln!(
+            w,
+            "  passive rtt of real traffic since the start (min: the path's base rtt):"
+        )?;
+        write_rtt_hosts(w, &p.hosts, RTT_HOSTS_IN_SUMMARY)?;
+    }
+    let (recorded, full) = tx.map_or((0, 0), |t| (t.rtt_recorded, t.rtt_pending_full));
+    writeln!(
+        w,
+        "  passive rtt counters: {recorded} sends recorded ({full} not: pending map full), {} \
+         samples ({} lost: ring full), {} answers to sends repeated (no sample), {} sends \
+         expired unanswered",
+        rx.rtt_samples, rx.rtt_samples_lost, rx.rtt_ambiguous, p.pending_expired
+    )?;
+    if p.hosts_dropped > 0 || p.conversations_dropped > 0 {
+        writeln!(
+            w,
+            "  passive rtt keeps the {} hosts with the most samples: dropped {} ({} samples), \
+             and {} conversations (least recently sampled)",
+            p.hosts_kept, p.hosts_dropped, p.host_samples_dropped, p.conversations_dropped
+        )?;
     }
     Ok(())
 }
@@ -295,10 +424,11 @@ fn write_top_flows(w: &mut impl Write, top: &[Flow]) -> io::Result<()> {
     for (f, [proto, src, dst]) in top.iter().zip(rows) {
         writeln!(
             w,
-            "    {proto:<7} {src:<width$} -> {dst:<width$} {:>12} {:>12}{}",
+            "    {proto:<7} {src:<width$} -> {dst:<width$} {:>12} {:>12}{}{}",
             f.packets,
             f.bytes,
-            tx_mark(f)
+            tx_mark(f),
+            flow_rtt(f)
         )?;
     }
     Ok(())

@@ -49,6 +49,10 @@ pub struct Interval {
     /// `counts` are for what was received; `None` when netmon counts
     /// ingress only (no TCX).
     pub tx: Option<Side>,
+    /// Passive RTT of the interval: every (remote host, protocol) with
+    /// samples, most samples first; `None` when passive RTT is not measured
+    /// (no egress program), empty when it is and nothing was matched.
+    pub passive_rtt: Option<Vec<HostRtt>>,
 }
 
 /// One direction's traffic in an [`Interval`].
@@ -88,6 +92,78 @@ pub struct Summary {
     /// Statistics of the `--ping`/`--tcp` probes since the start; empty
     /// without probes.
     pub probes: Vec<ProbeStats>,
+    /// Passive RTT since the start; `None` when it was not measured.
+    pub passive_rtt: Option<PassiveRttSummary>,
+}
+
+/// Which round trips a passive RTT sample timed: TCP (timestamps echoed,
+/// the handshake) or ICMP/ICMPv6 echo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RttProto {
+    Tcp,
+    Icmp,
+}
+
+impl RttProto {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Icmp => "icmp",
+        }
+    }
+
+    /// The round trips a probe of `kind` times too: `--ping` pairs with
+    /// ICMP echo, `--tcp` with TCP.
+    #[must_use]
+    pub fn of_probe(kind: ProbeKind) -> Self {
+        match kind {
+            ProbeKind::Icmp => Self::Icmp,
+            ProbeKind::Tcp => Self::Tcp,
+        }
+    }
+}
+
+/// Passive RTT samples of one span (an interval or the run), in
+/// milliseconds: the count, min and max exact, the percentiles from a
+/// histogram (within its precision, and inside [min, max]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RttStats {
+    pub samples: u64,
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Passive RTT to one remote host over one protocol.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostRtt {
+    pub host: IpAddr,
+    pub proto: RttProto,
+    pub rtt: RttStats,
+}
+
+/// What the summary says about passive RTT.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PassiveRttSummary {
+    /// Every (host, protocol) kept, since the start, most samples first
+    /// (its `min` is the path's base RTT).
+    pub hosts: Vec<HostRtt>,
+    /// Pending sends userspace deleted unanswered (older than
+    /// `RTT_PENDING_TIMEOUT_NS`).
+    pub pending_expired: u64,
+    /// The most (host, protocol) pairs kept (beside the probe targets,
+    /// always kept); past it the one with the fewest samples is dropped.
+    pub hosts_kept: usize,
+    /// Pairs dropped, and the samples they had: those samples are in no
+    /// host's figures.
+    pub hosts_dropped: u64,
+    pub host_samples_dropped: u64,
+    /// Conversations whose RTT was dropped (least recently sampled first)
+    /// to make room: their flows show the RTT since they came back only.
+    pub conversations_dropped: u64,
 }
 
 /// The flows of one interval, for sinks that follow each flow (IPFIX).
@@ -124,6 +200,10 @@ pub struct Flow {
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     pub tcp_flags: u32,
+    /// Passive RTT of the conversation (this flow and its reverse) over
+    /// the same span as the counts, when it had samples; boxed, as most
+    /// flows have none.
+    pub rtt: Option<Box<RttStats>>,
 }
 
 impl Flow {
@@ -149,6 +229,7 @@ impl Flow {
             first_seen_ns: value.first_seen_ns,
             last_seen_ns: value.last_seen_ns,
             tcp_flags: value.tcp_flags,
+            rtt: None,
         }
     }
 }
@@ -402,6 +483,10 @@ pub struct ProbeStats {
     pub duplicates: u64,
     pub late: u64,
     pub latency: Latency,
+    /// The monitor's probes: passive RTT of real traffic to the same
+    /// address and protocol ([`RttProto::of_probe`]) over the same span;
+    /// `None` without samples (or outside the monitor).
+    pub passive_rtt: Option<RttStats>,
 }
 
 impl ProbeStats {
@@ -419,6 +504,7 @@ impl ProbeStats {
             duplicates: 0,
             late: 0,
             latency: Latency::new(),
+            passive_rtt: None,
         }
     }
 

@@ -208,6 +208,9 @@ pub struct Attachment {
     links: Vec<Link>,
     logger: EbpfLogger<&'static dyn log::Log>,
     maps: FlowMaps,
+    /// The passive-RTT maps, until [`take_rtt`](Self::take_rtt); `None`
+    /// when the object has none.
+    rtt: Option<RttMaps>,
     object: Object,
     pub mode: AttachedMode,
     /// Whether the egress program is attached (transmit counts exist).
@@ -229,6 +232,12 @@ impl Attachment {
         }
         debug_assert!(slots_per_cpu.is_power_of_two());
         let (mut object, maps) = Object::load_counting(XDP_OBJECT, &Counting::new(slots_per_cpu)?)?;
+        // Passive RTT is an addition: an object without its maps (or with
+        // maps of another kind) still counts.
+        let rtt = RttMaps::take(&mut object).unwrap_or_else(|e| {
+            log::warn!("no passive RTT: {e}");
+            None
+        });
         let logger = EbpfLogger::init(&mut object.ebpf).map_err(|e| SysError::Load(chain(&e)))?;
         object.load_xdp(XDP_PROGRAM)?;
         let tc_loaded = match object.load_tc(TC_PROGRAM) {
@@ -270,6 +279,7 @@ impl Attachment {
                         links,
                         logger,
                         maps,
+                        rtt,
                         object,
                         mode: attempt,
                         egress,
@@ -331,6 +341,13 @@ impl Attachment {
     /// could still show its occupancy.
     pub fn drain_evicted(&mut self, out: &mut Vec<Occupancy>) {
         self.maps.drain_evicted(out);
+    }
+
+    /// Takes the passive-RTT maps out (once): the monitor reads them apart
+    /// from the counting maps, so that listing pending entries never holds
+    /// up the eviction ring. `None` when the object has none.
+    pub fn take_rtt(&mut self) -> Option<RttMaps> {
+        self.rtt.take()
     }
 
     /// Forwards waiting kernel log records to the `log` crate.

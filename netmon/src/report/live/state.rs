@@ -87,7 +87,8 @@ fn id(f: &Flow) -> FlowId {
 }
 
 /// One probe target: since the start (counts merged interval by interval)
-/// and its last interval.
+/// and its last interval (with the passive RTT of real traffic to it,
+/// which does not merge: percentiles of intervals make none of the run).
 #[derive(Clone, Debug)]
 pub struct ProbeRow {
     pub total: ProbeStats,
@@ -271,6 +272,11 @@ impl State {
                 row.flow.bytes += f.bytes;
                 row.flow.last_seen_ns = row.flow.last_seen_ns.max(f.last_seen_ns);
                 row.flow.tcp_flags |= f.tcp_flags;
+                // The conversation's RTT of the last interval that had
+                // samples.
+                if f.rtt.is_some() {
+                    row.flow.rtt = f.rtt;
+                }
                 (row.pps, row.bps, row.seen_at_s) = (pps, bps, self.uptime_s);
             } else {
                 self.index.insert(id(&f), self.flows.len());

@@ -169,3 +169,21 @@ fn whole_view() {
     };
     snapshot("view", 132, 34, &mut s, |f, _, s| ui::draw(f, s));
 }
+
+/// Passive RTT: the conversation's p50 in the flow table (kept from the
+/// last interval that had samples), the probes' passive p50 of the last
+/// interval beside theirs.
+#[test]
+fn passive_rtt() {
+    let mut s = State::new(setup());
+    s.interval(fixtures::rtt_interval());
+    // An interval without samples keeps the flows' last RTT; the probes
+    // show the new interval's (none for the TCP target, as before).
+    let mut quiet = fixtures::rtt_interval();
+    for f in &mut quiet.flows.every {
+        f.rtt = None;
+    }
+    s.interval(quiet);
+    snapshot("flows_rtt", 120, 5, &mut s, ui::draw_flows);
+    snapshot("probes_rtt", 132, 5, &mut s, ui::draw_probes);
+}

@@ -1,8 +1,10 @@
 //! The panels of the live view, drawn from [`State`] alone: a header
 //! (interface, XDP mode, uptime, flows, netmon's own cost per packet),
 //! rates with their history, the interval's counts by class, frame size
-//! and the interface's drops, the flow table, the probes, and a line of
-//! keys. Snapshot-tested on ratatui's test backend.
+//! and the interface's drops, the flow table (with each conversation's
+//! passive RTT), the probes (with the passive p50 of real traffic to each
+//! target beside theirs), and a line of keys. Snapshot-tested on
+//! ratatui's test backend.
 
 use std::{fmt::Write as _, net::IpAddr};
 
@@ -308,6 +310,9 @@ pub fn draw_flows(f: &mut Frame, area: Rect, s: &mut State) {
                 format!("{:>12}", fl.packets),
                 format!("{:>11}", units::bytes(fl.bytes)),
                 format!("{:>14}", rate(r.bps, bytes)),
+                fl.rtt
+                    .as_ref()
+                    .map_or_else(|| format!("{:>8}", "-"), |r| format!("{:>8}", ms(r.p50))),
                 if idle < 0.5 {
                     "now".to_owned()
                 } else {
@@ -323,6 +328,7 @@ pub fn draw_flows(f: &mut Frame, area: Rect, s: &mut State) {
         "     packets",
         "      bytes",
         "          rate",
+        " rtt p50",
         "last seen",
     ])
     .style(BOLD);
@@ -335,6 +341,7 @@ pub fn draw_flows(f: &mut Frame, area: Rect, s: &mut State) {
             Constraint::Length(12),
             Constraint::Length(11),
             Constraint::Length(14),
+            Constraint::Length(8),
             Constraint::Length(10),
         ],
     )
@@ -347,8 +354,8 @@ pub fn draw_probes(f: &mut Frame, area: Rect, s: &mut State) {
     let hist_width = 24;
     let mut lines = vec![Line::styled(
         format!(
-            "{:<28} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8}  rtt histogram (run)",
-            "target", "recv/sent", "loss", "p50 ms", "p90 ms", "p99 ms", "jitter"
+            "{:<28} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}  rtt histogram (run)",
+            "target", "recv/sent", "loss", "p50 ms", "passive", "p90 ms", "p99 ms", "jitter"
         ),
         BOLD,
     )];
@@ -360,11 +367,17 @@ pub fn draw_probes(f: &mut Frame, area: Rect, s: &mut State) {
             format!("{}/{}", t.received, t.sent),
             t.loss_pct()
         );
+        // The passive p50 of the last interval, beside the probes' p50.
+        let passive = p
+            .last
+            .passive_rtt
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |r| ms(r.p50));
         match t.latency.summary() {
             Some(l) => {
                 let _ = write!(
                     line,
-                    " {:>8} {:>8} {:>8} {:>8}  ",
+                    " {:>8} {passive:>8} {:>8} {:>8} {:>8}  ",
                     ms(l.p50),
                     ms(l.p90),
                     ms(l.p99),
@@ -384,7 +397,7 @@ pub fn draw_probes(f: &mut Frame, area: Rect, s: &mut State) {
             None => {
                 let _ = write!(
                     line,
-                    " {:>8}",
+                    " {:>8} {passive:>8}",
                     t.error.as_deref().map_or("-", |_| "not sent")
                 );
             }
@@ -392,7 +405,9 @@ pub fn draw_probes(f: &mut Frame, area: Rect, s: &mut State) {
         lines.push(Line::raw(line));
     }
     f.render_widget(
-        Paragraph::new(lines).block(Block::bordered().title(" probes (since start) ")),
+        Paragraph::new(lines).block(Block::bordered().title(
+            " probes (since start; passive: p50 of real traffic to the target, last interval) ",
+        )),
         area,
     );
 }
