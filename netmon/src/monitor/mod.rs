@@ -347,7 +347,9 @@ async fn wind_up(
     let counters = source.counters()?;
     let tx_counters = source.tx_counters()?;
     let mut probe_stats = probes.map(ContinuousProbes::cumulative).unwrap_or_default();
-    let passive_rtt = passive.map(|p| {
+    let passive_rtt = passive.map(|mut p| {
+        // The samples since the last interval join the run's.
+        p.table.end_interval();
         p.table.annotate_flows(&mut flows.top, Span::Run);
         p.table.annotate_probes(&mut probe_stats, Span::Run);
         p.table.summary(p.expired)
