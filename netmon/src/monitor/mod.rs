@@ -322,7 +322,21 @@ async fn wind_up(
     // Probes end before the program is detached: the replies they count
     // crossed the interface while it counted (see ContinuousProbes).
     if let Some(p) = probes {
-        p.finish().await;
+        let finished = p.finish();
+        tokio::pin!(finished);
+        // Up to the probe timeout (5 s): the RTT ring is drained meanwhile,
+        // so that it never fills.
+        let mut service = tokio::time::interval(SERVICE_EVERY);
+        loop {
+            tokio::select! {
+                () = &mut finished => break,
+                _ = service.tick() => {
+                    if let Some(r) = &mut passive {
+                        r.take(source);
+                    }
+                }
+            }
+        }
     }
     source.finish();
     source.drain_log();
