@@ -49,7 +49,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use netmon::sys::{Counting, FlowMaps, Global, Object, object::TestRunOptions};
 use netmon_common::{
-    Counters, DEFAULT_EVICTED_BYTES, EvictBatch, FlowSlot, XDP_PROGRAM,
+    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_RTT_PENDING, EvictBatch, FlowSlot, XDP_PROGRAM,
     bench::{
         CYCLE_BASE_GLOBAL, CYCLE_GLOBAL, FLOOR_PROGRAM as XDP_FLOOR_PROGRAM,
         NEW_FLOW_OFFSET as BENCH_NEW_FLOW_OFFSET, NEW_FLOW_PROGRAM as XDP_BENCH_NEW_FLOW_PROGRAM,
@@ -325,6 +325,7 @@ impl Bench {
             slots_per_cpu: *SLOTS,
             hash_seed: 0x5eed_5eed_5eed_5eed,
             ring_bytes: RING_BYTES,
+            rtt_pending: DEFAULT_RTT_PENDING,
         };
         let (mut netmon, mut maps) = Object::load_counting(&objects.shipped, &counting)
             .context("loading the shipped object failed")?;

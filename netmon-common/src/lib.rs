@@ -50,9 +50,27 @@ pub mod bench {
     /// Global of [`NEW_FLOW_PROGRAM`]: the first source address of the
     /// cycle, in host order.
     pub const CYCLE_BASE_GLOBAL: &str = "BENCH_CYCLE_BASE";
+    /// A TC classifier that only returns `TC_ACT_UNSPEC`: the floor of the
+    /// egress cases of `cargo xtask bench xdp` (the skb test run's own
+    /// overhead, which differs from XDP's).
+    pub const TC_FLOOR_PROGRAM: &str = "netmon_tc_floor";
+    /// The echo driver of `cargo xtask bench xdp`: adds one to the TCP
+    /// TSecr at [`ECHO_OFFSET`] in place (so every run of a repeated test
+    /// run echoes a timestamp not looked up before), then tail-calls entry
+    /// 0 of [`TAIL_MAP`], as [`NEW_FLOW_PROGRAM`] does.
+    pub const ECHO_PROGRAM: &str = "netmon_bench_echo";
+    /// Offset of the TSecr in an untagged IPv4/TCP frame (20-byte IP
+    /// header) whose options start with NOP, NOP, timestamp.
+    pub const ECHO_OFFSET: usize = 62;
     /// Every program of the bench object, and every map and global name
     /// that belongs to it: none of them may be in the shipped object.
-    pub const PROGRAMS: [&str; 3] = [FLOOR_PROGRAM, TX_PROGRAM, NEW_FLOW_PROGRAM];
+    pub const PROGRAMS: [&str; 5] = [
+        FLOOR_PROGRAM,
+        TX_PROGRAM,
+        NEW_FLOW_PROGRAM,
+        TC_FLOOR_PROGRAM,
+        ECHO_PROGRAM,
+    ];
     pub const SYMBOLS: [&str; 3] = [TAIL_MAP, CYCLE_GLOBAL, CYCLE_BASE_GLOBAL];
 }
 
@@ -255,11 +273,16 @@ pub struct FlowSlot {
     pub value: FlowValue,
     pub seq_end: u64,
     /// Passive-RTT state of this occupancy (kernel only; userspace ignores
-    /// it): on a transmitted flow, the clock tick of its last recorded
-    /// timestamp (the per-flow rate limit, see [`RTT_PENDING_MAP`]); on a
-    /// received flow, the last TCP TSecr it looked up, so a segment echoing
-    /// the same value as the one before costs no lookup.
+    /// it; both 0 when a flow moves in): on a transmitted flow, the clock
+    /// tick of its last attempt to record a timestamp (the per-flow rate
+    /// limit, see [`RTT_PENDING_MAP`]); on a received flow, the last TCP
+    /// TSecr it looked up, so a segment echoing the same value as the one
+    /// before costs no lookup.
     pub rtt_mark: u32,
+    /// On a transmitted flow, the last TSval it sent (any segment): only a
+    /// TSval's first segment may be recorded, because the peer echoes a
+    /// TSval from the first segment that carried it. Unused on a received
+    /// flow.
     pub rtt_pad: u32,
     /// Pads the slot to 128 bytes: in the page-aligned slot array every
     /// slot then covers exactly two cache lines (104 bytes would straddle

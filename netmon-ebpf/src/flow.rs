@@ -18,14 +18,15 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use netmon_common::{
-    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_SLOTS_PER_CPU, DIRECTIONS, EVICT_BATCH, EvictBatch,
-    FlowKey, FlowSlot, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Pending, TCP_FIN,
-    TCP_RST, TCP_SYN, size_class,
+    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_SLOTS_PER_CPU, DIR_TX, DIRECTIONS, EVICT_BATCH,
+    EvictBatch, FlowKey, FlowSlot, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    Pending, SIZE_CLASS_MAX, TCP_FIN, TCP_RST, TCP_SYN, size_class,
 };
 
 use crate::{
     frame::{Frame, Malformed},
     parse::{L3, classify},
+    rtt,
 };
 
 /// This CPU's [`Counters`], one per direction: entry `DIR_RX` (0) for what
@@ -61,7 +62,7 @@ pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 /// `bpf_ringbuf_output` flag: no wakeup of a waiting reader. netmon reads
 /// the ring on a 10 ms timer, never waits on it; a wakeup would cost an
 /// interrupt (irq_work) per record sent to an empty ring.
-const BPF_RB_NO_WAKEUP: u64 = 1;
+pub(crate) const BPF_RB_NO_WAKEUP: u64 = 1;
 
 /// Slots per CPU minus one. Set by userspace at load time.
 #[unsafe(no_mangle)]
@@ -113,9 +114,9 @@ pub fn count_frame<C: Frame + EbpfContext>(ctx: &C) {
                 c.bytes += more * hdr;
                 flow_len += more * hdr;
                 ip_len += more * (hdr - p.l3 as u64);
-                c.size_classes[size_class(len as u32)] -= 1;
-                c.size_classes[size_class((hdr + seg_size) as u32)] += more;
-                c.size_classes[size_class(len.saturating_sub(more * seg_size) as u32)] += 1;
+                add_size_class(c, len, u64::MAX);
+                add_size_class(c, hdr + seg_size, more);
+                add_size_class(c, len.saturating_sub(more * seg_size), 1);
             }
             match p.proto {
                 _ if p.chain_too_long => c.other_ip += segs,
@@ -133,11 +134,12 @@ pub fn count_frame<C: Frame + EbpfContext>(ctx: &C) {
                 PROTO_ICMPV6 => c.icmpv6 += segs,
                 _ => c.other_ip += segs,
             }
-            let mut key = p.key;
+            let mut words = p.key;
             // Bits 48-55: the direction (0 on ingress: no change).
-            key[4] |= u64::from(C::DIRECTION) << 48;
-            let key = FlowKey::from_words(key);
-            if !count_flow(c, &key, C::DIRECTION, segs, flow_len, ip_len, p.tcp_flags) {
+            words[4] |= u64::from(C::DIRECTION) << 48;
+            let key = FlowKey::from_words(words);
+            let counted = count_flow(c, &key, C::DIRECTION, segs, flow_len, ip_len, p.tcp_flags);
+            if counted.is_none() {
                 c.flow_insert_failed += 1;
                 if c.flow_insert_failed == 1 {
                     // Once per CPU: the first packet this CPU could not track.
@@ -147,14 +149,58 @@ pub fn count_frame<C: Frame + EbpfContext>(ctx: &C) {
                     );
                 }
             }
+            // The direction is a constant: each hook compiles one half.
+            if C::DIRECTION == DIR_TX {
+                rtt::record(c, &words, &p, counted.as_ref());
+            } else {
+                rtt::answer(c, &words, &p, counted.as_ref());
+            }
         }
         Err(Malformed) => c.malformed += 1,
     }
 }
 
+/// Adds `n` (wrapping: `u64::MAX` takes one away) to the size class of
+/// `len`, for the frames of a GSO super-packet, as `size_class` would
+/// pick it, but without a branch and without an index that depends on
+/// `len`: a chain of branches gave the verifier 7 states per class, 343
+/// for the three of a super-packet, each walked through the rest of the
+/// program (the TC program verified 0.93 million instructions of its 1
+/// million), and a computed index is marked precise back to the lengths
+/// and the parser's offsets, so that no later state could be pruned.
+/// Here each class's counter gets `n` times 1 or 0: "above the class
+/// below" minus "above this class", each the sign bit of a subtraction
+/// (`len` hidden from the compiler, which would turn the subtraction back
+/// into a compare and a branch). Lengths fit 32 bits.
+#[inline(always)]
+fn add_size_class(c: &mut Counters, len: u64, n: u64) {
+    let len = core::hint::black_box(len);
+    // 1 when len > max.
+    let above = |max: u32| u64::from(max).wrapping_sub(len) >> 63;
+    let mut above_below: u64 = 1;
+    for (k, count) in c.size_classes.iter_mut().enumerate() {
+        let above_this = SIZE_CLASS_MAX.get(k).map_or(0, |&max| above(max));
+        *count = count.wrapping_add((above_below - above_this).wrapping_mul(n));
+        above_below = above_this;
+    }
+}
+
+/// A packet's flow in this CPU's cache, once the packet is counted there:
+/// what passive RTT reads and writes of it (`rtt`).
+pub struct Counted {
+    /// The flow's slot (this CPU's: only this CPU writes it, and programs
+    /// that count do not nest on one CPU).
+    pub slot: *mut FlowSlot,
+    /// The TCP flags the flow had shown before this packet (0 for a flow
+    /// that just moved in).
+    pub prior_flags: u32,
+    /// The clock the packet was stamped with (see [`CLOCK`]).
+    pub now: u64,
+}
+
 /// Adds one frame (`packets` on the wire: 1, or a GSO super-packet's
 /// segments) to its flow in this CPU's cache, for the program counting
-/// `direction`. Returns false when the
+/// `direction`. Returns `None` when the
 /// packet could not be counted to a flow (the slot's occupant could not be
 /// evicted because the ring is full; the occupant stays).
 #[inline(always)]
@@ -166,7 +212,7 @@ pub fn count_flow(
     len: u64,
     ip_len: u64,
     tcp_flags: u8,
-) -> bool {
+) -> Option<Counted> {
     // The clock userspace publishes (10 ms resolution): no helper call on
     // the path of a packet (see CLOCK).
     let now = match CLOCK.get_ptr(0) {
@@ -174,28 +220,31 @@ pub fn count_flow(
         Some(t) => unsafe { read_volatile(t) },
         None => 0,
     };
-    let Some(slot) = FLOW_SLOTS.get_ptr_mut(slot_index(key)) else {
-        return false;
-    };
+    let ptr = FLOW_SLOTS.get_ptr_mut(slot_index(key))?;
     // SAFETY: one of this CPU's slots (see slot_index), written by no other
     // CPU, and programs that count do not nest on one CPU.
-    let slot = unsafe { &mut *slot };
+    let slot = unsafe { &mut *ptr };
     // An empty slot's key is all zero, which no parsed key is (ip_version
     // is 4 or 6), so a match is always an occupied slot.
     if same_key(&slot.key, key) {
         let v = &mut slot.value;
+        let prior_flags = v.tcp_flags;
         v.packets += packets;
         v.bytes += len;
         v.ip_bytes += ip_len;
         v.last_seen_ns = now;
-        v.tcp_flags |= u32::from(tcp_flags);
-        return true;
+        v.tcp_flags = prior_flags | u32::from(tcp_flags);
+        return Some(Counted {
+            slot: ptr,
+            prior_flags,
+            now,
+        });
     }
     // A new flow for this slot. An occupant first goes to this CPU's
     // pending evictions (and from there, a batch at a time, to the ring);
     // when neither has room it stays and this packet is counted to no flow.
     if slot.seq != 0 && !evict(slot) {
-        return false;
+        return None;
     }
     c.flow_records += 1;
     // Unique per CPU across both directions (each counts its own
@@ -217,10 +266,17 @@ pub fn count_flow(
             tcp_flags: u32::from(tcp_flags),
             pad: 0,
         };
+        // The passive-RTT state is the occupancy's own.
+        slot.rtt_mark = 0;
+        slot.rtt_pad = 0;
         compiler_fence(Ordering::Release);
         write_volatile(&raw mut slot.seq, seq);
     }
-    true
+    Some(Counted {
+        slot: ptr,
+        prior_flags: 0,
+        now,
+    })
 }
 
 /// Moves a slot's occupant to this CPU's pending evictions, first sending

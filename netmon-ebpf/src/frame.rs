@@ -11,7 +11,10 @@
 
 use core::{marker::PhantomData, mem::size_of, ptr::read_unaligned};
 
-use aya_ebpf::programs::{TcContext, XdpContext};
+use aya_ebpf::{
+    bindings::{__sk_buff, xdp_md},
+    programs::{TcContext, XdpContext},
+};
 use netmon_common::{DIR_RX, DIR_TX};
 
 /// A program context with packet data: what the parsers need of it.
@@ -43,6 +46,30 @@ pub trait Frame {
     fn segment_size(&self) -> u64 {
         0
     }
+    /// `parse::walk_options` on this frame, through a global function
+    /// (see [`netmon_tcp_options_xdp`]).
+    fn walk_options(&self, opts: usize, opts_end: usize) -> u64;
+}
+
+// The TCP option walk as global functions (BTF linkage global), one per
+// context type: the verifier checks a global function once, on its own,
+// instead of once per state that reaches the call. Inline, the walk's
+// variable offsets multiplied with the parser's (VLAN tags, MPLS, IPv6
+// extension headers) past the verifier's million instructions. Only a
+// segment whose options are not in the canonical layout (a SYN) calls it.
+
+/// The TCP option walk on an XDP frame (`parse::walk_options`).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netmon_tcp_options_xdp(ctx: *mut xdp_md, opts: u64, opts_end: u64) -> u64 {
+    crate::parse::walk_options(&XdpContext::new(ctx), opts as usize, opts_end as usize)
+}
+
+/// The TCP option walk on a TC frame (`parse::walk_options`).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn netmon_tcp_options_tc(ctx: *mut __sk_buff, opts: u64, opts_end: u64) -> u64 {
+    crate::parse::walk_options(&TcContext::new(ctx), opts as usize, opts_end as usize)
 }
 
 impl Frame for XdpContext {
@@ -62,6 +89,10 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn packet_len(&self) -> usize {
         XdpContext::data_end(self) - XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn walk_options(&self, opts: usize, opts_end: usize) -> u64 {
+        netmon_tcp_options_xdp(self.ctx, opts as u64, opts_end as u64)
     }
 }
 
@@ -97,6 +128,10 @@ impl Frame for TcContext {
     fn segment_size(&self) -> u64 {
         // SAFETY: as above (skb_shinfo(skb)->gso_size, Linux 5.7).
         u64::from(unsafe { (*self.skb.skb).gso_size })
+    }
+    #[inline(always)]
+    fn walk_options(&self, opts: usize, opts_end: usize) -> u64 {
+        netmon_tcp_options_tc(self.skb.skb, opts as u64, opts_end as u64)
     }
 }
 

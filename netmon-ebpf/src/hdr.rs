@@ -112,6 +112,41 @@ pub mod tcp {
     pub const DATA_OFFSET: usize = 12;
     /// The flag bits FIN..CWR.
     pub const FLAGS: usize = 13;
+    /// Sequence and acknowledgment numbers.
+    pub const SEQ: usize = 4;
+    pub const ACK: usize = 8;
+    /// The ACK flag (SYN, FIN, RST: `netmon_common::TCP_*`).
+    pub const FLAG_ACK: u8 = 0x10;
+    /// Options start after the fixed header and end at the data offset.
+    pub const OPTIONS: usize = MIN_HLEN;
+    /// Option kinds (RFC 9293, RFC 7323).
+    pub const OPT_EOL: u8 = 0;
+    pub const OPT_NOP: u8 = 1;
+    pub const OPT_TS: u8 = 8;
+    /// Length of the timestamp option: kind, length, TSval, TSecr.
+    pub const OPT_TS_LEN: usize = 10;
+    /// TSval and TSecr inside the timestamp option.
+    pub const OPT_TS_VAL: usize = 2;
+    pub const OPT_TS_ECR: usize = 6;
+    /// The layout Linux (and most stacks) puts first on every segment of
+    /// a connection that uses timestamps: NOP, NOP, kind 8, length 10,
+    /// then TSval and TSecr (12 bytes, RFC 7323 appendix A). As the first
+    /// 4 bytes read as a little-endian `u32`.
+    pub const CANONICAL_TS_LE: u32 = u32::from_le_bytes([OPT_NOP, OPT_NOP, OPT_TS, 10]);
+    pub const CANONICAL_TS_LEN: usize = 12;
+    /// TSval and TSecr in the canonical layout.
+    pub const CANONICAL_TS_VAL: usize = 4;
+    pub const CANONICAL_TS_ECR: usize = 8;
+    /// Options looked at when they are not in the canonical layout (a SYN
+    /// puts MSS and SACK-permitted first; BSD's SYN has the timestamp sixth).
+    /// A timestamp option further back is not found (no RTT sample, the
+    /// segment counts as ever).
+    pub const MAX_OPTIONS: usize = 8;
+    /// Largest end of the options the walk takes: a bound the verifier
+    /// needs on an offset passed to a function it checks on its own (it
+    /// proves no access through a packet offset that may reach 64 KiB).
+    /// Headers of TCP at 16 KiB into a frame are not walked.
+    pub const MAX_OPTIONS_END: usize = 0x3fff;
 }
 
 /// UDP (RFC 768).
@@ -121,11 +156,26 @@ pub mod udp {
     pub const PORTS: usize = 0;
 }
 
-/// ICMP and ICMPv6: type, code, checksum.
+/// ICMP and ICMPv6: type, code, checksum; for an echo request or reply
+/// (RFC 792, RFC 4443) the identifier and sequence number after them.
 pub mod icmp {
     pub const MIN_HLEN: usize = 4;
+    pub const TYPE: usize = 0;
+    /// Identifier then sequence number, in an echo message.
+    pub const ECHO_ID_SEQ: usize = 4;
+    pub const ECHO_HLEN: usize = 8;
+    pub const V4_ECHO_REPLY: u8 = 0;
+    pub const V4_ECHO_REQUEST: u8 = 8;
+    pub const V6_ECHO_REQUEST: u8 = 128;
+    pub const V6_ECHO_REPLY: u8 = 129;
 }
 
 // The bench driver (src/bin/netmon-bench.rs) moves the IPv4 source address
 // of an untagged frame.
 const _: () = assert!(netmon_common::bench::NEW_FLOW_OFFSET == eth::HLEN + ipv4::SRC);
+// The echo driver moves the TSecr of an untagged IPv4/TCP frame whose
+// options start with the canonical timestamp layout.
+const _: () = assert!(
+    netmon_common::bench::ECHO_OFFSET
+        == eth::HLEN + ipv4::MIN_HLEN + tcp::OPTIONS + tcp::CANONICAL_TS_ECR
+);

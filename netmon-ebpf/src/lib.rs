@@ -1,7 +1,8 @@
 //! netmon's kernel side as a library: the parser over any program context
 //! with packet data ([`frame::Frame`]: XDP and TC), the header layouts it
-//! reads ([`hdr`]), and the counting that every hook shares ([`flow`]: the
-//! per-CPU totals, the flow cache, the eviction ring, and their maps).
+//! reads ([`hdr`]), the counting that every hook shares ([`flow`]: the
+//! per-CPU totals, the flow cache, the eviction ring, and their maps), and
+//! passive RTT ([`rtt`]: egress records, ingress matches).
 //!
 //! The programs are binaries of this crate, one object each:
 //! - `netmon` (src/bin/netmon.rs): the shipped object, netmon's XDP
@@ -22,6 +23,7 @@ pub mod flow;
 pub mod frame;
 pub mod hdr;
 pub mod parse;
+pub mod rtt;
 
 #[cfg(not(test))]
 #[panic_handler]

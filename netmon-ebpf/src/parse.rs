@@ -1,7 +1,11 @@
 //! The parser: Ethernet, VLAN tags, MPLS or PPPoE, IPv4/IPv6 (with IPv6
 //! extension headers), then the ports and TCP flags of L4, over any
 //! [`Frame`]. What it steps over is restated in ARCHITECTURE.md ("What the
-//! parser steps over").
+//! parser steps over"). For passive RTT it also reads the TCP sequence
+//! and acknowledgment numbers and timestamp option, and the identifier
+//! and sequence number of an ICMP/ICMPv6 echo ([`RttFields`]); these never
+//! change what a frame counts as (a timestamp option that cannot be read
+//! is just absent).
 #![expect(clippy::inline_always, reason = "per-packet path, see lib.rs")]
 
 use netmon_common::{IP_V4, IP_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
@@ -30,7 +34,37 @@ pub struct Parsed {
     /// payload; for other protocols the start of L4): what every segment
     /// of a GSO super-packet repeats. Only the egress program reads it.
     pub hdr_end: usize,
+    /// What passive RTT needs of TCP and ICMP echo (see `rtt`).
+    pub rtt: RttFields,
 }
+
+/// What passive RTT reads of a packet's L4 header: all zero (and false)
+/// for what the packet is not. Host byte order.
+#[derive(Clone, Copy, Default)]
+pub struct RttFields {
+    /// TCP: the sequence number. ICMP/ICMPv6 echo: identifier << 16 |
+    /// sequence number.
+    pub seq: u32,
+    /// TCP: the acknowledgment number.
+    pub ack: u32,
+    /// TCP: TSval and TSecr of the timestamp option, when `ts`.
+    pub tsval: u32,
+    pub tsecr: u32,
+    /// TCP: the segment has a timestamp option netmon found (see
+    /// [`tcp_timestamp`]).
+    pub ts: bool,
+    /// TCP: the segment carries data (the IP packet goes on past the TCP
+    /// header).
+    pub payload: bool,
+    /// ICMP/ICMPv6: [`ECHO_REQUEST`], [`ECHO_REPLY`] or 0 (anything else).
+    pub echo: u8,
+}
+
+/// [`RttFields::echo`] of an ICMP echo request (type 8) or ICMPv6 echo
+/// request (128) with its identifier and sequence number in the packet.
+pub const ECHO_REQUEST: u8 = 1;
+/// [`RttFields::echo`] of an echo reply (ICMP 0, ICMPv6 129).
+pub const ECHO_REPLY: u8 = 2;
 
 /// What a frame carries, as far as the parser went.
 pub enum L3 {
@@ -179,10 +213,10 @@ fn parse_ipv4<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
     ];
     // Only the first fragment (offset 0) carries the L4 header; later
     // fragments count towards the flow with ports 0.
-    let (tcp_flags, l4_hlen) = if frag & ipv4::FRAG_OFFSET_MASK == 0 {
+    let (tcp_flags, l4_hlen, rtt) = if frag & ipv4::FRAG_OFFSET_MASK == 0 {
         parse_l4(f, l3 + ihl, l3 + total_len, proto, &mut key[4])?
     } else {
-        (0, 0)
+        (0, 0, RttFields::default())
     };
     Ok(Parsed {
         key,
@@ -192,6 +226,7 @@ fn parse_ipv4<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
         chain_too_long: false,
         l3,
         hdr_end: l3 + ihl + l4_hlen,
+        rtt,
     })
 }
 
@@ -272,10 +307,10 @@ fn parse_ipv6<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
                 | ipv6_ext::AH
         );
     key[4] = proto_word(IP_V6, next);
-    let (tcp_flags, l4_hlen) = if done && first_fragment {
+    let (tcp_flags, l4_hlen, rtt) = if done && first_fragment {
         parse_l4(f, offset, end, next, &mut key[4])?
     } else {
-        (0, 0)
+        (0, 0, RttFields::default())
     };
     Ok(Parsed {
         key,
@@ -285,13 +320,17 @@ fn parse_ipv6<F: Frame>(f: &F, l3: usize) -> Result<Parsed, Malformed> {
         chain_too_long: !done,
         l3,
         hdr_end: offset + l4_hlen,
+        rtt,
     })
 }
 
 /// Adds the ports of TCP and UDP to `word` (word 4 of the key) and returns
-/// the TCP flags and the length of the TCP or UDP header (data offset, 8;
-/// 0 for other protocols). The L4 header must fit both the frame and the IP
-/// packet (which ends at `end`).
+/// the TCP flags, the length of the TCP or UDP header (data offset, 8;
+/// 0 for other protocols) and what passive RTT reads. The L4 header must
+/// fit both the frame and the IP packet (which ends at `end`): 20 bytes of
+/// TCP, 8 of UDP, 4 of ICMP, else the frame is malformed. What RTT reads
+/// beyond that (TCP options, an echo's identifier) is absent when it does
+/// not fit, never malformed.
 #[inline(always)]
 fn parse_l4<F: Frame>(
     f: &F,
@@ -299,16 +338,17 @@ fn parse_l4<F: Frame>(
     end: usize,
     proto: u8,
     word: &mut u64,
-) -> Result<(u8, usize), Malformed> {
+) -> Result<(u8, usize, RttFields), Malformed> {
     let need = match proto {
         PROTO_TCP => tcp::MIN_HLEN,
         PROTO_UDP => udp::HLEN,
         PROTO_ICMP | PROTO_ICMPV6 => icmp::MIN_HLEN,
-        _ => return Ok((0, 0)),
+        _ => return Ok((0, 0, RttFields::default())),
     };
     if l4 + need > end {
         return Err(Malformed);
     }
+    let mut rtt = RttFields::default();
     match proto {
         PROTO_TCP => {
             let t = Header::<{ tcp::MIN_HLEN }>::at(f, l4)?;
@@ -316,16 +356,117 @@ fn parse_l4<F: Frame>(
             // destination port).
             *word |= u64::from(t.get::<u32, { tcp::PORTS }>());
             let hlen = usize::from(t.get::<u8, { tcp::DATA_OFFSET }>() >> 4) * 4;
-            Ok((t.get::<u8, { tcp::FLAGS }>(), hlen))
+            let flags = t.get::<u8, { tcp::FLAGS }>();
+            rtt.seq = u32::from_be(t.get::<u32, { tcp::SEQ }>());
+            rtt.ack = u32::from_be(t.get::<u32, { tcp::ACK }>());
+            rtt.payload = end > l4 + hlen;
+            // Options only in a header that fits the packet.
+            if hlen > tcp::MIN_HLEN && l4 + hlen <= end {
+                if let Some((tsval, tsecr)) = tcp_timestamp(f, l4, hlen) {
+                    (rtt.ts, rtt.tsval, rtt.tsecr) = (true, tsval, tsecr);
+                }
+            }
+            Ok((flags, hlen, rtt))
         }
         PROTO_UDP => {
             let u = Header::<{ udp::HLEN }>::at(f, l4)?;
             *word |= u64::from(u.get::<u32, { udp::PORTS }>());
-            Ok((0, udp::HLEN))
+            Ok((0, udp::HLEN, rtt))
         }
         _ => {
-            Header::<{ icmp::MIN_HLEN }>::at(f, l4)?;
-            Ok((0, 0))
+            let h = Header::<{ icmp::MIN_HLEN }>::at(f, l4)?;
+            let kind = match (proto, h.get::<u8, { icmp::TYPE }>()) {
+                (PROTO_ICMP, icmp::V4_ECHO_REQUEST) | (PROTO_ICMPV6, icmp::V6_ECHO_REQUEST) => {
+                    ECHO_REQUEST
+                }
+                (PROTO_ICMP, icmp::V4_ECHO_REPLY) | (PROTO_ICMPV6, icmp::V6_ECHO_REPLY) => {
+                    ECHO_REPLY
+                }
+                _ => 0,
+            };
+            if kind != 0 && l4 + icmp::ECHO_HLEN <= end {
+                if let Ok(e) = Header::<{ icmp::ECHO_HLEN }>::at(f, l4) {
+                    rtt.seq = u32::from_be(e.get::<u32, { icmp::ECHO_ID_SEQ }>());
+                    rtt.echo = kind;
+                }
+            }
+            Ok((0, 0, rtt))
         }
     }
+}
+
+/// TSval and TSecr of the timestamp option of the TCP header at `l4`,
+/// `hlen` bytes long (more than 20, inside the packet). Fast path: the
+/// canonical layout (NOP, NOP, timestamp first), what Linux puts on every
+/// segment after the SYNs: one bounds check, one compare. Otherwise a walk
+/// of at most [`tcp::MAX_OPTIONS`] options (a SYN starts with MSS and
+/// SACK-permitted). `None`: no timestamp option found, or the options are
+/// not in the readable part of the frame.
+#[inline(always)]
+fn tcp_timestamp<F: Frame>(f: &F, l4: usize, hlen: usize) -> Option<(u32, u32)> {
+    let opts = l4 + tcp::OPTIONS;
+    if hlen >= tcp::OPTIONS + tcp::CANONICAL_TS_LEN {
+        let o = Header::<{ tcp::CANONICAL_TS_LEN }>::at(f, opts).ok()?;
+        if o.get::<u32, 0>() == tcp::CANONICAL_TS_LE {
+            return Some((
+                u32::from_be(o.get::<u32, { tcp::CANONICAL_TS_VAL }>()),
+                u32::from_be(o.get::<u32, { tcp::CANONICAL_TS_ECR }>()),
+            ));
+        }
+    }
+    // Out of line, in a function the verifier checks once (see
+    // `walk_options`); a SYN pays for the call.
+    let found = f.walk_options(opts, l4 + hlen);
+    if found == NO_TIMESTAMP {
+        return None;
+    }
+    Some(((found >> 32) as u32, found as u32))
+}
+
+/// What [`walk_options`] returns when it finds no timestamp option (a
+/// TSval and TSecr both `u32::MAX`, which no stack sends together, are
+/// taken for it).
+pub const NO_TIMESTAMP: u64 = u64::MAX;
+
+/// The options from `opts` to `opts_end` walked for a timestamp option, at
+/// most [`tcp::MAX_OPTIONS`] of them: TSval << 32 | TSecr, or
+/// [`NO_TIMESTAMP`]. Called by the global functions of `frame`
+/// (`netmon_tcp_options_xdp`, `netmon_tcp_options_tc`) with offsets the
+/// verifier knows nothing of, hence the bound first.
+#[inline(always)]
+pub fn walk_options<F: Frame>(f: &F, opts: usize, opts_end: usize) -> u64 {
+    if opts_end > tcp::MAX_OPTIONS_END || opts > opts_end {
+        return NO_TIMESTAMP;
+    }
+    let mut at = opts;
+    for _ in 0..tcp::MAX_OPTIONS {
+        // Kind and length as one value (see the IPv6 walk on pointers); a
+        // lone last byte can only be NOP or EOL.
+        if at + 2 > opts_end {
+            return NO_TIMESTAMP;
+        }
+        let Ok([kind, len]) = read::<[u8; 2], F>(f, at) else {
+            return NO_TIMESTAMP;
+        };
+        if kind == tcp::OPT_TS {
+            if usize::from(len) != tcp::OPT_TS_LEN || at + tcp::OPT_TS_LEN > opts_end {
+                return NO_TIMESTAMP;
+            }
+            let Ok(o) = Header::<{ tcp::OPT_TS_LEN }>::at(f, at) else {
+                return NO_TIMESTAMP;
+            };
+            let tsval = u32::from_be(o.get::<u32, { tcp::OPT_TS_VAL }>());
+            let tsecr = u32::from_be(o.get::<u32, { tcp::OPT_TS_ECR }>());
+            return (u64::from(tsval) << 32) | u64::from(tsecr);
+        }
+        // EOL ends the options; NOP is one byte; every other option says
+        // its length, at least 2 (else the options are garbage).
+        at += match kind {
+            tcp::OPT_EOL => return NO_TIMESTAMP,
+            tcp::OPT_NOP => 1,
+            _ if len < 2 => return NO_TIMESTAMP,
+            _ => usize::from(len),
+        };
+    }
+    NO_TIMESTAMP
 }

@@ -3,6 +3,10 @@
 //! tags, MPLS or PPPoE, with valid lengths and IPv4 header checksums.
 //! Addresses, ports and lengths are the caller's; TCP segments carry data
 //! offset 5, window 64,240 and the flags given; IPv4 headers DF and TTL 64.
+//! For passive RTT: TCP segments with sequence and acknowledgment numbers,
+//! options (the timestamp option in Linux's layouts) and payload
+//! ([`Segment`], [`tcp_frame`]), and ICMP/ICMPv6 echo requests and replies
+//! ([`icmp_echo`]). L4 checksums are left 0: no program here reads them.
 
 /// The two MAC addresses of a frame.
 #[derive(Clone, Copy, Debug)]
@@ -21,6 +25,8 @@ pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const TCP_ACK: u8 = 0x10;
 pub const TCP_SYN: u8 = 0x02;
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_PSH: u8 = 0x08;
 
 /// 2001:db8::`last` (documentation prefix).
 pub const fn v6(last: u8) -> [u8; 16] {
@@ -215,6 +221,130 @@ pub fn ipv6_udp_behind_hop_by_hop(exts: usize) -> Vec<u8> {
     f
 }
 
+/// TCP option kinds.
+const OPT_NOP: u8 = 1;
+const OPT_MSS: u8 = 2;
+const OPT_WS: u8 = 3;
+const OPT_SACK_PERM: u8 = 4;
+const OPT_TS: u8 = 8;
+
+/// The timestamp option as Linux puts it first on every segment after the
+/// SYNs (RFC 7323 appendix A): NOP, NOP, kind 8, length 10, TSval, TSecr.
+pub fn ts_option(tsval: u32, tsecr: u32) -> Vec<u8> {
+    let mut o = vec![OPT_NOP, OPT_NOP, OPT_TS, 10];
+    o.extend_from_slice(&tsval.to_be_bytes());
+    o.extend_from_slice(&tsecr.to_be_bytes());
+    o
+}
+
+/// The options of a Linux SYN or SYN-ACK with timestamps: MSS 1460,
+/// SACK-permitted, timestamp, NOP, window scale 7 (20 bytes); the
+/// timestamp is the third option, not where [`ts_option`] puts it.
+pub fn syn_options(tsval: u32, tsecr: u32) -> Vec<u8> {
+    let mut o = vec![OPT_MSS, 4, 0x05, 0xb4, OPT_SACK_PERM, 2, OPT_TS, 10];
+    o.extend_from_slice(&tsval.to_be_bytes());
+    o.extend_from_slice(&tsecr.to_be_bytes());
+    o.extend_from_slice(&[OPT_NOP, OPT_WS, 3, 7]);
+    o
+}
+
+/// The options of a BSD (macOS) SYN: MSS, NOP, window scale, NOP, NOP,
+/// timestamp, SACK-permitted, EOL (24 bytes); the timestamp sixth.
+pub fn bsd_syn_options(tsval: u32, tsecr: u32) -> Vec<u8> {
+    let mut o = vec![
+        OPT_MSS, 4, 0x05, 0xb4, OPT_NOP, OPT_WS, 3, 6, OPT_NOP, OPT_NOP,
+    ];
+    o.extend_from_slice(&[OPT_TS, 10]);
+    o.extend_from_slice(&tsval.to_be_bytes());
+    o.extend_from_slice(&tsecr.to_be_bytes());
+    o.extend_from_slice(&[OPT_SACK_PERM, 2, 0, 0]);
+    o
+}
+
+/// One TCP segment: ports, sequence and acknowledgment numbers, flags,
+/// options (a multiple of 4 bytes, at most 40) and how many payload bytes
+/// (zeros) follow the header.
+#[derive(Clone, Debug, Default)]
+pub struct Segment {
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub options: Vec<u8>,
+    pub payload: usize,
+}
+
+impl Segment {
+    /// The TCP header with its options.
+    pub fn header(&self) -> Vec<u8> {
+        assert!(
+            self.options.len().is_multiple_of(4) && self.options.len() <= 40,
+            "TCP options of {} bytes",
+            self.options.len()
+        );
+        let mut h = tcp_header(self.sport, self.dport, self.flags).to_vec();
+        h[4..8].copy_from_slice(&self.seq.to_be_bytes());
+        h[8..12].copy_from_slice(&self.ack.to_be_bytes());
+        h[12] = (((20 + self.options.len()) / 4) << 4) as u8;
+        h.extend_from_slice(&self.options);
+        h
+    }
+}
+
+/// An IP address of either version, for the builders that take both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addr {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+/// Ethernet, IPv4 or IPv6 (by the addresses' version; both must be of
+/// one) and `l4` (protocol `proto`), then `payload` zero bytes.
+fn ip_frame(src: Addr, dst: Addr, proto: u8, l4: &[u8], payload: usize) -> Vec<u8> {
+    let len = l4.len() + payload;
+    match (src, dst) {
+        (Addr::V4(s), Addr::V4(d)) => {
+            let mut f = ethernet(ETH, &[], ETH_P_IP);
+            let total = u16::try_from(20 + len).expect("a packet under 64 KiB");
+            f.extend_from_slice(&ipv4_header(s, d, proto, total));
+            f.extend_from_slice(l4);
+            f.resize(f.len() + payload, 0);
+            f
+        }
+        (Addr::V6(s), Addr::V6(d)) => {
+            let mut f = ethernet(ETH, &[], ETH_P_IPV6);
+            let plen = u16::try_from(len).expect("a packet under 64 KiB");
+            f.extend_from_slice(&ipv6_header(s, d, proto, plen));
+            f.extend_from_slice(l4);
+            f.resize(f.len() + payload, 0);
+            f
+        }
+        _ => panic!("addresses of two IP versions: {src:?}, {dst:?}"),
+    }
+}
+
+/// An untagged frame of the TCP segment `seg` from `src` to `dst`.
+pub fn tcp_frame(src: Addr, dst: Addr, seg: &Segment) -> Vec<u8> {
+    ip_frame(src, dst, 6, &seg.header(), seg.payload)
+}
+
+/// An untagged ICMP (IPv4) or ICMPv6 (IPv6) echo request (`reply` false:
+/// type 8 / 128) or reply (type 0 / 129) with identifier `id`, sequence
+/// number `seq` and 56 bytes of data, as ping sends.
+pub fn icmp_echo(src: Addr, dst: Addr, reply: bool, id: u16, seq: u16) -> Vec<u8> {
+    let (proto, kind) = match (src, reply) {
+        (Addr::V4(_), false) => (1, 8),
+        (Addr::V4(_), true) => (1, 0),
+        (Addr::V6(_), false) => (58, 128),
+        (Addr::V6(_), true) => (58, 129),
+    };
+    let mut h = vec![kind, 0, 0, 0];
+    h.extend_from_slice(&id.to_be_bytes());
+    h.extend_from_slice(&seq.to_be_bytes());
+    ip_frame(src, dst, proto, &h, 56)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +374,52 @@ mod tests {
         assert_eq!(ipv6_ah_tcp(ETH, (v6(3), 1), (v6(1), 2), TCP_ACK).len(), 98);
         assert_eq!(ipv6_udp(ETH, (v6(2), 1), (v6(1), 2), 64).len(), 64);
         assert_eq!(ipv6_udp_behind_hop_by_hop(2).len(), 14 + 40 + 16 + 8);
+    }
+
+    #[test]
+    fn segments_and_echoes_are_laid_out() {
+        let seg = Segment {
+            sport: 40_000,
+            dport: 80,
+            seq: 0x0102_0304,
+            ack: 0x0a0b_0c0d,
+            flags: TCP_ACK,
+            options: ts_option(7, 9),
+            payload: 100,
+        };
+        let f = tcp_frame(
+            Addr::V4([198, 51, 100, 1]),
+            Addr::V4([198, 51, 100, 2]),
+            &seg,
+        );
+        assert_eq!(f.len(), 14 + 20 + 32 + 100);
+        assert_eq!(checksum(&f[14..34]), 0);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([f[16], f[17]])),
+            20 + 32 + 100
+        );
+        let t = &f[34..];
+        assert_eq!(t[12] >> 4, 8);
+        assert_eq!(&t[4..12], &[1, 2, 3, 4, 0x0a, 0x0b, 0x0c, 0x0d]);
+        assert_eq!(&t[20..32], &[1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9]);
+        assert_eq!(syn_options(1, 0).len(), 20);
+        assert_eq!(bsd_syn_options(1, 0).len(), 24);
+        assert_eq!(
+            &bsd_syn_options(5, 6)[10..20],
+            &[8, 10, 0, 0, 0, 5, 0, 0, 0, 6]
+        );
+        let t6 = tcp_frame(Addr::V6(v6(1)), Addr::V6(v6(2)), &Segment::default());
+        assert_eq!((t6.len(), t6[20]), (14 + 40 + 20, 6));
+        let e = icmp_echo(Addr::V6(v6(1)), Addr::V6(v6(2)), true, 0x1234, 5);
+        assert_eq!((e.len(), e[20], e[54]), (14 + 40 + 8 + 56, 58, 129));
+        assert_eq!(&e[58..62], &[0x12, 0x34, 0, 5]);
+        let e = icmp_echo(
+            Addr::V4([192, 0, 2, 1]),
+            Addr::V4([192, 0, 2, 2]),
+            false,
+            1,
+            2,
+        );
+        assert_eq!((e.len(), e[23], e[34]), (14 + 20 + 8 + 56, 1, 8));
     }
 }

@@ -52,6 +52,8 @@
 mod corpus;
 #[path = "xdp_corpus/reference.rs"]
 mod reference;
+#[path = "xdp_corpus/rtt.rs"]
+mod rtt;
 
 use std::{
     collections::{HashMap as StdHashMap, HashSet},
@@ -62,8 +64,8 @@ use std::{
 use corpus::Frame;
 use netmon::sys::{Counting, FlowMaps, Object, object::TestRunOptions};
 use netmon_common::{
-    Counters, DEFAULT_EVICTED_BYTES, DIR_RX, DIR_TX, EVICT_BATCH, EvictBatch, FlowKey, FlowSlot,
-    FlowValue, TC_PROGRAM, XDP_PROGRAM,
+    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_RTT_PENDING, DIR_RX, DIR_TX, EVICT_BATCH, EvictBatch,
+    FlowKey, FlowSlot, FlowValue, TC_PROGRAM, XDP_PROGRAM,
 };
 use netmon_tests::frames;
 use reference::Outcome;
@@ -258,7 +260,7 @@ struct Kernel {
 }
 
 /// The shipped object `cargo xtask build` wrote, from `NETMON_EBPF_OBJ`.
-fn shipped_object() -> (String, Vec<u8>) {
+pub(crate) fn shipped_object() -> (String, Vec<u8>) {
     let path = std::env::var("NETMON_EBPF_OBJ").unwrap_or_else(|_| {
         panic!(
             "NETMON_EBPF_OBJ is not set: run `cargo xtask test`, or point it at the object \
@@ -284,6 +286,7 @@ impl Kernel {
             slots_per_cpu: slots,
             hash_seed: 0x1234_5678_9abc_def0,
             ring_bytes: ring_bytes.unwrap_or(DEFAULT_EVICTED_BYTES),
+            rtt_pending: DEFAULT_RTT_PENDING,
         };
         // Through netmon's own loading code (netmon::sys).
         let (mut object, mut maps) = Object::load_counting(&bytes, &counting)
@@ -734,8 +737,8 @@ fn a_full_ring_keeps_the_occupant_and_counts_what_it_could_not_track() {
     assert_eq!(records, found);
 }
 
-/// The shipped object holds netmon's program and the counting code's maps,
-/// nothing of the benches (`cargo xtask build` checks its symbol table;
+/// The shipped object holds netmon's program, the counting code's maps and
+/// passive RTT's, nothing of the benches (`cargo xtask build` checks its symbol table;
 /// this reads it as netmon's loader sees it).
 #[test]
 fn the_shipped_object_holds_netmons_program_and_maps_only() {
@@ -757,7 +760,9 @@ fn the_shipped_object_holds_netmons_program_and_maps_only() {
             "COUNTERS",
             "EVICTED",
             "FLOW_SLOTS",
-            "PENDING"
+            "PENDING",
+            "RTT_PENDING",
+            "RTT_SAMPLES"
         ],
         "{path}"
     );
@@ -875,7 +880,7 @@ fn tc_egress_counts_every_frame_as_the_xdp_program_does() {
 }
 
 /// Pins the calling thread to the CPU it runs on.
-fn pin_to_this_cpu() {
+pub(crate) fn pin_to_this_cpu() {
     // SAFETY: plain libc calls on a zeroed cpu_set_t owned here.
     unsafe {
         let cpu = libc::sched_getcpu();

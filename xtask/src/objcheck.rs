@@ -11,33 +11,33 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use netmon_common::{
-    CLOCK_MAP, COUNTERS_MAP, EVICTED_MAP, FLOW_SLOTS_MAP, PENDING_MAP, TC_PROGRAM, XDP_PROGRAM,
-    bench,
+    CLOCK_MAP, COUNTERS_MAP, EVICTED_MAP, FLOW_SLOTS_MAP, PENDING_MAP, RTT_PENDING_MAP,
+    RTT_SAMPLES_MAP, TC_PROGRAM, XDP_PROGRAM, bench,
 };
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
 /// Programs of the shipped object: netmon's XDP (ingress) and TC (egress)
 /// programs.
 const SHIPPED_PROGRAMS: &[&str] = &[XDP_PROGRAM, TC_PROGRAM];
-/// Maps the shipped object may hold: the counting code's and aya-log's.
+/// Maps the shipped object may hold: the counting code's, passive RTT's
+/// and aya-log's.
 const SHIPPED_MAPS: &[&str] = &[
     COUNTERS_MAP,
     FLOW_SLOTS_MAP,
     PENDING_MAP,
     EVICTED_MAP,
     CLOCK_MAP,
+    RTT_PENDING_MAP,
+    RTT_SAMPLES_MAP,
     "AYA_LOGS",
 ];
-/// Names that belong to the bench object (netmon-common's `bench` module);
-/// listed in the failure when one turns up in the shipped object.
-const BENCH_NAMES: [&str; 6] = [
-    bench::PROGRAMS[0],
-    bench::PROGRAMS[1],
-    bench::PROGRAMS[2],
-    bench::SYMBOLS[0],
-    bench::SYMBOLS[1],
-    bench::SYMBOLS[2],
-];
+
+/// Whether `name` belongs to the bench object (netmon-common's `bench`
+/// module); named as such in the failure when it turns up in the shipped
+/// object.
+fn is_bench_name(name: &str) -> bool {
+    bench::PROGRAMS.contains(&name) || bench::SYMBOLS.contains(&name)
+}
 
 /// The programs, maps and globals of an object, each sorted.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -87,7 +87,7 @@ pub fn inventory(elf: &[u8]) -> Result<Inventory> {
 pub fn shipped_problems(inv: &Inventory) -> Vec<String> {
     let mut problems = Vec::new();
     let bench = |n: &str| {
-        if BENCH_NAMES.contains(&n) {
+        if is_bench_name(n) {
             " (a bench name)"
         } else {
             ""
@@ -109,7 +109,7 @@ pub fn shipped_problems(inv: &Inventory) -> Vec<String> {
         }
     }
     for g in &inv.globals {
-        if BENCH_NAMES.contains(&g.as_str()) {
+        if is_bench_name(g) {
             problems.push(format!("global {g} (a bench name)"));
         }
     }
@@ -156,20 +156,24 @@ mod tests {
                 "EVICTED",
                 "FLOW_SLOTS",
                 "PENDING",
+                "RTT_PENDING",
+                "RTT_SAMPLES",
             ],
             &["HASH_SEED", "SLOT_MASK", "SLOT_SHIFT"],
         );
         assert!(shipped_problems(&ok).is_empty());
         let bad = inv(
-            &["netmon_floor", "netmon_tc", "netmon_xdp"],
-            &["BENCH_TAIL", "COUNTERS"],
+            &["netmon_floor", "netmon_tc", "netmon_tc_floor", "netmon_xdp"],
+            &["BENCH_TAIL", "COUNTERS", "OTHER"],
             &["BENCH_CYCLE"],
         );
         assert_eq!(
             shipped_problems(&bad),
             [
                 "program netmon_floor (a bench name)",
+                "program netmon_tc_floor (a bench name)",
                 "map BENCH_TAIL (a bench name)",
+                "map OTHER",
                 "global BENCH_CYCLE (a bench name)"
             ]
         );

@@ -1,5 +1,6 @@
-//! The bench object (`cargo xtask bench`, never shipped): a floor program,
-//! a traffic generator and the new-flow driver. netmon's own program is not
+//! The bench object (`cargo xtask bench`, never shipped): the floor
+//! programs (XDP and TC), a traffic generator and the drivers (new flow,
+//! new TCP echo). netmon's own program is not
 //! here: the benches load the shipped object and measure its program
 //! itself, the driver reaching it by a tail call through [`BENCH_TAIL`]
 //! (a program array may hold a program of another object of the same type).
@@ -17,18 +18,26 @@ use core::{
 };
 
 use aya_ebpf::{
-    bindings::xdp_action,
-    macros::{map, xdp},
+    bindings::{TC_ACT_UNSPEC, xdp_action},
+    macros::{classifier, map, xdp},
     maps::ProgramArray,
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
-use netmon_common::bench::NEW_FLOW_OFFSET;
+use netmon_common::bench::{ECHO_OFFSET, NEW_FLOW_OFFSET};
 
 /// A program that only passes the frame: the floor that `cargo xtask bench
 /// xdp` subtracts from netmon's cost (BPF_PROG_TEST_RUN's own overhead).
 #[xdp]
 pub fn netmon_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// The floor of the egress cases: a classifier that only returns
+/// `TC_ACT_UNSPEC`, as netmon's `netmon_tc` does (the skb test run's own
+/// overhead).
+#[classifier]
+pub fn netmon_tc_floor(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
 }
 
 /// The generator of `cargo xtask bench veth`: run with
@@ -89,6 +98,32 @@ pub fn netmon_bench_new_flow(ctx: XdpContext) -> u32 {
         };
         // SAFETY: as above.
         unsafe { write_unaligned(p, next) };
+    }
+    // SAFETY: entry 0 holds an XDP program (or nothing: then this returns).
+    unsafe { BENCH_TAIL.tail_call(&ctx, 0) };
+    xdp_action::XDP_PASS
+}
+
+/// The echo driver of `cargo xtask bench xdp`: adds one to the TCP TSecr
+/// at [`ECHO_OFFSET`] in place (an untagged IPv4/TCP frame with the
+/// canonical timestamp option), so that every run of a repeated test run
+/// echoes a timestamp its flow has not looked up before, then tail-calls
+/// netmon's program (or the floor). It writes to the frame: test runs only.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] macro fixes the signature"
+)]
+pub fn netmon_bench_echo(ctx: XdpContext) -> u32 {
+    let at = ctx.data() + ECHO_OFFSET;
+    if at + size_of::<u32>() <= ctx.data_end() {
+        let p = at as *mut u32;
+        // SAFETY: the 4 bytes are in the frame (checked above); test runs
+        // own their frame. TSecr is big-endian: one more as a number.
+        unsafe {
+            let next = u32::from_be(read_unaligned(p)).wrapping_add(1);
+            write_unaligned(p, next.to_be());
+        }
     }
     // SAFETY: entry 0 holds an XDP program (or nothing: then this returns).
     unsafe { BENCH_TAIL.tail_call(&ctx, 0) };

@@ -322,7 +322,21 @@ async fn wind_up(
     // Probes end before the program is detached: the replies they count
     // crossed the interface while it counted (see ContinuousProbes).
     if let Some(p) = probes {
-        p.finish().await;
+        let finished = p.finish();
+        tokio::pin!(finished);
+        // Up to the probe timeout (5 s): the RTT ring is drained meanwhile,
+        // so that it never fills.
+        let mut service = tokio::time::interval(SERVICE_EVERY);
+        loop {
+            tokio::select! {
+                () = &mut finished => break,
+                _ = service.tick() => {
+                    if let Some(r) = &mut passive {
+                        r.take(source);
+                    }
+                }
+            }
+        }
     }
     source.finish();
     source.drain_log();
@@ -347,7 +361,9 @@ async fn wind_up(
     let counters = source.counters()?;
     let tx_counters = source.tx_counters()?;
     let mut probe_stats = probes.map(ContinuousProbes::cumulative).unwrap_or_default();
-    let passive_rtt = passive.map(|p| {
+    let passive_rtt = passive.map(|mut p| {
+        // The samples since the last interval join the run's.
+        p.table.end_interval();
         p.table.annotate_flows(&mut flows.top, Span::Run);
         p.table.annotate_probes(&mut probe_stats, Span::Run);
         p.table.summary(p.expired)

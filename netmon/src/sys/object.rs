@@ -25,8 +25,8 @@ use aya::{
     },
 };
 use netmon_common::{
-    CLOCK_MAP, COUNTERS_MAP, Counters, DIR_RX, EVICT_BATCH, EVICTED_MAP, EvictBatch,
-    FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, RTT_PENDING_MAP,
+    CLOCK_MAP, COUNTERS_MAP, Counters, DEFAULT_RTT_PENDING, DIR_RX, EVICT_BATCH, EVICTED_MAP,
+    EvictBatch, FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, RTT_PENDING_MAP,
     RTT_SAMPLES_MAP, RttKey, RttPending, RttSample, SLOT_MASK_GLOBAL, SLOT_SHIFT_GLOBAL,
 };
 
@@ -109,8 +109,9 @@ impl Object {
     }
 
     /// Loads an object that holds the counting code (the shipped object)
-    /// with the flow cache and ring sized by `counting`, and takes its maps
-    /// out. The clock is set to now, so the first packets are stamped with
+    /// with the flow cache, ring and passive-RTT pending map sized by
+    /// `counting`, and takes the counting maps out (the RTT maps stay:
+    /// [`RttMaps::take`]). The clock is set to now, so the first packets are stamped with
     /// the time of the load.
     pub fn load_counting(bytes: &[u8], counting: &Counting) -> Result<(Self, FlowMaps), SysError> {
         let cpu_ids = possible_cpus()?;
@@ -131,6 +132,7 @@ impl Object {
             &[
                 (FLOW_SLOTS_MAP, entries),
                 (EVICTED_MAP, counting.ring_bytes),
+                (RTT_PENDING_MAP, counting.rtt_pending),
             ],
         )?;
         let mut maps = FlowMaps::take(&mut object, cpu_ids, slots)?;
@@ -415,6 +417,9 @@ pub struct Counting {
     pub hash_seed: u64,
     /// Bytes of the eviction ring (a power-of-two multiple of the page).
     pub ring_bytes: u32,
+    /// Entries of the passive-RTT pending map (`RTT_PENDING_MAP`): sent
+    /// packets waiting for their answer, at most.
+    pub rtt_pending: u32,
 }
 
 impl Counting {
@@ -424,6 +429,7 @@ impl Counting {
             slots_per_cpu,
             hash_seed: super::random_seed(),
             ring_bytes: super::ring_bytes(possible_cpus()?.len()),
+            rtt_pending: DEFAULT_RTT_PENDING,
         })
     }
 }
