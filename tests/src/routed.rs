@@ -163,14 +163,20 @@ impl Routed {
     /// direction, chosen at random by nftables), counting them in the
     /// counters `dropped_to_p` and `dropped_to_m` of table `inet reloss`
     /// (the drops come before the delay line: lost segments are never
-    /// queued).
+    /// queued). A veth hands `r` GSO super-packets whole, so `m` and `p` are
+    /// made to send one segment per packet (`gso_max_segs 1`): each drop is
+    /// one segment on the wire, and the loss rate is the one asked for.
     pub fn drop_tcp(&self, pct: u32) {
+        self.m
+            .ip(&format!("link set dev {} gso_max_segs 1", self.if_m));
+        self.p
+            .ip(&format!("link set dev {} gso_max_segs 1", self.if_p));
         self.r.sh(&format!(
             "nft -f - <<'EOF'\n\
              table inet reloss {{\n\
                counter dropped_to_p {{ }}\n\
                counter dropped_to_m {{ }}\n\
-               chain fwd {{\n\
+               chain lossy {{\n\
                  type filter hook forward priority -10; policy accept;\n\
                  iifname \"{rm}\" meta l4proto tcp numgen random mod 100 < {pct} counter name dropped_to_p drop\n\
                  iifname \"{rp}\" meta l4proto tcp numgen random mod 100 < {pct} counter name dropped_to_m drop\n\
