@@ -2,13 +2,15 @@
 //! traffic to a peer `p` across a router `r` that holds every packet on its
 //! way back to `m` for a known delay D (an NFQUEUE delay line: this kernel
 //! has no netem), so every round trip from `m` to `p` takes D plus the
-//! path's own few tens of microseconds.
+//! path's own cost (about 0.2 ms here: each packet's trip through the
+//! delay line's userspace, and forwarding).
 //!
 //! Ground truth never comes from netmon: D itself (a hard floor: the delay
 //! line never releases a packet early), the RTT the kernel's own TCP
 //! reports for the same connection (`ss -ti` in `m`), `ping`, the probe
-//! RTT netmon's prober measures in userspace for the same echo packets,
-//! and `m`'s retransmission counter (/proc/net/snmp).
+//! RTT netmon's prober measures for the same echo packets (outside the
+//! kernel programs), `r`'s nftables drop counters and `m`'s retransmission
+//! counter (/proc/net/snmp).
 //!
 //! The tests take turns (one lock): each times a path to a fraction of a
 //! millisecond, which a second test's iperf3 on the same two CPUs would
@@ -234,7 +236,9 @@ fn netmon_on(path: &Routed, extra: &[&str]) -> Netmon {
 
 /// A probe's passive RTT median lies within 50 µs of its own median: the
 /// same echo packets, timed by the kernel between the egress and ingress
-/// hooks and by the prober in userspace; one passive sample per reply (at
+/// hooks and by the prober (send time taken in userspace before the send,
+/// so its RTT also holds its own send path: the passive one is the
+/// shorter); one passive sample per reply (at
 /// the end netmon lets the probes finish, then detaches, then takes the
 /// last samples, so even an echo in flight at the stop counts on both
 /// sides).
