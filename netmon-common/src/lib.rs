@@ -273,9 +273,8 @@ pub struct FlowSlot {
     pub value: FlowValue,
     pub seq_end: u64,
     /// Passive-RTT state of this occupancy (kernel only; userspace ignores
-    /// it; both 0 when a flow moves in): on a transmitted flow, the clock
-    /// tick of its last attempt to record a timestamp (the per-flow rate
-    /// limit, see [`RTT_PENDING_MAP`]); on a received flow, the last TCP
+    /// it; both 0 when a flow moves in): unused on a transmitted flow; on a
+    /// received flow, the last TCP
     /// TSecr it looked up, so a segment echoing the same value as the one
     /// before costs no lookup.
     pub rtt_mark: u32,
@@ -332,8 +331,8 @@ pub struct Pending {
 /// - [`RTT_TCP_TS`]: a segment's TCP TSval, matched by the first incoming
 ///   segment of the reverse flow whose TSecr equals it. Only the first
 ///   segment carrying a TSval is recorded (a later one with the same value
-///   finds the entry taken), and at most one per flow per clock tick of
-///   [`CLOCK_MAP`] (the rate limit, `FlowSlot::rtt_mark`). An echo arrives
+///   finds the entry taken), and only a TSval that is a multiple of 4 (the
+///   rate limit, the same rule on every CPU). An echo arrives
 ///   at most once per entry (the entry goes on the first); a retransmitted
 ///   segment carries a new TSval, so its echo times it and no earlier send.
 /// - [`RTT_TCP_SYN`]: a SYN (no ACK), id = its sequence number + 1, matched

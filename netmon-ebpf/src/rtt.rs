@@ -8,14 +8,12 @@
 //!   with a timestamp option that carries data, SYN or FIN, whose TSval is
 //!   the flow's first segment with that value (`FlowSlot::rtt_pad`, the
 //!   last TSval the flow sent on this CPU, updated by every segment, pure
-//!   ACKs too), and at most one attempt per flow, per CPU, per clock tick
-//!   (`FlowSlot::rtt_mark`: the low 32 bits of the published `CLOCK`, with
-//!   bit 0 set so that a slot's 0 never equals it; userspace publishes a
-//!   new value every 10 ms). A TSval first seen in a tick that had its
-//!   attempt is never recorded: recording it later, from a later segment,
-//!   would time the echo from the wrong send (the peer echoes the TSval
-//!   of the first segment that carried it), so the sample would come out
-//!   short. Not recorded: pure ACKs. The peer echoes the TSval of a pure
+//!   ACKs too), and only a TSval that is a multiple of
+//!   [`TS_RECORD_EVERY`] (the rate limit: a rule on the value, the same on
+//!   every CPU, so the CPU that sends the first segment with a TSval is
+//!   the one that records it; recording it from a later segment would time
+//!   the echo from the wrong send, the peer echoing the TSval of the first
+//!   segment that carried it, and the sample would come out short). Not recorded: pure ACKs. The peer echoes the TSval of a pure
 //!   ACK only when it next has something to send, so the echo would time
 //!   the peer's application, not the path. Matched: an incoming segment
 //!   with ACK and TSecr not 0 (RFC 7323: TSecr is only valid with ACK) on
@@ -104,13 +102,8 @@ pub fn record(c: &mut Counters, words: &[u64; 5], p: &Parsed, flow: Option<&Coun
                 let slot = unsafe { &mut *f.slot };
                 if r.tsval != slot.rtt_pad {
                     slot.rtt_pad = r.tsval;
-                    if r.payload || p.tcp_flags & (TCP_SYN | TCP_FIN) != 0 {
-                        let mark = tick(f.now);
-                        if mark != slot.rtt_mark {
-                            slot.rtt_mark = mark;
-                            ts = true;
-                        }
-                    }
+                    ts = r.tsval.is_multiple_of(TS_RECORD_EVERY)
+                        && (r.payload || p.tcp_flags & (TCP_SYN | TCP_FIN) != 0);
                 }
             }
             if !ts && !syn {
@@ -175,11 +168,15 @@ pub fn answer(c: &mut Counters, words: &[u64; 5], p: &Parsed, flow: Option<&Coun
     }
 }
 
-/// The rate-limit mark of clock value `now` (see the module doc).
-#[inline(always)]
-fn tick(now: u64) -> u32 {
-    now as u32 | 1
-}
+/// Only TSvals that are a multiple of this are recorded: the rate limit
+/// (a Linux TSval moves on every ms, so at most 250 records per flow per
+/// second). A rule on the value itself, the same on every CPU: whichever
+/// CPU sends the first segment carrying such a TSval records it, and a
+/// later segment with it, on any CPU, finds the entry taken. (A limit kept
+/// per CPU, such as one record per clock tick, let a CPU that had skipped
+/// a TSval leave it to another CPU's later segment: a sample short by the
+/// time between the two, below the path's RTT.)
+const TS_RECORD_EVERY: u32 = 4;
 
 #[inline(always)]
 fn ktime() -> u64 {

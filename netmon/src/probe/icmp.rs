@@ -169,7 +169,13 @@ impl IcmpSocket {
     }
 
     /// Sends one echo request. Waits while the send queue is full.
-    pub async fn send(&self, to: IpAddr, seq: u16, cookie: u64, probe: u64) -> io::Result<()> {
+    ///
+    /// Returns the wall-clock time (ns) taken right before the `sendto`
+    /// that sent it: the send time closest to the wire userspace can read
+    /// (the wait for the socket to be writable, and any retry, come before
+    /// it), so that an RTT against the kernel's receive timestamp holds
+    /// only the kernel's own send and receive paths.
+    pub async fn send(&self, to: IpAddr, seq: u16, cookie: u64, probe: u64) -> io::Result<i128> {
         let repr = EchoRepr {
             msg_type: if self.v6 {
                 ICMPV6_ECHO_REQUEST
@@ -186,8 +192,12 @@ impl IcmpSocket {
         let addr = SockAddr::from(SocketAddr::new(to, 0));
         loop {
             let mut guard = self.fd.writable().await?;
-            match guard.try_io(|fd| fd.get_ref().send_to(&buf, &addr)) {
-                Ok(Ok(_)) => return Ok(()),
+            let mut sent_real_ns = 0;
+            match guard.try_io(|fd| {
+                sent_real_ns = crate::sys::clock::realtime_ns();
+                fd.get_ref().send_to(&buf, &addr)
+            }) {
+                Ok(Ok(_)) => return Ok(sent_real_ns),
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }

@@ -317,7 +317,15 @@ impl Pinger {
             t.probes.insert(id, entry);
         }
         match sock.send(addr, seq, self.shared.cookie, id).await {
-            Ok(()) => Ok(id),
+            Ok(sent_real_ns) => {
+                // The time of the sendto itself, not of the bookkeeping
+                // before it. A reply handled before this update was timed
+                // from the earlier stamp: longer, never shorter.
+                if let Some(e) = self.shared.table(id).probes.get_mut(&id) {
+                    e.sent_real_ns = sent_real_ns;
+                }
+                Ok(id)
+            }
             Err(e) => {
                 self.shared.expire(id);
                 Err(e)
