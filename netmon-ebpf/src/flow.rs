@@ -25,7 +25,7 @@ use netmon_common::{
 
 use crate::{
     frame::{Frame, Malformed},
-    parse::{L3, classify},
+    parse::{L3, RttFields, classify},
     rtt,
 };
 
@@ -134,11 +134,18 @@ pub fn count_frame<C: Frame + EbpfContext>(ctx: &C) {
                 PROTO_ICMPV6 => c.icmpv6 += segs,
                 _ => c.other_ip += segs,
             }
-            let mut words = p.key;
+            let mut key = p.key;
             // Bits 48-55: the direction (0 on ingress: no change).
-            words[4] |= u64::from(C::DIRECTION) << 48;
-            let key = FlowKey::from_words(words);
-            let counted = count_flow(c, &key, C::DIRECTION, segs, flow_len, ip_len, p.tcp_flags);
+            key[4] |= u64::from(C::DIRECTION) << 48;
+            let key = FlowKey::from_words(key);
+            let counted = count_flow(
+                c,
+                &key,
+                C::DIRECTION,
+                (segs, flow_len, ip_len),
+                p.tcp_flags,
+                p.rtt,
+            );
             if counted.is_none() {
                 c.flow_insert_failed += 1;
                 if c.flow_insert_failed == 1 {
@@ -150,10 +157,11 @@ pub fn count_frame<C: Frame + EbpfContext>(ctx: &C) {
                 }
             }
             // The direction is a constant: each hook compiles one half.
+            let todo = counted.unwrap_or(0);
             if C::DIRECTION == DIR_TX {
-                rtt::record(c, &words, &p, counted.as_ref());
+                rtt::record(c, &key, &p, todo);
             } else {
-                rtt::answer(c, &words, &p, counted.as_ref());
+                rtt::answer(c, &key, &p, todo);
             }
         }
         Err(Malformed) => c.malformed += 1,
@@ -185,22 +193,11 @@ fn add_size_class(c: &mut Counters, len: u64, n: u64) {
     }
 }
 
-/// A packet's flow in this CPU's cache, once the packet is counted there:
-/// what passive RTT reads and writes of it (`rtt`).
-pub struct Counted {
-    /// The flow's slot (this CPU's: only this CPU writes it, and programs
-    /// that count do not nest on one CPU).
-    pub slot: *mut FlowSlot,
-    /// The TCP flags the flow had shown before this packet (0 for a flow
-    /// that just moved in).
-    pub prior_flags: u32,
-    /// The clock the packet was stamped with (see [`CLOCK`]).
-    pub now: u64,
-}
-
 /// Adds one frame (`packets` on the wire: 1, or a GSO super-packet's
-/// segments) to its flow in this CPU's cache, for the program counting
-/// `direction`. Returns `None` when the
+/// segments, of `len` frame bytes and `ip_len` IP bytes) to its flow in
+/// this CPU's cache, for the program counting `direction`, and does the
+/// packet's passive-RTT work on the slot (`rtt`, see `rtt::slot_step`,
+/// whose result it returns). Returns `None` when the
 /// packet could not be counted to a flow (the slot's occupant could not be
 /// evicted because the ring is full; the occupant stays).
 #[inline(always)]
@@ -208,11 +205,10 @@ pub fn count_flow(
     c: &mut Counters,
     key: &FlowKey,
     direction: u8,
-    packets: u64,
-    len: u64,
-    ip_len: u64,
+    (packets, len, ip_len): (u64, u64, u64),
     tcp_flags: u8,
-) -> Option<Counted> {
+    rtt: RttFields,
+) -> Option<u64> {
     // The clock userspace publishes (10 ms resolution): no helper call on
     // the path of a packet (see CLOCK).
     let now = match CLOCK.get_ptr(0) {
@@ -220,10 +216,10 @@ pub fn count_flow(
         Some(t) => unsafe { read_volatile(t) },
         None => 0,
     };
-    let ptr = FLOW_SLOTS.get_ptr_mut(slot_index(key))?;
+    let slot = FLOW_SLOTS.get_ptr_mut(slot_index(key))?;
     // SAFETY: one of this CPU's slots (see slot_index), written by no other
     // CPU, and programs that count do not nest on one CPU.
-    let slot = unsafe { &mut *ptr };
+    let slot = unsafe { &mut *slot };
     // An empty slot's key is all zero, which no parsed key is (ip_version
     // is 4 or 6), so a match is always an occupied slot.
     if same_key(&slot.key, key) {
@@ -234,11 +230,7 @@ pub fn count_flow(
         v.ip_bytes += ip_len;
         v.last_seen_ns = now;
         v.tcp_flags = prior_flags | u32::from(tcp_flags);
-        return Some(Counted {
-            slot: ptr,
-            prior_flags,
-            now,
-        });
+        return Some(rtt::slot_step(slot, direction, rtt, prior_flags, tcp_flags));
     }
     // A new flow for this slot. An occupant first goes to this CPU's
     // pending evictions (and from there, a batch at a time, to the ring);
@@ -272,11 +264,7 @@ pub fn count_flow(
         compiler_fence(Ordering::Release);
         write_volatile(&raw mut slot.seq, seq);
     }
-    Some(Counted {
-        slot: ptr,
-        prior_flags: 0,
-        now,
-    })
+    Some(rtt::slot_step(slot, direction, rtt, 0, tcp_flags))
 }
 
 /// Moves a slot's occupant to this CPU's pending evictions, first sending

@@ -8,7 +8,9 @@
 //! is just absent).
 #![expect(clippy::inline_always, reason = "per-packet path, see lib.rs")]
 
-use netmon_common::{IP_V4, IP_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use netmon_common::{
+    DIR_TX, IP_V4, IP_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_SYN,
+};
 
 use crate::{
     frame::{Frame, Header, Malformed, frame_len, read, read_be16},
@@ -38,33 +40,52 @@ pub struct Parsed {
     pub rtt: RttFields,
 }
 
-/// What passive RTT reads of a packet's L4 header: all zero (and false)
-/// for what the packet is not. Host byte order.
+/// What passive RTT reads of a packet's L4 header, packed into a word and
+/// a byte (every field of the parser's result is copied along its paths;
+/// seven fields here cost the established path measurably more than two),
+/// and only what the packet's hook needs (`Frame::DIRECTION`). All zero
+/// for what the packet is not.
 #[derive(Clone, Copy, Default)]
 pub struct RttFields {
-    /// TCP: the sequence number. ICMP/ICMPv6 echo: identifier << 16 |
-    /// sequence number.
-    pub seq: u32,
-    /// TCP: the acknowledgment number.
-    pub ack: u32,
-    /// TCP: TSval and TSecr of the timestamp option, when `ts`.
-    pub tsval: u32,
-    pub tsecr: u32,
-    /// TCP: the segment has a timestamp option netmon found (see
-    /// [`tcp_timestamp`]).
-    pub ts: bool,
-    /// TCP: the segment carries data (the IP packet goes on past the TCP
-    /// header).
-    pub payload: bool,
-    /// ICMP/ICMPv6: [`ECHO_REQUEST`], [`ECHO_REPLY`] or 0 (anything else).
-    pub echo: u8,
+    /// TCP: the timestamp this hook works with (egress: TSval, ingress:
+    /// TSecr; without [`RTT_TS`] not to be used) << 32 | the sequence number (egress)
+    /// or acknowledgment number (ingress). ICMP/ICMPv6 echo: identifier
+    /// << 16 | sequence number. Host byte order.
+    pub word: u64,
+    /// [`RTT_TS`], [`RTT_DATA`], [`RTT_HANDSHAKE`], [`RTT_ECHO`].
+    pub bits: u8,
 }
 
-/// [`RttFields::echo`] of an ICMP echo request (type 8) or ICMPv6 echo
-/// request (128) with its identifier and sequence number in the packet.
-pub const ECHO_REQUEST: u8 = 1;
-/// [`RttFields::echo`] of an echo reply (ICMP 0, ICMPv6 129).
-pub const ECHO_REPLY: u8 = 2;
+impl RttFields {
+    /// TSval (egress) or TSecr (ingress).
+    #[inline(always)]
+    #[must_use]
+    pub fn ts(&self) -> u32 {
+        (self.word >> 32) as u32
+    }
+
+    /// The sequence number (egress), acknowledgment number (ingress), or
+    /// an echo's identifier << 16 | sequence number.
+    #[inline(always)]
+    #[must_use]
+    pub fn num(&self) -> u32 {
+        self.word as u32
+    }
+}
+
+/// [`RttFields::bits`]: a TCP timestamp this hook works with (see
+/// [`tcp_timestamp`]): egress, any; ingress, with ACK and a TSecr not 0.
+pub const RTT_TS: u8 = 1;
+/// Egress: a TCP segment that carries data (the IP packet goes on past
+/// the TCP header).
+pub const RTT_DATA: u8 = 2;
+/// A handshake entry to record or match: egress, a SYN (or SYN-ACK, by its
+/// ACK flag); ingress, a SYN-ACK.
+pub const RTT_HANDSHAKE: u8 = 4;
+/// An echo entry: egress, an ICMP echo request (type 8) or ICMPv6 echo
+/// request (128); ingress, a reply (0, 129); with its identifier and
+/// sequence number in the packet.
+pub const RTT_ECHO: u8 = 8;
 
 /// What a frame carries, as far as the parser went.
 pub enum L3 {
@@ -357,13 +378,36 @@ fn parse_l4<F: Frame>(
             *word |= u64::from(t.get::<u32, { tcp::PORTS }>());
             let hlen = usize::from(t.get::<u8, { tcp::DATA_OFFSET }>() >> 4) * 4;
             let flags = t.get::<u8, { tcp::FLAGS }>();
-            rtt.seq = u32::from_be(t.get::<u32, { tcp::SEQ }>());
-            rtt.ack = u32::from_be(t.get::<u32, { tcp::ACK }>());
-            rtt.payload = end > l4 + hlen;
+            // Egress records what it sends (its sequence number, TSval),
+            // ingress matches what is acknowledged and echoed.
+            let num = if F::DIRECTION == DIR_TX {
+                t.get::<u32, { tcp::SEQ }>()
+            } else {
+                t.get::<u32, { tcp::ACK }>()
+            };
+            rtt.word = u64::from(u32::from_be(num));
+            if F::DIRECTION == DIR_TX {
+                if end > l4 + hlen {
+                    rtt.bits = RTT_DATA;
+                }
+                if flags & TCP_SYN != 0 {
+                    rtt.bits |= RTT_HANDSHAKE;
+                }
+            } else if flags & (TCP_SYN | tcp::FLAG_ACK) == TCP_SYN | tcp::FLAG_ACK {
+                rtt.bits = RTT_HANDSHAKE;
+            }
             // Options only in a header that fits the packet.
             if hlen > tcp::MIN_HLEN && l4 + hlen <= end {
                 if let Some((tsval, tsecr)) = tcp_timestamp(f, l4, hlen) {
-                    (rtt.ts, rtt.tsval, rtt.tsecr) = (true, tsval, tsecr);
+                    // Ingress: TSecr is only valid with ACK (RFC 7323), and
+                    // 0 echoes nothing.
+                    if F::DIRECTION == DIR_TX {
+                        rtt.word |= u64::from(tsval) << 32;
+                        rtt.bits |= RTT_TS;
+                    } else if flags & tcp::FLAG_ACK != 0 && tsecr != 0 {
+                        rtt.word |= u64::from(tsecr) << 32;
+                        rtt.bits |= RTT_TS;
+                    }
                 }
             }
             Ok((flags, hlen, rtt))
@@ -375,19 +419,20 @@ fn parse_l4<F: Frame>(
         }
         _ => {
             let h = Header::<{ icmp::MIN_HLEN }>::at(f, l4)?;
-            let kind = match (proto, h.get::<u8, { icmp::TYPE }>()) {
+            // Egress records echo requests, ingress matches replies.
+            let echo = match (proto, h.get::<u8, { icmp::TYPE }>()) {
                 (PROTO_ICMP, icmp::V4_ECHO_REQUEST) | (PROTO_ICMPV6, icmp::V6_ECHO_REQUEST) => {
-                    ECHO_REQUEST
+                    F::DIRECTION == DIR_TX
                 }
                 (PROTO_ICMP, icmp::V4_ECHO_REPLY) | (PROTO_ICMPV6, icmp::V6_ECHO_REPLY) => {
-                    ECHO_REPLY
+                    F::DIRECTION != DIR_TX
                 }
-                _ => 0,
+                _ => false,
             };
-            if kind != 0 && l4 + icmp::ECHO_HLEN <= end {
+            if echo && l4 + icmp::ECHO_HLEN <= end {
                 if let Ok(e) = Header::<{ icmp::ECHO_HLEN }>::at(f, l4) {
-                    rtt.seq = u32::from_be(e.get::<u32, { icmp::ECHO_ID_SEQ }>());
-                    rtt.echo = kind;
+                    rtt.word = u64::from(u32::from_be(e.get::<u32, { icmp::ECHO_ID_SEQ }>()));
+                    rtt.bits = RTT_ECHO;
                 }
             }
             Ok((0, 0, rtt))
