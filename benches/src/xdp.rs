@@ -47,11 +47,11 @@
 //! - **driver** (`echo_lookup`, `floor_echo`): `netmon_bench_echo` adds
 //!   one to the frame's TSecr in place and tail-calls netmon (or the
 //!   floor), so every run looks an echo up in `RTT_PENDING`: a lookup that
-//!   misses (nothing is pending), the common case (a flow records at most
-//!   one TSval per 10 ms tick, and every new TSecr is looked up).
+//!   misses (nothing is pending), the common case (a flow records one
+//!   TSval in four, and every new TSecr is looked up).
 //! - **repeat=1** (`rtt_record_repeat1`, `rtt_match_repeat1`): per round
-//!   [`RTT_PAIRS`] timestamps recorded by the TC program (the clock moved
-//!   on before each, so each is recorded) and matched by the XDP program
+//!   [`RTT_PAIRS`] timestamps recorded by the TC program (each a new TSval
+//!   that the rate limit lets through: a multiple of 4) and matched by the XDP program
 //!   (each a sample in the ring), every call interleaved with the floor of
 //!   its hook at repeat=1 on the same frame: the whole cost of a record
 //!   (a `bpf_ktime_get_ns` and an insert) and of a match (lookup, clock,
@@ -311,17 +311,16 @@ struct RttRound {
 }
 
 /// One round of `rtt_record_repeat1` and `rtt_match_repeat1`: [`RTT_PAIRS`]
-/// times, the clock moves on (so the flow may record again), the TC
-/// program records a new TSval (repeat=1, after the TC floor on the same
-/// frame), and the XDP program matches its echo (repeat=1, after the XDP
-/// floor on the same frame). Checks that every TSval was recorded and
-/// every echo gave a sample.
+/// times, the TC program records a new TSval (a multiple of 4, which the
+/// rate limit records; repeat=1, after the TC floor on the same frame),
+/// and the XDP program matches its echo (repeat=1, after the XDP floor on
+/// the same frame). Checks that every TSval was recorded and every echo
+/// gave a sample.
 fn rtt_round(bench: &mut Bench, round: u32) -> Result<RttSummary> {
     let (tx_before, rx_before) = (bench.counters_of(Hook::Tc)?, bench.counters()?);
     let mut r = RttRound::default();
     for i in 0..RTT_PAIRS {
-        let ts = round * RTT_PAIRS + i + 1;
-        bench.set_clock(1_000_000_000 + u64::from(ts) * 10_000_000)?;
+        let ts = 4 * (round * RTT_PAIRS + i + 1);
         let (sent, echo) = rtt_pair_frames(ts);
         r.tc_floor.push(bench.run_once(Prog::TcFloor, &sent, 1)?);
         r.record.push(bench.run_once(Prog::TcNetmon, &sent, 1)?);
@@ -579,11 +578,6 @@ impl Bench {
             rtt.drain_samples(&mut samples);
         }
         samples.len() as u64
-    }
-
-    /// Writes `ns` into netmon's clock.
-    fn set_clock(&mut self, ns: u64) -> Result<()> {
-        Ok(self.maps.set_clock(ns)?)
     }
 
     /// This machine's counters of `hook`'s direction, summed over CPUs.
@@ -1349,7 +1343,7 @@ impl Report {
     /// the match.
     fn rtt_rows(rtt: &[RttSummary]) -> (Vec<Row>, Vec<Row>) {
         let method = format!(
-            "repeat=1, {RTT_PAIRS} pairs/round (the clock moved on before each), 99 % mean per \
+            "repeat=1, {RTT_PAIRS} pairs/round (each a new TSval, a multiple of 4), 99 % mean per \
              round, median of {ROUNDS} rounds"
         );
         let pick = |f: fn(&RttSummary) -> (f64, f64)| -> (f64, f64, Vec<f64>) {
@@ -1388,7 +1382,7 @@ impl Report {
             vec![
                 row(
                     "rtt_record_repeat1",
-                    "egress: a data segment with a TSval new to its flow in a new clock tick: \
+                    "egress: a data segment with a TSval new to its flow, a multiple of 4: \
                      recorded (bpf_ktime_get_ns, an RTT_PENDING insert)"
                         .to_owned(),
                     pick(|s| s.record),
