@@ -508,7 +508,10 @@ fn encode_passive(
         };
         for (q, ms) in [("0.5", r.p50), ("0.9", r.p90), ("0.99", r.p99)] {
             let mut labels = probe(*k, t);
-            labels.push(("quantile", q.to_owned()));
+            // Not `quantile`: Prometheus reserves that label for summaries
+            // (promtool rejects it on a gauge), and an interval's
+            // percentiles are no summary of the run.
+            labels.push(("percentile", q.to_owned()));
             ConstGauge::new(ms / 1e3).encode(m.encode_family(&labels)?)?;
         }
     }
@@ -747,14 +750,14 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                &format!("netmon_passive_rtt_seconds{{{t},quantile=\"0.5\"}}")
+                &format!("netmon_passive_rtt_seconds{{{t},percentile=\"0.5\"}}")
             ),
             "0.0025"
         );
         assert_eq!(
             sample(
                 &text,
-                &format!("netmon_passive_rtt_seconds{{{t},quantile=\"0.99\"}}")
+                &format!("netmon_passive_rtt_seconds{{{t},percentile=\"0.99\"}}")
             ),
             "0.004"
         );
