@@ -130,8 +130,22 @@ pub fn default_flow_slots(l2_bytes: Option<u64>, slot_bytes: u64) -> u32 {
 }
 
 /// Default size of the eviction ring in bytes (a power-of-two multiple of
-/// the page size).
+/// the page size): what the object holds when loaded unchanged (tests,
+/// benches). netmon sets its own size at load, [`RING_BYTES_MIN`] at least.
 pub const DEFAULT_EVICTED_BYTES: u32 = 1 << 20;
+
+/// The eviction ring netmon sets up holds at least this many bytes (8 MiB:
+/// about 65,000 evicted flows), and [`RING_BYTES_PER_CPU`] per CPU beyond
+/// that. Its reader empties it every 10 ms; when every packet of a link
+/// evicts a flow (a busy 10G link: about a million packets/s among a
+/// million active flows, see BENCHMARKS.md, "Userspace by active flows"),
+/// 10 ms bring 10,000 evictions. 8 MiB leave room for 65 ms, enough for a
+/// reader held up by a busy machine; 1 MiB, the earlier size, overflowed
+/// under that load (`cargo xtask bench flows`).
+pub const RING_BYTES_MIN: u32 = 8 << 20;
+/// Eviction ring bytes per CPU (see [`RING_BYTES_MIN`]): more CPUs can
+/// evict more flows at once.
+pub const RING_BYTES_PER_CPU: u32 = 1 << 20;
 
 /// `FlowKey::ip_version` values.
 pub const IP_V4: u8 = 4;
