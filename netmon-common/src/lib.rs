@@ -88,8 +88,15 @@ pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// Name of the global holding the hash seed. Userspace sets it at load
 /// time from a random source, so that nobody can aim collisions at a slot.
 pub const HASH_SEED_GLOBAL: &str = "HASH_SEED";
-/// Default number of flows userspace tracks at once (`--max-flows`).
-pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
+/// Default number of flows userspace tracks at once (`--max-flows`): what a
+/// busy 10G link holds within the default 60 s idle timeout. CAIDA sizes
+/// the flow tables of its monitors on 10G (OC-192) backbone links at
+/// 500,000 entries; `cargo xtask bench flows` keeps twice that exact at a
+/// million packets/s in a fifth of a core. netmon allocates the table at
+/// start: about 240 bytes a flow, 128 MiB for this default (BENCHMARKS.md,
+/// "Userspace by active flows"). 65,536 before, which a busy link filled
+/// in seconds.
+pub const DEFAULT_MAX_FLOWS: u32 = 524_288;
 /// Slots per CPU when the object is loaded unchanged (a power of two).
 pub const DEFAULT_SLOTS_PER_CPU: u32 = 4096;
 /// A cache size as sysfs writes it (`512K`, `2048K`, `1M`), in bytes.
