@@ -1401,3 +1401,76 @@ fn check_flows(row: &mut UserRow, c: &Collected) {
         ),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use netmon::report::ipfix_wire::{Direction, Encoder, EndReason, FlowRecord};
+
+    use super::*;
+
+    fn record(src: [u8; 4], packets: u64) -> FlowRecord {
+        FlowRecord {
+            src: IpAddr::from(src),
+            dst: IpAddr::from([198, 51, 100, 1]),
+            sport: 40_000,
+            dport: 9000,
+            proto: 6,
+            tcp_flags: 0x10,
+            direction: Direction::Ingress,
+            end_reason: EndReason::ForcedEnd,
+            octets: packets * IP_BYTES,
+            packets,
+            start_ms: 1,
+            end_ms: 2,
+        }
+    }
+
+    #[test]
+    fn the_collector_reads_what_netmon_encodes_and_sees_a_lost_message() {
+        let mut encoder = Encoder::new(7, 1400);
+        // 100 records of 50 flows (two each), an IPv6 one, over several
+        // messages, the templates in the first.
+        let mut records: Vec<FlowRecord> = (0..100u8)
+            .map(|i| record([198, 51, 100, i % 50], u64::from(i) + 1))
+            .collect();
+        let mut v6 = record([0; 4], 5);
+        v6.src = "2001:db8::2".parse().unwrap();
+        v6.dst = "2001:db8::1".parse().unwrap();
+        records.push(v6);
+        let messages = encoder.messages(0, &records, true);
+        assert!(messages.len() > 1);
+        let (mut decoder, mut c) = (Decoder::default(), Collected::default());
+        for m in &messages {
+            decoder.message(&m.bytes, &mut c);
+        }
+        assert_eq!(
+            (c.messages, c.records, c.other_records),
+            (messages.len() as u64, 101, 1)
+        );
+        assert_eq!((c.sequence_breaks, c.malformed), (0, 0));
+        assert_eq!(c.flows.len(), 50);
+        // Flow i got records i + 1 and i + 51.
+        let got = c.flows[&([198, 51, 100, 3], [198, 51, 100, 1], 40_000, 9000, 6)];
+        assert_eq!(got, (4 + 54, (4 + 54) * IP_BYTES));
+        // A message missing from the middle breaks the sequence.
+        let more = encoder.messages(0, &records[..60], false);
+        let (mut decoder, mut c) = (Decoder::default(), Collected::default());
+        for m in messages
+            .iter()
+            .chain(more.iter())
+            .filter(|m| m.bytes != more[0].bytes)
+        {
+            decoder.message(&m.bytes, &mut c);
+        }
+        assert_eq!(c.sequence_breaks, 1);
+    }
+
+    #[test]
+    fn stat_lines_give_the_name_and_cpu_ticks() {
+        let line = "4242 (netmon ring) S 1 2 3 4 5 6 7 8 9 10 120 35 0 0 20 0 3 0 99";
+        assert_eq!(stat_ticks(line), Some(("netmon ring".to_owned(), 155)));
+        assert_eq!(stat_ticks("garbage"), None);
+    }
+}
