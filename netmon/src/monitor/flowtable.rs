@@ -35,7 +35,7 @@
 //! traffic.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, TryReserveError},
     hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
 };
 
@@ -127,19 +127,22 @@ struct Index {
 }
 
 impl Index {
-    fn new(max_flows: usize) -> Self {
+    fn new(max_flows: usize) -> Result<Self, TryReserveError> {
         let n = Self::buckets(max_flows);
-        let mut buckets = huge_pages(vec![0; n]);
+        let mut buckets = Vec::new();
+        buckets.try_reserve_exact(n)?;
+        buckets.resize(n, 0);
+        let mut buckets = huge_pages(buckets);
         // Resident now (see FlowTable::new): a write into every page.
         for b in buckets.iter_mut().step_by(PAGE / size_of::<u64>()) {
             // SAFETY: a valid, aligned u64 of the Vec. Volatile: a plain
             // store of the 0 it already holds could be optimised away.
             unsafe { std::ptr::write_volatile(b, 0) };
         }
-        Index {
+        Ok(Index {
             buckets,
             mask: n - 1,
-        }
+        })
     }
 
     fn buckets(max_flows: usize) -> usize {
@@ -366,25 +369,37 @@ impl FlowTable {
     /// flows in that second); now memory does not change after the start,
     /// and if it is not there, the start fails rather than a busy moment.
     pub fn new(max_flows: usize, idle_ns: u64) -> Self {
-        FlowTable {
+        Self::try_new(max_flows, idle_ns).expect("memory for the flow table")
+    }
+
+    /// [`Self::new`], or the error of an allocation that failed (memory
+    /// for `--max-flows` flows is not there), for one clear error line.
+    pub fn try_new(max_flows: usize, idle_ns: u64) -> Result<Self, TryReserveError> {
+        /// An empty Vec with room for `n`.
+        fn room<T>(n: usize) -> Result<Vec<T>, TryReserveError> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(n)?;
+            Ok(v)
+        }
+        Ok(FlowTable {
             max_flows,
             idle_ns,
             bucket_ns: (idle_ns / WHEEL_BUCKETS).max(1_000_000),
             live: IdMap::default(),
             ended_now: IdSet::default(),
             ended_before: IdSet::default(),
-            entries: prefault(huge_pages(Vec::with_capacity(max_flows))),
-            free: prefault(Vec::with_capacity(max_flows)),
-            index: Index::new(max_flows),
+            entries: prefault(huge_pages(room(max_flows)?)),
+            free: prefault(room(max_flows)?),
+            index: Index::new(max_flows)?,
             keys: RandomState::new(),
-            dirty: prefault(Vec::with_capacity(max_flows)),
-            changes: prefault(huge_pages(Vec::with_capacity(max_flows))),
+            dirty: prefault(room(max_flows)?),
+            changes: prefault(huge_pages(room(max_flows)?)),
             wheel: BTreeMap::new(),
             next_stamp: 0,
             untracked_packets: 0,
             untracked_bytes: 0,
             overflowed: false,
-        }
+        })
     }
 
     /// Bytes of a table of `max_flows` flows: what [`Self::new`] makes
@@ -1103,7 +1118,7 @@ mod tests {
     fn the_index_agrees_with_a_map_through_inserts_and_removals() {
         // 16 buckets (room for 8 flows) and hashes crowded onto a few homes,
         // so runs wrap around the end and removals shift buckets back.
-        let mut index = Index::new(8);
+        let mut index = Index::new(8).unwrap();
         assert_eq!(index.buckets.len(), 16);
         let mut reference: HashMap<u32, u64> = HashMap::new();
         let mut state = 0x1234_5678_u64;
@@ -1165,5 +1180,11 @@ mod tests {
         assert_eq!(sorted(&one), sorted(&all));
         assert_eq!(sorted(&all).len(), 7);
         assert_eq!((one.live(), all.live()), (0, 0));
+    }
+
+    #[test]
+    fn a_table_too_big_for_memory_is_an_error_not_an_abort() {
+        let err = FlowTable::try_new(usize::MAX / 64, IDLE).expect_err("no memory for that");
+        assert!(!err.to_string().is_empty());
     }
 }

@@ -52,7 +52,14 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
     // The flow table takes its memory before anything counts (see
     // FlowTable::new): a busy link's first second then finds it ready.
     let idle_ns = u64::try_from(args.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
-    let table = FlowTable::new(args.max_flows as usize, idle_ns);
+    let table = FlowTable::try_new(args.max_flows as usize, idle_ns).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot allocate the flow table for --max-flows {} (about {} MiB): {e}; give a \
+             smaller --max-flows",
+            args.max_flows,
+            FlowTable::memory_bound(args.max_flows as usize).div_ceil(1 << 20)
+        )
+    })?;
     let attachment = sys::Attachment::attach(&iface, ifindex, args.xdp_mode, flow_slots)?;
     let probes = probes.map(probe::continuous::Prepared::start);
     announce(&iface, ifindex, attachment.mode.as_str(), &args, flow_slots);
