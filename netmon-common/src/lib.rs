@@ -93,7 +93,7 @@ pub const HASH_SEED_GLOBAL: &str = "HASH_SEED";
 /// the flow tables of its monitors on 10G (OC-192) backbone links at
 /// 500,000 entries; `cargo xtask bench flows` keeps twice that exact at a
 /// million packets/s in a fifth of a core. netmon allocates the table at
-/// start: about 240 bytes a flow, 128 MiB for this default (BENCHMARKS.md,
+/// start: about 240 bytes a flow, 120 MiB for this default (BENCHMARKS.md,
 /// "Userspace by active flows"). 65,536 before, which a busy link filled
 /// in seconds.
 pub const DEFAULT_MAX_FLOWS: u32 = 524_288;

@@ -41,8 +41,15 @@ mac=$(ip -n $A link show $VA | awk '/link\/ether/ {print $2}')
 # `ip netns exec` execs netmon: $! is netmon's pid.
 ip netns exec $A "$bin" --iface $VA --format json --interval 1s "$@" >"$out/stdout.json" 2>"$out/stderr.txt" &
 nm=$!
-sleep 2
-kill -0 $nm || { cat "$out/stderr.txt"; exit 1; }
+# Traffic starts once netmon counts (its start line), not after a guess:
+# loading the programs takes seconds on a busy machine, and frames sent
+# before the attach are not counted.
+for _ in $(seq 300); do
+    grep -q "counting on" "$out/stderr.txt" 2>/dev/null && break
+    kill -0 $nm 2>/dev/null || { cat "$out/stderr.txt"; exit 1; }
+    sleep 0.1
+done
+grep -q "counting on" "$out/stderr.txt" || { echo "netmon not counting after 30 s"; exit 1; }
 ip netns exec $B "$sender" $VB "$mac" "$rate" "$count" "$send_s" >"$out/sent.txt" &
 tx=$!
 t0=$(date +%s.%N)
