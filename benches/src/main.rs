@@ -19,7 +19,9 @@ enum Which {
     /// above a bare XDP_PASS program.
     Xdp,
     /// Per-packet cost of the XDP program with 1,000 to 1,000,000 active
-    /// flows sending round robin, in ns above the floor.
+    /// flows sending round robin, in ns above the floor; then netmon's
+    /// userspace at those flow counts and 1,000,000 packets/s (CPU,
+    /// memory, every flow's count).
     Flows,
     /// Packets pushed across a veth pair with and without netmon attached.
     Veth,
@@ -41,7 +43,7 @@ struct Cli {
     /// The bench object (floor, generator, new-flow driver).
     #[arg(long)]
     bench_object: PathBuf,
-    /// The netmon binary (veth, probes).
+    /// The netmon binary (veth, probes, flows).
     #[arg(long)]
     netmon: PathBuf,
     /// fping (probes).

@@ -106,8 +106,15 @@ pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// Name of the global holding the hash seed. Userspace sets it at load
 /// time from a random source, so that nobody can aim collisions at a slot.
 pub const HASH_SEED_GLOBAL: &str = "HASH_SEED";
-/// Default number of flows userspace tracks at once (`--max-flows`).
-pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
+/// Default number of flows userspace tracks at once (`--max-flows`): what a
+/// busy 10G link holds within the default 60 s idle timeout. CAIDA sizes
+/// the flow tables of its monitors on 10G (OC-192) backbone links at
+/// 500,000 entries; `cargo xtask bench flows` keeps twice that exact at a
+/// million packets/s in a fifth of a core. netmon allocates the table at
+/// start: about 240 bytes a flow, 120 MiB for this default (BENCHMARKS.md,
+/// "Userspace by active flows"). 65,536 before, which a busy link filled
+/// in seconds.
+pub const DEFAULT_MAX_FLOWS: u32 = 524_288;
 /// Slots per CPU when the object is loaded unchanged (a power of two).
 pub const DEFAULT_SLOTS_PER_CPU: u32 = 4096;
 /// A cache size as sysfs writes it (`512K`, `2048K`, `1M`), in bytes.
@@ -148,8 +155,22 @@ pub fn default_flow_slots(l2_bytes: Option<u64>, slot_bytes: u64) -> u32 {
 }
 
 /// Default size of the eviction ring in bytes (a power-of-two multiple of
-/// the page size).
+/// the page size): what the object holds when loaded unchanged (tests,
+/// benches). netmon sets its own size at load, [`RING_BYTES_MIN`] at least.
 pub const DEFAULT_EVICTED_BYTES: u32 = 1 << 20;
+
+/// The eviction ring netmon sets up holds at least this many bytes (8 MiB:
+/// about 65,000 evicted flows), and [`RING_BYTES_PER_CPU`] per CPU beyond
+/// that. Its reader empties it every 10 ms; when every packet of a link
+/// evicts a flow (a busy 10G link: about a million packets/s among a
+/// million active flows, see BENCHMARKS.md, "Userspace by active flows"),
+/// 10 ms bring 10,000 evictions. 8 MiB leave room for 65 ms, enough for a
+/// reader held up by a busy machine; 1 MiB, the earlier size, overflowed
+/// under that load (`cargo xtask bench flows`).
+pub const RING_BYTES_MIN: u32 = 8 << 20;
+/// Eviction ring bytes per CPU (see [`RING_BYTES_MIN`]): more CPUs can
+/// evict more flows at once.
+pub const RING_BYTES_PER_CPU: u32 = 1 << 20;
 
 /// `FlowKey::ip_version` values.
 pub const IP_V4: u8 = 4;

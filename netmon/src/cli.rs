@@ -72,8 +72,9 @@ pub struct MonitorArgs {
     #[arg(long, value_enum, default_value_t)]
     pub xdp_mode: XdpMode,
 
-    /// Flows tracked at once; packets of flows beyond them are still counted
-    /// in the totals and reported as untracked (flow_insert_failed)
+    /// Flows tracked at once (about 240 bytes of memory each, taken at
+    /// start); packets of flows beyond them are still counted in the totals
+    /// and reported as untracked (flow_insert_failed)
     #[arg(long, value_name = "N", default_value_t = netmon_common::DEFAULT_MAX_FLOWS,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_flows: u32,

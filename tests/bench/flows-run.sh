@@ -1,7 +1,7 @@
 #!/bin/bash
 # The flow-table benchmark of BENCHMARKS.md ("Userspace flow table under a
 # flood of new flows"): netmon attached to one end of a veth pair between
-# two namespaces it creates (flA<pid>, flB<pid>; removed on every exit
+# two namespaces it creates (fbA<pid>, fbB<pid>; removed on every exit
 # path), a paced sender of new flows (flows-send.c: UDP from 203.0.113.x,
 # a new source port every 256 frames, to 198.51.100.1:9) on the other end,
 # netmon's RSS and CPU sampled every 5 s. Needs root. Traffic never leaves
@@ -19,7 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-target/bench/flows}/$name; mkdir -p "$out"
 sender=$out/../flows-send
 gcc -O2 -Wall -o "$sender" "$here/flows-send.c" || exit 1
-A=flA$$ B=flB$$ VA=flva$$ VB=flvb$$
+A=fbA$$ B=fbB$$ VA=fbva$$ VB=fbvb$$
 nm= tx=
 cleanup() {
     [ -n "$tx" ] && kill "$tx" 2>/dev/null
@@ -41,8 +41,15 @@ mac=$(ip -n $A link show $VA | awk '/link\/ether/ {print $2}')
 # `ip netns exec` execs netmon: $! is netmon's pid.
 ip netns exec $A "$bin" --iface $VA --format json --interval 1s "$@" >"$out/stdout.json" 2>"$out/stderr.txt" &
 nm=$!
-sleep 2
-kill -0 $nm || { cat "$out/stderr.txt"; exit 1; }
+# Traffic starts once netmon counts (its start line), not after a guess:
+# loading the programs takes seconds on a busy machine, and frames sent
+# before the attach are not counted.
+for _ in $(seq 300); do
+    grep -q "counting on" "$out/stderr.txt" 2>/dev/null && break
+    kill -0 $nm 2>/dev/null || { cat "$out/stderr.txt"; exit 1; }
+    sleep 0.1
+done
+grep -q "counting on" "$out/stderr.txt" || { echo "netmon not counting after 30 s"; exit 1; }
 ip netns exec $B "$sender" $VB "$mac" "$rate" "$count" "$send_s" >"$out/sent.txt" &
 tx=$!
 t0=$(date +%s.%N)

@@ -49,6 +49,17 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
     let flow_slots = args
         .flow_slots
         .unwrap_or_else(|| netmon_common::default_flow_slots(netif::l2_cache_bytes(), slot_bytes));
+    // The flow table takes its memory before anything counts (see
+    // FlowTable::new): a busy link's first second then finds it ready.
+    let idle_ns = u64::try_from(args.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+    let table = FlowTable::try_new(args.max_flows as usize, idle_ns).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot allocate the flow table for --max-flows {} (about {} MiB): {e}; give a \
+             smaller --max-flows",
+            args.max_flows,
+            FlowTable::memory_bound(args.max_flows as usize).div_ceil(1 << 20)
+        )
+    })?;
     let attachment = sys::Attachment::attach(&iface, ifindex, args.xdp_mode, flow_slots)?;
     let probes = probes.map(probe::continuous::Prepared::start);
     announce(&iface, ifindex, attachment.mode.as_str(), &args, flow_slots);
@@ -60,10 +71,8 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
         top: args.top,
         mono_to_unix_ns: sys::mono_to_unix_ns(),
     };
-    let idle_ns = u64::try_from(args.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
     let xdp_mode = attachment.mode.as_str();
-    let mut source = XdpSource::new(attachment, FlowTable::new(args.max_flows as usize, idle_ns))?
-        .with_if_counters(&cfg.iface);
+    let mut source = XdpSource::new(attachment, table)?.with_if_counters(&cfg.iface);
     // Without --format, a terminal gets the live view; a pipe, text;
     // --quiet, nothing.
     let live = !args.quiet && args.format.is_none() && io::stdout().is_terminal();
@@ -119,9 +128,10 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
 fn announce(iface: &str, ifindex: u32, mode: &str, args: &MonitorArgs, flow_slots: u32) {
     let slot_bytes = size_of::<netmon_common::FlowSlot>() as u64;
     eprintln!(
-        "netmon: counting on {iface} (ifindex {ifindex}) in {mode} XDP mode, up to {} flows, {} \
-         kernel flow slots per CPU ({} KiB each); {}",
+        "netmon: counting on {iface} (ifindex {ifindex}) in {mode} XDP mode, flow table up to {} \
+         flows (about {} MiB, --max-flows), {} kernel flow slots per CPU ({} KiB each); {}",
         args.max_flows,
+        FlowTable::memory_bound(args.max_flows as usize).div_ceil(1 << 20),
         flow_slots,
         (u64::from(flow_slots) * slot_bytes) >> 10,
         match args.duration {

@@ -1,6 +1,7 @@
 //! The attached XDP program as a monitor [`Source`](super::Source).
 
 use std::{
+    collections::VecDeque,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicBool, Ordering},
@@ -18,12 +19,13 @@ use crate::sys;
 /// and the flow table merged from its per-CPU flow caches.
 ///
 /// A thread of its own ([`RingDrainer`]) empties the kernel's eviction ring
-/// every [`SERVICE_EVERY`] into `Shared::evicted`, whatever the
-/// monitor loop is doing: the ring (about 10,000 flows) never waits behind
-/// an interval's work or a growing flow table, only for the lock, which
-/// nothing holds for longer than one read of the maps. The loop moves the
-/// records into the table between intervals ([`Source::service`])
-/// and at each interval, after reading the slots.
+/// every [`SERVICE_EVERY`] into `Shared::backlog`, whatever the
+/// monitor loop is doing: the ring (about 65,000 flows) never waits behind
+/// an interval's work, only for the lock, which nothing holds for longer
+/// than one read of the maps (or of [`CHUNK`] records from the ring), and
+/// up to [`BACKLOG`] records wait there for the loop. The loop moves the records
+/// into the table between intervals ([`Source::service`]) and at each
+/// interval, after reading the slots.
 pub struct XdpSource {
     shared: Arc<Mutex<Shared>>,
     drainer: Option<RingDrainer>,
@@ -46,9 +48,54 @@ pub struct XdpSource {
 /// What the ring thread and the monitor loop share.
 struct Shared {
     attachment: sys::Attachment,
-    /// Final records taken from the eviction ring, oldest first, not yet in
-    /// the flow table.
-    evicted: Vec<flowtable::Occupancy>,
+    /// Final records taken from the eviction ring, not yet in the flow
+    /// table.
+    backlog: Backlog,
+}
+
+/// Final records taken from the eviction ring and not yet in the flow
+/// table: at most [`BACKLOG`], in chunks of [`CHUNK`], oldest first. A
+/// chunk is filled from the ring by the ring thread and read by the loop
+/// where it is (one copy of each record); emptied chunks are kept for
+/// reuse.
+#[derive(Default)]
+struct Backlog {
+    full: VecDeque<Vec<flowtable::Occupancy>>,
+    spare: Vec<Vec<flowtable::Occupancy>>,
+    /// Records in `full`.
+    records: usize,
+}
+
+impl Backlog {
+    /// Moves records from the ring while fewer than [`BACKLOG`] wait.
+    fn fill(&mut self, attachment: &mut sys::Attachment) {
+        while self.records < BACKLOG {
+            let mut chunk = self.spare.pop().unwrap_or_default();
+            let more = attachment.drain_evicted(&mut chunk, CHUNK);
+            if chunk.is_empty() {
+                self.spare.push(chunk);
+                return;
+            }
+            self.records += chunk.len();
+            self.full.push_back(chunk);
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Puts the oldest chunk into `into` (empty; its buffer becomes a
+    /// spare); false when none waits.
+    fn take(&mut self, into: &mut Vec<flowtable::Occupancy>) -> bool {
+        let Some(mut chunk) = self.full.pop_front() else {
+            return false;
+        };
+        self.records -= chunk.len();
+        std::mem::swap(&mut chunk, into);
+        chunk.clear();
+        self.spare.push(chunk);
+        true
+    }
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -56,6 +103,18 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     // matters here: keep going with what is there.
     shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// Final records the ring thread holds for the loop at most (27 MiB, in
+/// chunks allocated only when records wait that long): 260 ms of a
+/// million evictions a second, on top of what the kernel's ring holds, for
+/// the loop's interval work to finish (about 100 ms with a million flows
+/// changing every interval, more on a busy machine: `cargo xtask bench
+/// flows`). Beyond it the records wait in the kernel's ring and then, if
+/// the loop falls further behind, packets of new flows are counted in the
+/// totals only (`flow_insert_failed`): memory stays bounded, counts exact.
+const BACKLOG: usize = 1 << 18;
+/// Records in a chunk of the backlog (850 KiB).
+const CHUNK: usize = 1 << 13;
 
 /// The thread that empties the eviction ring and publishes the clock the
 /// program stamps flows with, every 10 ms: neither waits behind the
@@ -79,14 +138,14 @@ impl RingDrainer {
                         let mut s = lock(&shared);
                         let Shared {
                             attachment,
-                            evicted,
+                            backlog,
                         } = &mut *s;
                         if let Err(e) = attachment.publish_clock()
                             && !std::mem::replace(&mut clock_failed, true)
                         {
                             log::warn!("{e}; flow first/last-seen times stop advancing");
                         }
-                        attachment.drain_evicted(evicted);
+                        backlog.fill(attachment);
                     }
                 }
             })
@@ -111,7 +170,7 @@ impl XdpSource {
         }
         let shared = Arc::new(Mutex::new(Shared {
             attachment,
-            evicted: Vec::new(),
+            backlog: Backlog::default(),
         }));
         let drainer = RingDrainer::start(Arc::clone(&shared))?;
         Ok(XdpSource {
@@ -143,21 +202,23 @@ impl XdpSource {
     }
 
     /// Moves the final records of evicted flows into the table: those the
-    /// ring thread took, then what is in the ring now.
+    /// ring thread took, then what is in the ring now, [`CHUNK`] at a time.
     fn take_evicted(&mut self) {
-        {
-            let mut s = lock(&self.shared);
-            let Shared {
-                attachment,
-                evicted,
-            } = &mut *s;
-            attachment.drain_evicted(evicted);
-            std::mem::swap(evicted, &mut self.ended);
+        loop {
+            let more = {
+                let mut s = lock(&self.shared);
+                let Shared {
+                    attachment,
+                    backlog,
+                } = &mut *s;
+                backlog.take(&mut self.ended) || attachment.drain_evicted(&mut self.ended, CHUNK)
+            };
+            self.table.ended_all(&self.ended);
+            self.ended.clear();
+            if !more {
+                break;
+            }
         }
-        for o in &self.ended {
-            self.table.ended(o);
-        }
-        self.ended.clear();
     }
 }
 

@@ -6,7 +6,10 @@
 use std::{ffi::CString, io, os::fd::RawFd};
 
 use aya_log::EbpfLogger;
-use netmon_common::{Counters, DIR_TX, FlowKey, FlowSlot, FlowValue, TC_PROGRAM, XDP_PROGRAM};
+use netmon_common::{
+    Counters, DIR_TX, FlowKey, FlowSlot, FlowValue, RING_BYTES_MIN, RING_BYTES_PER_CPU, TC_PROGRAM,
+    XDP_PROGRAM,
+};
 use thiserror::Error;
 
 use crate::UsageError;
@@ -336,11 +339,14 @@ impl Attachment {
     }
 
     /// Moves the final records of evicted occupancies from the ring to
-    /// `out`. Read [`occupancies`](Self::occupancies) before, never after,
-    /// in one round: a record may only be consumed after every read that
-    /// could still show its occupancy.
-    pub fn drain_evicted(&mut self, out: &mut Vec<Occupancy>) {
-        self.maps.drain_evicted(out);
+    /// `out` until the ring is empty or `out` holds `max` (a ring record
+    /// at a time, so up to [`EVICT_BATCH`](netmon_common::EVICT_BATCH) less
+    /// one more); returns whether the ring may hold more. Read
+    /// [`occupancies`](Self::occupancies) before, never after, in one
+    /// round: a record may only be consumed after every read that could
+    /// still show its occupancy.
+    pub fn drain_evicted(&mut self, out: &mut Vec<Occupancy>, max: usize) -> bool {
+        self.maps.drain_evicted(out, max)
     }
 
     /// Takes the passive-RTT maps out (once): the monitor reads them apart
@@ -358,14 +364,14 @@ impl Attachment {
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
-/// Size of the eviction ring: 256 KiB per CPU (rounded up to a power of
-/// two), 1 MiB at least. A record carries [`EVICT_BATCH`] flows in 4,112
-/// bytes (with its header), so 1 MiB holds about 8,100 evicted flows
-/// between two reads.
+/// Size of the eviction ring: [`RING_BYTES_PER_CPU`] per CPU (rounded up
+/// to a power of two), [`RING_BYTES_MIN`] at least. A record carries
+/// [`EVICT_BATCH`] flows in 4,112 bytes (with its header), so 8 MiB hold
+/// about 65,000 evicted flows between two reads.
 fn ring_bytes(cpus: usize) -> u32 {
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX).next_power_of_two();
-    (1u32 << 20)
-        .max(cpus.saturating_mul(256 << 10))
+    RING_BYTES_MIN
+        .max(cpus.saturating_mul(RING_BYTES_PER_CPU))
         .min(1 << 30)
 }
 
@@ -495,10 +501,10 @@ mod tests {
 
     #[test]
     fn the_ring_grows_with_the_cpus() {
-        assert_eq!(ring_bytes(1), 1 << 20);
-        assert_eq!(ring_bytes(2), 1 << 20);
-        assert_eq!(ring_bytes(6), 2 << 20);
-        assert_eq!(ring_bytes(64), 16 << 20);
+        assert_eq!(ring_bytes(1), 8 << 20);
+        assert_eq!(ring_bytes(2), 8 << 20);
+        assert_eq!(ring_bytes(12), 16 << 20);
+        assert_eq!(ring_bytes(64), 64 << 20);
         assert!(ring_bytes(100_000).is_power_of_two());
     }
 }

@@ -52,6 +52,28 @@ pub struct Object {
 /// A loaded program, by its own file descriptor (see [`Object::program`]).
 pub struct ProgramHandle(ProgramFd);
 
+impl ProgramHandle {
+    /// The loaded program whose kernel id is `id`, whoever loaded it
+    /// (`cargo xtask bench flows` puts a running netmon's XDP program, by
+    /// the id `ip link` shows, into its driver's program array).
+    pub fn by_id(id: u32) -> Result<Self, SysError> {
+        let name = format!("program id {id}");
+        for info in aya::programs::loaded_programs() {
+            let info = info.map_err(|e| program_error(&name, &e))?;
+            if info.id() == id {
+                return info
+                    .fd()
+                    .map(ProgramHandle)
+                    .map_err(|e| program_error(&name, &e));
+            }
+        }
+        Err(SysError::Program {
+            program: name,
+            reason: "no loaded program has this id".into(),
+        })
+    }
+}
+
 /// An attachment of a program through a bpf_link: it dies with its file
 /// descriptor, so a killed process leaves nothing attached. Dropping it
 /// detaches.
@@ -613,20 +635,50 @@ impl FlowMaps {
     }
 
     /// Moves the final records of evicted occupancies from the ring to
-    /// `out`. Read [`occupancies`](Self::occupancies) before, never after,
-    /// in one round: a record may only be consumed after every read that
-    /// could still show its occupancy.
-    pub fn drain_evicted(&mut self, out: &mut Vec<Occupancy>) {
-        let mut batches = Vec::new();
-        self.drain_batches(&mut batches);
-        for batch in &batches {
-            let n = (batch.count as usize).min(EVICT_BATCH);
-            out.extend(batch.slots[..n].iter().map(|s| Occupancy {
-                cpu: batch.cpu,
-                seq: s.seq,
-                key: s.key,
-                value: s.value,
+    /// `out` until the ring is empty or `out` holds `max`; returns whether
+    /// it stopped at `max` (the ring may hold more). Read
+    /// [`occupancies`](Self::occupancies) before, never after, in one
+    /// round: a record may only be consumed after every read that could
+    /// still show its occupancy.
+    pub fn drain_evicted(&mut self, out: &mut Vec<Occupancy>, max: usize) -> bool {
+        // Record by record, with no list of batches in between: at a
+        // million evictions a second that list was megabytes allocated,
+        // faulted in and freed every 10 ms.
+        loop {
+            if out.len() >= max {
+                return true;
+            }
+            let Some(item) = self.ring.next() else {
+                return false;
+            };
+            if item.len() != size_of::<EvictBatch>() {
+                continue;
+            }
+            #[expect(clippy::cast_ptr_alignment, reason = "read with read_unaligned only")]
+            let batch = item.as_ptr().cast::<EvictBatch>();
+            // SAFETY: a whole EvictBatch (checked length), every bit pattern
+            // is valid; read field by field, unaligned (the ring aligns to
+            // 8), each slot copied once, straight into `out`.
+            let (cpu, count) = unsafe {
+                (
+                    (&raw const (*batch).cpu).read_unaligned(),
+                    (&raw const (*batch).count).read_unaligned(),
+                )
+            };
+            // SAFETY: the address of a field inside the batch; no reference
+            // to unaligned memory is made.
+            let slots = unsafe { (&raw const (*batch).slots).cast::<FlowSlot>() };
+            out.extend((0..(count as usize).min(EVICT_BATCH)).map(|i| {
+                // SAFETY: i < EVICT_BATCH, inside the batch.
+                let s = unsafe { slots.add(i).read_unaligned() };
+                Occupancy {
+                    cpu,
+                    seq: s.seq,
+                    key: s.key,
+                    value: s.value,
+                }
             }));
+            drop(item);
         }
     }
 
