@@ -11,11 +11,12 @@ use std::{
     mem::{MaybeUninit, size_of},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsRawFd,
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use thiserror::Error;
-use tokio::io::unix::AsyncFd;
+use tokio::io::{Interest, unix::AsyncFd};
 
 use super::wire::{
     EchoPacket, EchoRepr, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REPLY,
@@ -66,7 +67,34 @@ pub struct IcmpSocket {
     pub kind: SocketKind,
     /// Identifier in our echo requests (and expected in replies on raw sockets).
     pub ident: u16,
+    /// Whether sends ask the kernel for their transmit time (see
+    /// [`TxStamp`]); cleared for good when the kernel refuses.
+    tx_stamps: AtomicBool,
+    /// Whether any send asked for one (then the error queue is read).
+    tx_asked: AtomicBool,
 }
+
+/// The kernel's record of when an echo request left the IP stack for the
+/// device (`SOF_TIMESTAMPING_TX_SCHED`, taken in `__dev_queue_xmit` right
+/// before the egress hooks and the qdisc), read from the socket's error
+/// queue. `key` is what [`IcmpSocket::send`] was given (`SCM_TS_OPT_ID`).
+/// An RTT from this time to the kernel's receive time holds neither
+/// netmon's own scheduling nor the system call: the path and the hosts'
+/// network stacks only, the span the passive RTT of the same echo covers
+/// (which starts at the TC egress hook, just after).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxStamp {
+    pub key: u32,
+    /// CLOCK_REALTIME ns, as the receive timestamps.
+    pub real_ns: i128,
+}
+
+/// `SCM_TS_OPT_ID` (Linux 6.13, include/uapi/asm-generic/socket.h): the
+/// timestamp key of one send, given with it. Not in the libc crate for
+/// x86-64 and arm64 yet.
+const SCM_TS_OPT_ID: libc::c_int = 81;
+/// `ee_info` of a timestamp taken before the qdisc (linux/errqueue.h).
+const SCM_TSTAMP_SCHED: u32 = 1;
 
 fn setsockopt_raw<T>(
     sock: &Socket,
@@ -123,6 +151,15 @@ impl IcmpSocket {
         }
         let on: libc::c_int = 1;
         setsockopt_raw(&sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on).map_err(err)?;
+        // Transmit times: reported as software timestamps, with the key of
+        // the send and without the packet (each send asks with its own
+        // control message, see send). Without them (an old kernel), RTTs
+        // start at the userspace clock right before the send.
+        let report = libc::SOF_TIMESTAMPING_SOFTWARE
+            | libc::SOF_TIMESTAMPING_OPT_ID
+            | libc::SOF_TIMESTAMPING_OPT_TSONLY;
+        let tx_stamps =
+            setsockopt_raw(&sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &report).is_ok();
         if !v6 {
             // Don't fragment: echo requests are small, and with DF set the
             // kernel skips picking an IP ID per packet (a hashed, shared
@@ -165,17 +202,26 @@ impl IcmpSocket {
             v6,
             kind,
             ident,
+            tx_stamps: AtomicBool::new(tx_stamps),
+            tx_asked: AtomicBool::new(false),
         })
     }
 
     /// Sends one echo request. Waits while the send queue is full.
     ///
     /// Returns the wall-clock time (ns) taken right before the `sendto`
-    /// that sent it: the send time closest to the wire userspace can read
-    /// (the wait for the socket to be writable, and any retry, come before
-    /// it), so that an RTT against the kernel's receive timestamp holds
-    /// only the kernel's own send and receive paths.
-    pub async fn send(&self, to: IpAddr, seq: u16, cookie: u64, probe: u64) -> io::Result<i128> {
+    /// that sent it (the wait for the socket to be writable, and any
+    /// retry, come before it). The kernel's own transmit time, keyed by
+    /// `key`, follows on the error queue when the kernel gives one
+    /// ([`TxStamp`], read by [`Self::recv_batch`]).
+    pub async fn send(
+        &self,
+        to: IpAddr,
+        seq: u16,
+        cookie: u64,
+        probe: u64,
+        key: u32,
+    ) -> io::Result<i128> {
         let repr = EchoRepr {
             msg_type: if self.v6 {
                 ICMPV6_ECHO_REQUEST
@@ -194,8 +240,23 @@ impl IcmpSocket {
             let mut guard = self.fd.writable().await?;
             let mut sent_real_ns = 0;
             match guard.try_io(|fd| {
+                let stamped = self.tx_stamps.load(Ordering::Relaxed);
                 sent_real_ns = crate::sys::clock::realtime_ns();
-                fd.get_ref().send_to(&buf, &addr)
+                if !stamped {
+                    return fd.get_ref().send_to(&buf, &addr);
+                }
+                self.tx_asked.store(true, Ordering::Relaxed);
+                match send_stamped(fd.get_ref(), &buf, &addr, key) {
+                    // A kernel before 6.13 does not know SCM_TS_OPT_ID:
+                    // plain sends from now on.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        self.tx_stamps.store(false, Ordering::Relaxed);
+                        log::debug!("no kernel transmit timestamps for echo requests: {e}");
+                        sent_real_ns = crate::sys::clock::realtime_ns();
+                        fd.get_ref().send_to(&buf, &addr)
+                    }
+                    r => r,
+                }
             }) {
                 Ok(Ok(_)) => return Ok(sent_real_ns),
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -207,10 +268,14 @@ impl IcmpSocket {
         }
     }
 
-    /// Waits for readability, then reads every queued packet (up to a
-    /// batch) and appends the tagged echo replies to `out`.
-    pub async fn recv_batch(&self, out: &mut Vec<Reply>) -> io::Result<()> {
-        let mut guard = self.fd.readable().await?;
+    /// Waits for readability (or transmit timestamps), then reads every
+    /// queued transmit timestamp into `tx` and every queued packet (up to a
+    /// batch), appending the tagged echo replies to `out`. A request's
+    /// transmit timestamp is queued before it leaves, so it is in `tx`
+    /// no later than the batch holding its reply.
+    pub async fn recv_batch(&self, out: &mut Vec<Reply>, tx: &mut Vec<TxStamp>) -> io::Result<()> {
+        let mut guard = self.fd.ready(Interest::READABLE | Interest::ERROR).await?;
+        self.drain_tx_stamps(tx);
         let mut data = [0u8; 2048];
         for _ in 0..256 {
             match guard.try_io(|fd| recv_one(fd.get_ref(), self.v6, &mut data)) {
@@ -227,9 +292,16 @@ impl IcmpSocket {
         Ok(())
     }
 
-    /// Reads what is queued now, without waiting (at most `max` packets).
+    /// Reads what is queued now, without waiting (at most `max` packets),
+    /// transmit timestamps first, as [`Self::recv_batch`].
     /// Any task may call it beside the receiver: each packet is read once.
-    pub fn try_recv_batch(&self, out: &mut Vec<Reply>, max: usize) -> io::Result<()> {
+    pub fn try_recv_batch(
+        &self,
+        out: &mut Vec<Reply>,
+        tx: &mut Vec<TxStamp>,
+        max: usize,
+    ) -> io::Result<()> {
+        self.drain_tx_stamps(tx);
         let mut data = [0u8; 2048];
         for _ in 0..max {
             match recv_one(self.fd.get_ref(), self.v6, &mut data) {
@@ -244,6 +316,25 @@ impl IcmpSocket {
             }
         }
         Ok(())
+    }
+
+    /// Empties the error queue into `tx`: the transmit timestamps (they
+    /// share the receive buffer with the replies, so they are never left
+    /// to pile up). Anything else there (an ICMP error on a raw socket
+    /// without IP_RECVERR never lands here) is dropped.
+    fn drain_tx_stamps(&self, tx: &mut Vec<TxStamp>) {
+        // Before any stamped send the queue holds nothing of ours: one
+        // system call less per batch.
+        if !self.tx_asked.load(Ordering::Relaxed) {
+            return;
+        }
+        for _ in 0..4096 {
+            match recv_tx_stamp(self.fd.get_ref()) {
+                Ok(Some(t)) => tx.push(t),
+                Ok(None) => {}
+                Err(_) => break,
+            }
+        }
     }
 
     fn parse(&self, from: IpAddr, data: &[u8], rx_real_ns: Option<i128>) -> Option<Reply> {
@@ -285,7 +376,8 @@ fn recv_one(
 ) -> io::Result<Option<(IpAddr, usize, Option<i128>)>> {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut control = [MaybeUninit::<u64>::uninit(); 16];
+    // Room for SCM_TIMESTAMPNS (32 bytes) and SCM_TIMESTAMPING (64).
+    let mut control = [MaybeUninit::<u64>::uninit(); 32];
     let mut iov = libc::iovec {
         iov_base: data.as_mut_ptr().cast(),
         iov_len: data.len(),
@@ -297,7 +389,7 @@ fn recv_one(
     msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = size_of::<[u64; 16]>();
+    msg.msg_controllen = size_of::<[u64; 32]>();
     // SAFETY: msg points to live buffers of the lengths it states.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
     if n < 0 {
@@ -330,4 +422,114 @@ fn recv_one(
         }
     }
     Ok(Some((from, n as usize, ts)))
+}
+
+/// Sends `buf` to `addr` asking for its transmit timestamp under `key`: the
+/// control messages `SO_TIMESTAMPING` (`SOF_TIMESTAMPING_TX_SCHED`) and
+/// `SCM_TS_OPT_ID`.
+fn send_stamped(sock: &Socket, buf: &[u8], addr: &SockAddr, key: u32) -> io::Result<usize> {
+    const ONE: usize = cmsg_space(size_of::<u32>());
+    let mut control = [0u64; (2 * ONE).div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: all-zero is a valid msghdr; the fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr().cast_mut().cast();
+    msg.msg_namelen = addr.len();
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = 2 * ONE;
+    // SAFETY: the CMSG macros stay inside msg_controllen, which covers two
+    // headers with a u32 each.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SO_TIMESTAMPING;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u32>() as u32) as usize;
+        std::ptr::write_unaligned(
+            libc::CMSG_DATA(c).cast::<u32>(),
+            libc::SOF_TIMESTAMPING_TX_SCHED,
+        );
+        let c = libc::CMSG_NXTHDR(&raw const msg, c);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = SCM_TS_OPT_ID;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u32>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u32>(), key);
+    }
+    // SAFETY: msg points to live buffers of the lengths it states.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &raw const msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `CMSG_SPACE` as a constant.
+const fn cmsg_space(len: usize) -> usize {
+    let align = size_of::<usize>();
+    let hdr = size_of::<libc::cmsghdr>().div_ceil(align) * align;
+    hdr + len.div_ceil(align) * align
+}
+
+/// One read of the error queue: a transmit timestamp taken before the
+/// qdisc, or `None` for anything else; `WouldBlock` when it is empty.
+fn recv_tx_stamp(sock: &Socket) -> io::Result<Option<TxStamp>> {
+    let mut data = [0u8; 64];
+    let mut control = [MaybeUninit::<u64>::uninit(); 32];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: all-zero is a valid msghdr; the fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<[u64; 32]>();
+    // SAFETY: msg points to live buffers of the lengths it states.
+    let n = unsafe {
+        libc::recvmsg(
+            sock.as_raw_fd(),
+            &raw mut msg,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (mut real_ns, mut key) = (None, None);
+    // SAFETY: msg was filled by recvmsg; the CMSG macros stay inside msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !cmsg.is_null() {
+            let (level, kind) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
+            if level == libc::SOL_SOCKET && kind == libc::SO_TIMESTAMPING {
+                // struct scm_timestamping: ts[0] is the software time.
+                let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                if t.tv_sec != 0 || t.tv_nsec != 0 {
+                    real_ns = Some(i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec));
+                }
+            } else if (level == libc::SOL_IP && kind == libc::IP_RECVERR)
+                || (level == libc::SOL_IPV6 && kind == libc::IPV6_RECVERR)
+            {
+                let e: libc::sock_extended_err =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                if e.ee_errno == libc::ENOMSG as u32
+                    && e.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING
+                    && e.ee_info == SCM_TSTAMP_SCHED
+                {
+                    key = Some(e.ee_data);
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
+        }
+    }
+    Ok(match (key, real_ns) {
+        (Some(key), Some(real_ns)) => Some(TxStamp { key, real_ns }),
+        _ => None,
+    })
 }

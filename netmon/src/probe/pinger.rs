@@ -18,7 +18,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::icmp::{IcmpError, IcmpSocket, Reply, SocketKind};
+use super::icmp::{IcmpError, IcmpSocket, Reply, SocketKind, TxStamp};
 use crate::sys::clock::realtime_ns;
 
 /// How long a finished probe is remembered to recognise duplicates and late
@@ -64,7 +64,10 @@ struct Entry {
     addr: IpAddr,
     seq: u16,
     sent: Instant,
+    /// When the request left: the kernel's transmit timestamp once it is
+    /// read (`kernel_tx`), the userspace clock before the send until then.
     sent_real_ns: i128,
+    kernel_tx: bool,
     state: State,
 }
 
@@ -155,6 +158,21 @@ impl Shared {
             .expect("probe table poisoned")
     }
 
+    /// Puts the kernel's transmit times on the probes still waiting. The
+    /// key of a stamp is the probe number's low 32 bits (see send_with).
+    fn on_tx_stamps(&self, stamps: &[TxStamp]) {
+        let next = self.next_probe.load(Ordering::Relaxed);
+        for s in stamps {
+            let id = next.wrapping_sub(u64::from((next as u32).wrapping_sub(s.key)));
+            if let Some(e) = self.table(id).probes.get_mut(&id)
+                && matches!(e.state, State::Waiting(_))
+            {
+                e.sent_real_ns = s.real_ns;
+                e.kernel_tx = true;
+            }
+        }
+    }
+
     fn on_replies(&self, batch: &[Reply]) {
         let now = Instant::now();
         for r in batch {
@@ -238,9 +256,15 @@ impl Pinger {
                 let (sock, shared) = (Arc::clone(sock), Arc::clone(&shared));
                 tokio::spawn(async move {
                     let mut batch = Vec::with_capacity(256);
+                    let mut tx = Vec::with_capacity(256);
                     loop {
                         batch.clear();
-                        if let Err(e) = sock.recv_batch(&mut batch).await {
+                        tx.clear();
+                        let got = sock.recv_batch(&mut batch, &mut tx).await;
+                        // Transmit times first: a request's is read no later
+                        // than its reply.
+                        shared.on_tx_stamps(&tx);
+                        if let Err(e) = got {
                             log::warn!("receiving ICMP replies: {e}");
                             tokio::time::sleep(Duration::from_millis(10)).await;
                             continue;
@@ -312,16 +336,23 @@ impl Pinger {
                 seq,
                 sent: now,
                 sent_real_ns: realtime_ns(),
+                kernel_tx: false,
                 state: State::Waiting(notify),
             };
             t.probes.insert(id, entry);
         }
-        match sock.send(addr, seq, self.shared.cookie, id).await {
+        match sock
+            .send(addr, seq, self.shared.cookie, id, id as u32)
+            .await
+        {
             Ok(sent_real_ns) => {
                 // The time of the sendto itself, not of the bookkeeping
-                // before it. A reply handled before this update was timed
-                // from the earlier stamp: longer, never shorter.
-                if let Some(e) = self.shared.table(id).probes.get_mut(&id) {
+                // before it, unless the kernel's transmit time is already
+                // there. A reply handled before this update was timed from
+                // the earlier stamp: longer, never shorter.
+                if let Some(e) = self.shared.table(id).probes.get_mut(&id)
+                    && !e.kernel_tx
+                {
                     e.sent_real_ns = sent_real_ns;
                 }
                 Ok(id)
@@ -366,10 +397,11 @@ impl Pinger {
     /// that fast senders share the receiving work (the receiver tasks read
     /// the rest).
     pub fn drain_now(&self) {
-        let mut batch = Vec::new();
+        let (mut batch, mut tx) = (Vec::new(), Vec::new());
         for sock in self.v4.iter().chain(self.v6.iter()) {
-            let _ = sock.try_recv_batch(&mut batch, 64);
+            let _ = sock.try_recv_batch(&mut batch, &mut tx, 64);
         }
+        self.shared.on_tx_stamps(&tx);
         self.shared.on_replies(&batch);
     }
 
@@ -453,6 +485,7 @@ mod tests {
                 seq,
                 sent: Instant::now(),
                 sent_real_ns: 0,
+                kernel_tx: false,
                 state: State::Waiting(Notify::Oneshot(tx)),
             },
         );
@@ -524,6 +557,49 @@ mod tests {
         r.rx_real_ns = Some(50_000_000);
         t.on_reply(&r, sent + Duration::from_millis(1), 9);
         assert_eq!(rx.try_recv().unwrap(), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn transmit_stamps_find_their_probe_across_the_key_wrap() {
+        // Probe numbers around 2^32: keys (their low 32 bits) wrap to 0.
+        let first = (1u64 << 32) - 2;
+        let shared = Shared {
+            cookie: 9,
+            remember: REMEMBER,
+            next_probe: AtomicU64::new(first + 4),
+            tables: (0..STRIPES).map(|_| Mutex::default()).collect(),
+        };
+        let mut rxs = Vec::new();
+        for id in first..first + 4 {
+            let mut t = shared.table(id);
+            rxs.push(waiting(&mut t, id, id as u16));
+            t.probes.get_mut(&id).unwrap().sent_real_ns = 1_000;
+        }
+        // Probe first + 3 was answered before its stamp was read: it keeps
+        // the time it was timed from.
+        shared
+            .table(first + 3)
+            .probes
+            .get_mut(&(first + 3))
+            .unwrap()
+            .state = State::Answered;
+        let stamps: Vec<TxStamp> = (first..first + 4)
+            .map(|id| TxStamp {
+                key: id as u32,
+                real_ns: i128::from(id as u32) + 5_000,
+            })
+            .collect();
+        assert_eq!(stamps[2].key, 0, "the keys wrap in this test");
+        shared.on_tx_stamps(&stamps);
+        for id in first..first + 4 {
+            let e = &shared.table(id).probes[&id];
+            let want = if id == first + 3 {
+                (1_000, false)
+            } else {
+                (i128::from(id as u32) + 5_000, true)
+            };
+            assert_eq!((e.sent_real_ns, e.kernel_tx), want, "probe {id}");
+        }
     }
 
     #[test]
