@@ -6,15 +6,19 @@ in a guest without a PMU). Run by xdp-profile.sh, which loads netmon and
 runs its program under BPF_PROG_TEST_RUN while perf samples.
 
     xdp-profile.py frame OUT.bin tcp|tcp_ts
-    xdp-profile.py report PROG_ID SAMPLES.txt OUTDIR
+    xdp-profile.py capture PROG_ID OUTDIR
+    xdp-profile.py analyze OUTDIR SAMPLES.txt
 
-`report` reads the program's JITed image, line info and JITed line
-addresses with BPF_OBJ_GET_INFO_BY_FD (bpftool's own JIT dump needs
-libbfd, which Debian's bpftool lacks), disassembles the image with
-objdump, maps each sample to its instruction and, through the line info,
-to the source function it came from (inlined functions count as
-themselves). Writes OUTDIR/functions.txt and OUTDIR/instructions.txt.
+`capture` (while the program is loaded) reads its JITed image, line info
+and JITed line addresses with BPF_OBJ_GET_INFO_BY_FD (bpftool's own JIT
+dump needs libbfd, which Debian's bpftool lacks) and the source line of
+each instruction (`bpftool prog dump xlated linum`) into OUTDIR.
+`analyze` disassembles the image with objdump, maps each sample to its
+instruction and, through the line info, to the source function it came
+from (inlined functions count as themselves). Writes OUTDIR/functions.txt
+and OUTDIR/instructions.txt.
 """
+import json
 import bisect
 import collections
 import ctypes
@@ -70,7 +74,7 @@ def prog_info(fd, fill=None):
     return b.raw
 
 
-def report(prog_id, samples_path, outdir):
+def capture(prog_id, outdir):
     fd = bpf(BPF_PROG_GET_FD_BY_ID, struct.pack("III", prog_id, 0, 0))
     i1 = prog_info(fd)
     jlen, = struct.unpack_from("I", i1, 16)
@@ -95,9 +99,22 @@ def report(prog_id, samples_path, outdir):
     recs = [struct.unpack_from("I", li.raw, i * lrs)[0] for i in range(nli)]
     jaddr = struct.unpack(f"{njli}Q", jli.raw)
     # The main program's image only (the global functions have their own).
-    bin_path = os.path.join(outdir, "jited.bin")
-    with open(bin_path, "wb") as out:
+    with open(os.path.join(outdir, "jited.bin"), "wb") as out:
         out.write(image.raw)
+    xl = subprocess.run(["bpftool", "prog", "dump", "xlated", "id", str(prog_id), "linum"],
+                        capture_output=True, text=True, check=True).stdout
+    with open(os.path.join(outdir, "xlated.txt"), "w") as out:
+        out.write(xl)
+    with open(os.path.join(outdir, "lines.json"), "w") as out:
+        json.dump({"main": main, "insn_off": recs, "jited_addr": list(jaddr)}, out)
+
+
+def analyze(outdir, samples_path):
+    with open(os.path.join(outdir, "lines.json")) as fh:
+        lines = json.load(fh)
+    main, recs, jaddr = lines["main"], lines["insn_off"], lines["jited_addr"]
+    njli = len(jaddr)
+    bin_path = os.path.join(outdir, "jited.bin")
     dis = subprocess.run(["objdump", "-D", "-b", "binary", "-mi386:x86-64", bin_path],
                          capture_output=True, text=True, check=True).stdout
     ins = []
@@ -107,8 +124,8 @@ def report(prog_id, samples_path, outdir):
             ins.append((int(m.group(1), 16), m.group(2).strip()))
     # Source line of each xlated instruction.
     src, cur = {}, None
-    xl = subprocess.run(["bpftool", "prog", "dump", "xlated", "id", str(prog_id), "linum"],
-                        capture_output=True, text=True, check=True).stdout
+    with open(os.path.join(outdir, "xlated.txt")) as fh:
+        xl = fh.read()
     for line in xl.splitlines():
         m = re.search(r"\[file:(\S+) line_num:(\d+)", line)
         if line.startswith(";") and m:
@@ -170,5 +187,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "frame":
         with open(sys.argv[2], "wb") as out:
             out.write(frame(sys.argv[3]))
+    elif sys.argv[1] == "capture":
+        capture(int(sys.argv[2]), sys.argv[3])
     else:
-        report(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+        analyze(sys.argv[2], sys.argv[3])
