@@ -121,8 +121,9 @@ fn setsockopt_raw<T>(
 
 impl IcmpSocket {
     /// Opens a datagram socket if allowed, a raw socket otherwise.
-    /// `raw_ident` is the identifier used on a raw socket.
-    pub fn open(v6: bool, raw_ident: u16) -> Result<Self, IcmpError> {
+    /// `raw_ident` is the identifier used on a raw socket; `tx_stamps`:
+    /// whether sends ask for the kernel's transmit timestamp.
+    pub fn open(v6: bool, raw_ident: u16, tx_stamps: bool) -> Result<Self, IcmpError> {
         let (domain, proto) = if v6 {
             (Domain::IPV6, Protocol::ICMPV6)
         } else {
@@ -158,8 +159,8 @@ impl IcmpSocket {
         let report = libc::SOF_TIMESTAMPING_SOFTWARE
             | libc::SOF_TIMESTAMPING_OPT_ID
             | libc::SOF_TIMESTAMPING_OPT_TSONLY;
-        let tx_stamps =
-            setsockopt_raw(&sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &report).is_ok();
+        let tx_stamps = tx_stamps
+            && setsockopt_raw(&sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &report).is_ok();
         if !v6 {
             // Don't fragment: echo requests are small, and with DF set the
             // kernel skips picking an IP ID per packet (a hashed, shared

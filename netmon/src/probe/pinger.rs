@@ -223,14 +223,24 @@ fn random_u64() -> u64 {
 
 impl Pinger {
     /// Opens the sockets of the families asked for and starts their receivers.
+    /// RTTs run from the kernel's transmit timestamp of each request
+    /// where the kernel gives one (see [`TxStamp`]).
     pub fn new(v4: bool, v6: bool) -> Result<Self, IcmpError> {
-        Self::with_memory(v4, v6, REMEMBER)
+        Self::open(v4, v6, REMEMBER, true)
     }
 
     /// Like [`Self::new`], remembering finished probes for `remember` (late
-    /// replies and duplicates after that are ignored, not counted). Sweeps
-    /// keep it short, so that the table holds about `rate * remember` probes.
+    /// replies and duplicates after that are ignored, not counted), for
+    /// sweeps: they keep it short, so that the table holds about
+    /// `rate * remember` probes, and they ask for no kernel transmit
+    /// timestamps (a sweep asks whether a host answers; a timestamp's
+    /// control message and error-queue read cost a fifth of a /20 sweep's
+    /// time on loopback), so their RTTs start at the userspace clock.
     pub fn with_memory(v4: bool, v6: bool, remember: Duration) -> Result<Self, IcmpError> {
+        Self::open(v4, v6, remember, false)
+    }
+
+    fn open(v4: bool, v6: bool, remember: Duration, tx_stamps: bool) -> Result<Self, IcmpError> {
         let cookie = random_u64();
         let shared = Arc::new(Shared {
             cookie,
@@ -240,12 +250,12 @@ impl Pinger {
         });
         let ident = (cookie >> 16) as u16;
         let v4 = if v4 {
-            Some(Arc::new(IcmpSocket::open(false, ident)?))
+            Some(Arc::new(IcmpSocket::open(false, ident, tx_stamps)?))
         } else {
             None
         };
         let v6 = if v6 {
-            Some(Arc::new(IcmpSocket::open(true, ident)?))
+            Some(Arc::new(IcmpSocket::open(true, ident, tx_stamps)?))
         } else {
             None
         };
