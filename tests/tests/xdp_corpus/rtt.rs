@@ -12,9 +12,9 @@
 
 use netmon::sys::{Counting, FlowMaps, Object, RttMaps, object::TestRunOptions};
 use netmon_common::{
-    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_RTT_PENDING, DIR_RX, DIR_TX, FlowKey, IP_V4, IP_V6,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, RTT_ICMP_ECHO, RTT_TCP_SYN, RTT_TCP_SYNACK, RTT_TCP_TS,
-    RttKey, RttPending, RttSample, TC_PROGRAM, XDP_PROGRAM,
+    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_RTT_PENDING, DEFAULT_RTT_SAMPLES_BYTES, DIR_RX,
+    DIR_TX, FlowKey, IP_V4, IP_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, RTT_ICMP_ECHO, RTT_TCP_SYN,
+    RTT_TCP_SYNACK, RTT_TCP_TS, RttKey, RttPending, RttSample, TC_PROGRAM, XDP_PROGRAM,
 };
 use netmon_tests::frames::{
     self, Addr, Segment, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, bsd_syn_options, icmp_echo,
@@ -662,4 +662,50 @@ fn rtt_a_full_pending_map_is_counted() {
     let (tx, rx) = k.counters();
     let n = u64::from(SENT) + 1;
     assert_eq!((tx.packets, tx.icmp, rx.packets, rx.icmp), (n, n, n, n));
+}
+
+/// A full sample ring: answers beyond what `RTT_SAMPLES` holds are counted
+/// in `rtt_samples_lost`, exactly; the ring keeps the first ones, and once
+/// read there is room again. The ring holds `bytes / record` records, a
+/// record being the sample and the ring's 8-byte header rounded up to 8
+/// (the kernel's `__bpf_ringbuf_reserve`): 4,681 of 56 bytes in 256 KiB.
+#[test]
+fn rtt_a_full_sample_ring_is_counted() {
+    let record = (size_of::<RttSample>() + 8).div_ceil(8) * 8;
+    let fits = DEFAULT_RTT_SAMPLES_BYTES as usize / record;
+    let pairs = fits + 19;
+    let mut k = RttKernel::load(DEFAULT_RTT_PENDING);
+    for seq in 0..pairs {
+        let seq = u16::try_from(seq).expect("fewer pairs than sequence numbers");
+        k.tx(&icmp_echo(HOST4, PEER4, false, 1, seq));
+        k.rx(&icmp_echo(PEER4, HOST4, true, 1, seq));
+    }
+    let n = pairs as u64;
+    assert_eq!(
+        k.counts(),
+        RttCounts {
+            recorded: n,
+            pending_full: 0,
+            samples: fits as u64,
+            lost: n - fits as u64,
+            ambiguous: 0,
+        }
+    );
+    let samples = k.samples();
+    assert_eq!(samples.len(), fits);
+    let key = sent(HOST4, PEER4, (0, 0), PROTO_ICMP, RTT_ICMP_ECHO);
+    assert!(
+        samples
+            .iter()
+            .all(|s| s.flow == key && s.rtt_ns > 0 && s.rtt_ns < 10_000_000_000),
+        "{:?}",
+        samples.iter().find(|s| s.flow != key)
+    );
+    // Room again.
+    let last = u16::try_from(pairs).expect("fewer pairs than sequence numbers");
+    k.tx(&icmp_echo(HOST4, PEER4, false, 1, last));
+    k.rx(&icmp_echo(PEER4, HOST4, true, 1, last));
+    assert_eq!(k.samples().len(), 1);
+    assert_eq!(k.counts().samples, fits as u64 + 1);
+    assert_eq!(k.counts().lost, n - fits as u64);
 }
