@@ -249,12 +249,16 @@ impl IcmpSocket {
                 self.tx_asked.store(true, Ordering::Relaxed);
                 match send_stamped(fd.get_ref(), &buf, &addr, key) {
                     // A kernel before 6.13 does not know SCM_TS_OPT_ID:
+                    // when a plain send of the same request goes through,
                     // plain sends from now on.
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        self.tx_stamps.store(false, Ordering::Relaxed);
-                        log::debug!("no kernel transmit timestamps for echo requests: {e}");
                         sent_real_ns = crate::sys::clock::realtime_ns();
-                        fd.get_ref().send_to(&buf, &addr)
+                        let plain = fd.get_ref().send_to(&buf, &addr);
+                        if plain.is_ok() {
+                            self.tx_stamps.store(false, Ordering::Relaxed);
+                            log::debug!("no kernel transmit timestamps for echo requests: {e}");
+                        }
+                        plain
                     }
                     r => r,
                 }
