@@ -344,8 +344,8 @@ unsafe fn copy_words<T>(dst: *mut T, src: *const T) {
 /// key's five words, masked to the slot count, in this CPU's part of the
 /// array.
 ///
-/// Each word, mixed with the seed, is multiplied by its own odd constant
-/// and the products summed; one multiply-xorshift round then brings every
+/// Each word, mixed with the seed and its high half folded into its low
+/// half, is multiplied by its own odd constant and the products summed; one multiply-xorshift round then brings every
 /// input bit into the high half, whose low bits pick the slot. The five
 /// multiplies do not depend on one another, so the CPU runs them side by
 /// side: about 12 cycles of latency where the five chained rounds of the
@@ -374,7 +374,14 @@ fn slot_index(key: &FlowKey) -> u32 {
     let w = key.words();
     let mut h: u64 = 0;
     for (i, (&x, k)) in w.iter().zip(K).enumerate() {
-        h = h.wrapping_add((x ^ seed.rotate_left(13 * i as u32)).wrapping_mul(k));
+        let mut y = x ^ seed.rotate_left(13 * i as u32);
+        // A multiply carries bits upward only: without this fold, keys
+        // that differ in a word's top bits alone (the last bytes of an
+        // IPv6 address) would differ only in the product's top bits, and
+        // 1,000 such flows took 333-510 slots of 1,024 instead of ~639
+        // (`the_slot_hash_spreads_flows_like_a_random_function`).
+        y ^= y >> 32;
+        h = h.wrapping_add(y.wrapping_mul(k));
     }
     h ^= h >> 29;
     h = h.wrapping_mul(K[0]);
