@@ -750,7 +750,9 @@ fn the_slot_hash_spreads_flows_like_a_random_function() {
     const SLOTS: u32 = 1024;
     const FLOWS: u16 = 1000;
     pin_to_this_cpu();
-    let families: [(&str, fn(u16) -> Vec<u8>); 4] = [
+    // The i-th flow's frame of each family.
+    type FrameOf = fn(u16) -> Vec<u8>;
+    let families: [(&str, FrameOf); 4] = [
         ("source ports", |i| {
             frames::ipv4_udp(
                 frames::ETH,
