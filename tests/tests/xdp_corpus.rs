@@ -737,6 +737,9 @@ fn a_full_ring_keeps_the_occupant_and_counts_what_it_could_not_track() {
     assert_eq!(records, found);
 }
 
+/// Makes the i-th flow's frame of a family of keys.
+type FrameOf = fn(u16) -> Vec<u8>;
+
 /// The slot hash spreads flows over a CPU's slots as a random function
 /// would, whatever part of the key varies: 1,000 flows into 1,024 slots
 /// (one packet each, on one CPU) occupy 639 slots on average for a random
@@ -750,8 +753,6 @@ fn the_slot_hash_spreads_flows_like_a_random_function() {
     const SLOTS: u32 = 1024;
     const FLOWS: u16 = 1000;
     pin_to_this_cpu();
-    // The i-th flow's frame of each family.
-    type FrameOf = fn(u16) -> Vec<u8>;
     let families: [(&str, FrameOf); 4] = [
         ("source ports", |i| {
             frames::ipv4_udp(
