@@ -238,6 +238,19 @@ impl Pair {
                }}\n\
              }}\nEOF"
         ));
+        // The monitored side's own multicast listener reports and
+        // solicitations are silenced too: netmon counts what `a` sends
+        // (the egress program), and an MLD report sent a moment after the
+        // program attached is one flow more than a test sent.
+        a.sh(&format!(
+            "nft -f - <<'EOF'\n\
+             table inet nmquiet {{\n\
+               chain out {{\n\
+                 type filter hook output priority 0; policy accept;\n\
+                 oifname \"{if_a}\" icmpv6 type {{ mld-listener-report, mld2-listener-report, mld-listener-done, nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }} drop\n\
+               }}\n\
+             }}\nEOF"
+        ));
         for (ns, iface, v4, v6) in [(&a, &if_a, A4, A6), (&b, &if_b, B4, B6)] {
             ns.ip(&format!("link set dev {iface} addrgenmode none"));
             // One wire packet per skb: nftables counts skbs at the output
