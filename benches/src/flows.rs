@@ -883,13 +883,7 @@ fn run_netmon(
         args.extend(["--interval", "1s"]);
     }
     let netmon = Netmon::start_bin(&ctx.netmon, &topo.ns, &args);
-    let xdp_mode = netmon
-        .ready_status()
-        .split(" in ")
-        .nth(1)
-        .and_then(|s| s.split(" XDP mode").next())
-        .unwrap_or("?")
-        .to_owned();
+    let xdp_mode = netmon.xdp_mode().to_owned();
     let pid = netmon.pid();
     renice_threads(pid, NETMON_NICE)?;
     let prog_id = attached_prog_id(&topo.ns, &topo.iface)?;

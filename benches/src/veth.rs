@@ -846,14 +846,7 @@ fn start_netmon(netmon: &Path, topo: &Topology, extra: &[&str]) -> Netmon {
 
 /// SIGINT, then the summary.
 fn stop_netmon(netmon: Netmon) -> Result<NetmonTotals> {
-    // "counting on IF in MODE XDP mode"
-    let mode = netmon
-        .ready_status()
-        .split(" in ")
-        .nth(1)
-        .and_then(|s| s.split(" XDP mode").next())
-        .unwrap_or("?")
-        .to_owned();
+    let mode = netmon.xdp_mode().to_owned();
     let run = netmon.stop();
     ensure!(
         run.status.success(),

@@ -518,6 +518,17 @@ impl Netmon {
         &self.status
     }
 
+    /// The XDP mode netmon said it attached in ("native", "generic"; its
+    /// status reads "counting on IF in MODE XDP mode"), or "?".
+    #[must_use]
+    pub fn xdp_mode(&self) -> &str {
+        self.status
+            .split(" in ")
+            .nth(1)
+            .and_then(|s| s.split(" XDP mode").next())
+            .unwrap_or("?")
+    }
+
     /// Whether netmon is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
