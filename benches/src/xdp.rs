@@ -113,9 +113,13 @@ fn default_slots() -> u32 {
 /// Eviction ring: netmon's default size.
 const RING_BYTES: u32 = DEFAULT_EVICTED_BYTES;
 /// The bench reads the ring after this many new flows, as netmon's poller
-/// would: well before it fills (104 bytes a record with its header).
+/// would: well before it fills (a record of EVICT_BATCH evictions and its
+/// 8-byte header per EVICT_BATCH new flows).
 const DRAIN_EVERY: u32 = 1000;
-const _: () = assert!(DRAIN_EVERY as usize * 2 * 104 < RING_BYTES as usize);
+const _: () = assert!(
+    DRAIN_EVERY as usize * 2 * (size_of::<EvictBatch>() + 8) / netmon_common::EVICT_BATCH
+        < RING_BYTES as usize
+);
 /// Frame length of the full-size cases: a minimum Ethernet frame (64 bytes
 /// on the wire with the FCS, which XDP does not see, so 60 here) rounded
 /// up to the 64 bytes of the calibration figures.

@@ -328,7 +328,33 @@ pub struct EvictBatch {
     pub cpu: u32,
     /// Entries of `slots` in use (always [`EVICT_BATCH`] in the ring).
     pub count: u32,
-    pub slots: [FlowSlot; EVICT_BATCH],
+    pub slots: [Evicted; EVICT_BATCH],
+}
+
+/// The final state of one occupancy of a [`FlowSlot`], as it leaves the
+/// slot: the slot without what only the kernel reads (the passive-RTT
+/// state) and without its padding, 104 bytes instead of 128. Every
+/// eviction is copied twice (into [`Pending`], then with its batch into
+/// the ring), and on AMD EPYC that copy was a fifth of a new flow's cost
+/// (BENCHMARKS.md, "Zen 1"); `seq` and `seq_end` as in the slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Evicted {
+    pub seq: u64,
+    pub key: FlowKey,
+    pub value: FlowValue,
+    pub seq_end: u64,
+}
+
+impl From<&FlowSlot> for Evicted {
+    fn from(s: &FlowSlot) -> Self {
+        Self {
+            seq: s.seq,
+            key: s.key,
+            value: s.value,
+            seq_end: s.seq_end,
+        }
+    }
 }
 
 /// A CPU's evictions not yet sent to the ring: entries `0..count` of
@@ -599,7 +625,8 @@ const _: () = assert!(size_of::<FlowSlot>() == 128);
 const _: () = assert!(size_of::<RttKey>() == 48);
 const _: () = assert!(size_of::<RttPending>() == 16);
 const _: () = assert!(size_of::<RttSample>() == 48);
-const _: () = assert!(size_of::<EvictBatch>() == 8 + 128 * EVICT_BATCH);
+const _: () = assert!(size_of::<Evicted>() == 104);
+const _: () = assert!(size_of::<EvictBatch>() == 8 + 104 * EVICT_BATCH);
 const _: () = assert!(size_of::<Pending>() == 8 + size_of::<EvictBatch>());
 
 #[cfg(test)]

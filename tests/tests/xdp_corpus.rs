@@ -65,7 +65,7 @@ use corpus::Frame;
 use netmon::sys::{Counting, FlowMaps, Object, object::TestRunOptions};
 use netmon_common::{
     Counters, DEFAULT_EVICTED_BYTES, DEFAULT_RTT_PENDING, DIR_RX, DIR_TX, EVICT_BATCH, EvictBatch,
-    FlowKey, FlowSlot, FlowValue, TC_PROGRAM, XDP_PROGRAM,
+    Evicted, FlowKey, FlowValue, TC_PROGRAM, XDP_PROGRAM,
 };
 use netmon_tests::frames;
 use reference::Outcome;
@@ -368,13 +368,13 @@ impl Kernel {
     /// With the CPU of each (for a slot, its part of the array; for a
     /// pending entry, its position among the per-CPU copies; the possible
     /// CPUs of a test machine are 0..n).
-    fn live(&self) -> Vec<(u32, FlowSlot)> {
+    fn live(&self) -> Vec<(u32, Evicted)> {
         let mut out = Vec::new();
         let slots = self.maps.slots().expect("read FLOW_SLOTS");
         for (i, slot) in slots.into_iter().enumerate() {
             if slot.seq != 0 {
                 assert_eq!(slot.seq, slot.seq_end, "a slot copy is whole");
-                out.push((i as u32 / self.slot_count, slot));
+                out.push((i as u32 / self.slot_count, Evicted::from(&slot)));
             }
         }
         let pending = self.maps.pending().expect("read PENDING");

@@ -7,7 +7,7 @@ use std::{ffi::CString, io, os::fd::RawFd};
 
 use aya_log::EbpfLogger;
 use netmon_common::{
-    Counters, DIR_TX, FlowKey, FlowSlot, FlowValue, RING_BYTES_MIN, RING_BYTES_PER_CPU, TC_PROGRAM,
+    Counters, DIR_TX, Evicted, FlowKey, FlowValue, RING_BYTES_MIN, RING_BYTES_PER_CPU, TC_PROGRAM,
     XDP_PROGRAM,
 };
 use thiserror::Error;
@@ -366,8 +366,8 @@ const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
 /// Size of the eviction ring: [`RING_BYTES_PER_CPU`] per CPU (rounded up
 /// to a power of two), [`RING_BYTES_MIN`] at least. A record carries
-/// [`EVICT_BATCH`] flows in 4,112 bytes (with its header), so 8 MiB hold
-/// about 65,000 evicted flows between two reads.
+/// [`EVICT_BATCH`] flows in 3,344 bytes (with its header), so 8 MiB hold
+/// about 80,000 evicted flows between two reads.
 fn ring_bytes(cpus: usize) -> u32 {
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX).next_power_of_two();
     RING_BYTES_MIN
@@ -433,7 +433,7 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
 /// A whole copy of an occupied slot or pending entry, as seen by CPU `cpu`;
 /// `None` for an empty one or one torn across a change of occupant
 /// (`seq != seq_end`: the next read has it).
-fn occupancy(cpu: u32, s: &FlowSlot) -> Option<Occupancy> {
+fn occupancy(cpu: u32, s: &Evicted) -> Option<Occupancy> {
     (s.seq != 0 && s.seq == s.seq_end).then_some(Occupancy {
         cpu,
         seq: s.seq,

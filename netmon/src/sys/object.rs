@@ -26,8 +26,9 @@ use aya::{
 };
 use netmon_common::{
     CLOCK_MAP, COUNTERS_MAP, Counters, DEFAULT_RTT_PENDING, DIR_RX, EVICT_BATCH, EVICTED_MAP,
-    EvictBatch, FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending, RTT_PENDING_MAP,
-    RTT_SAMPLES_MAP, RttKey, RttPending, RttSample, SLOT_MASK_GLOBAL, SLOT_SHIFT_GLOBAL,
+    EvictBatch, Evicted, FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending,
+    RTT_PENDING_MAP, RTT_SAMPLES_MAP, RttKey, RttPending, RttSample, SLOT_MASK_GLOBAL,
+    SLOT_SHIFT_GLOBAL,
 };
 
 use super::{
@@ -603,7 +604,7 @@ impl FlowMaps {
             .slots()?
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| occupancy((i >> self.slot_shift) as u32, s))
+            .filter_map(|(i, s)| occupancy((i >> self.slot_shift) as u32, &s.into()))
             .collect();
         for (position, p) in self.pending()?.iter().enumerate() {
             let n = usize::try_from(p.count).map_or(0, |n| n.min(EVICT_BATCH));
@@ -667,7 +668,7 @@ impl FlowMaps {
             };
             // SAFETY: the address of a field inside the batch; no reference
             // to unaligned memory is made.
-            let slots = unsafe { (&raw const (*batch).slots).cast::<FlowSlot>() };
+            let slots = unsafe { (&raw const (*batch).slots).cast::<Evicted>() };
             out.extend((0..(count as usize).min(EVICT_BATCH)).map(|i| {
                 // SAFETY: i < EVICT_BATCH, inside the batch.
                 let s = unsafe { slots.add(i).read_unaligned() };
