@@ -335,8 +335,9 @@ pub struct EvictBatch {
 /// slot: the slot without what only the kernel reads (the passive-RTT
 /// state) and without its padding, 104 bytes instead of 128. Every
 /// eviction is copied twice (into [`Pending`], then with its batch into
-/// the ring), and on AMD EPYC that copy was a fifth of a new flow's cost
-/// (BENCHMARKS.md, "Zen 1"); `seq` and `seq_end` as in the slot.
+/// the ring); on an AMD EPYC family 23, `perf` put the ring copy at a
+/// fifth of a new flow's kernel time (BENCHMARKS.md, "AMD EPYC family 23
+/// (Zen 1)"). `seq` and `seq_end` as in the slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Evicted {
