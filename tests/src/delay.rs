@@ -24,6 +24,7 @@
 //! never idles never waits for the host to wake it, and SCHED_IDLE gives
 //! way to every other thread at once. With them, the same sleeps were late
 //! by 0.056 ms at the 99th percentile and 0.43 ms at the 99.9th.
+//! `tests/bench/wake-latency.py` measures both on any machine.
 
 use std::{
     collections::VecDeque,
