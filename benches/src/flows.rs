@@ -13,8 +13,8 @@
 //! the median over rounds; over floor = netmon − floor.
 //!
 //! Checks, per N: every run was counted (TCP packets = runs), none failed to
-//! reach a flow (`flow_insert_failed` = 0), and the packets in the ring,
-//! the pending evictions and the slots add up to the runs (nothing lost in
+//! reach a flow (`flow_insert_failed` = 0), and the packets in the rings
+//! and the slots add up to the runs (nothing lost in
 //! the cache's evictions). The figure `evictions/packet` says how often a
 //! packet found its slot held by another flow.
 //!

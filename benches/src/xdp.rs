@@ -76,8 +76,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use netmon::sys::{Counting, FlowMaps, Global, Object, RttMaps, object::TestRunOptions};
 use netmon_common::{
-    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_RTT_PENDING, DIR_RX, DIR_TX, EvictBatch, FlowSlot,
-    RttSample, TC_PROGRAM, XDP_PROGRAM,
+    Counters, DEFAULT_RTT_PENDING, DIR_RX, DIR_TX, FlowSlot, RttSample, TC_PROGRAM, XDP_PROGRAM,
     bench::{
         CYCLE_BASE_GLOBAL, CYCLE_GLOBAL, ECHO_OFFSET, ECHO_PROGRAM,
         FLOOR_PROGRAM as XDP_FLOOR_PROGRAM, NEW_FLOW_OFFSET as BENCH_NEW_FLOW_OFFSET,
@@ -95,8 +94,8 @@ const ROUNDS: usize = 7;
 /// slots, so that nearly every one evicts an occupant.
 const NEW_FLOWS: u32 = 60_000;
 /// Runs per call of the tail-call `new_flow` method. Each call's evictions
-/// (1,000 flows in records of EVICT_BATCH) fit the default ring, which is read after
-/// every call.
+/// (8,000 at most) fit a CPU's ring (16,384 entries at least), which is
+/// read after every call.
 const NF_REPEAT: u32 = 8000;
 /// Calls per round and per program (the floor and netmon alternate) of the
 /// tail-call method.
@@ -110,16 +109,16 @@ fn default_slots() -> u32 {
         .and_then(|s| netmon_common::parse_cache_size(&s));
     netmon_common::default_flow_slots(l2, size_of::<FlowSlot>() as u64)
 }
-/// Eviction ring: netmon's default size.
-const RING_BYTES: u32 = DEFAULT_EVICTED_BYTES;
+/// Eviction ring entries per CPU: netmon's default on this machine.
+fn ring_entries() -> u32 {
+    let ids = netmon::sys::possible_cpus().map_or(1, |ids| ids.iter().max().map_or(1, |m| m + 1));
+    netmon_common::ring_entries_per_cpu(ids)
+}
 /// The bench reads the ring after this many new flows, as netmon's poller
-/// would: well before it fills (a record of EVICT_BATCH evictions and its
-/// 8-byte header per EVICT_BATCH new flows).
+/// would: well before it fills (one entry per evicted flow, a CPU's ring
+/// 16,384 entries at least).
 const DRAIN_EVERY: u32 = 1000;
-const _: () = assert!(
-    DRAIN_EVERY as usize * 2 * (size_of::<EvictBatch>() + 8) / netmon_common::EVICT_BATCH
-        < RING_BYTES as usize
-);
+const _: () = assert!(2 * DRAIN_EVERY < 16_384 && NF_REPEAT < 16_384);
 /// Frame length of the full-size cases: a minimum Ethernet frame (64 bytes
 /// on the wire with the FCS, which XDP does not see, so 60 here) rounded
 /// up to the 64 bytes of the calibration figures.
@@ -538,7 +537,7 @@ impl Bench {
         let counting = Counting {
             slots_per_cpu: *SLOTS,
             hash_seed: 0x5eed_5eed_5eed_5eed,
-            ring_bytes: RING_BYTES,
+            ring_entries_per_cpu: ring_entries(),
             rtt_pending: DEFAULT_RTT_PENDING,
         };
         let (mut netmon, mut maps) = Object::load_counting(&objects.shipped, &counting)
@@ -744,20 +743,20 @@ impl Bench {
     }
 
     /// Checks that `sent` packets are all accounted for: `drained` (evicted
-    /// flows and their packets taken from the ring so far), the pending
-    /// evictions and the slots. Returns the evicted flows in all.
+    /// flows and their packets taken from the rings so far), the evictions
+    /// not read yet and the slots. Returns the evicted flows in all.
     pub(crate) fn check_conserved(
         &self,
         what: &str,
         drained: (u64, u64),
         sent: u64,
     ) -> Result<u64> {
-        let (e, p) = self.pending()?;
+        let (e, p) = self.unread();
         let (evictions, evicted) = (drained.0 + e, drained.1 + p);
         let in_slots = self.packets_in_slots()?;
         ensure!(
             evicted + in_slots == sent,
-            "{what}: {evicted} packets in the ring and pending evictions and {in_slots} in the \
+            "{what}: {evicted} packets in the rings (read or not) and {in_slots} in the \
              slots, expected {sent}"
         );
         Ok(evictions)
@@ -768,30 +767,27 @@ impl Bench {
         Ok(self.maps.slots()?.iter().map(|s| s.value.packets).sum())
     }
 
-    /// Empties the ring: (evictions, packets in them).
+    /// Empties the rings: (evictions, packets in them).
     pub(crate) fn drain_ring(&mut self) -> (u64, u64) {
         let (mut evictions, mut packets) = (0, 0);
-        let mut batches: Vec<EvictBatch> = Vec::new();
-        self.maps.drain_batches(&mut batches);
-        for rec in &batches {
-            for s in rec.slots.iter().take(rec.count as usize) {
+        let mut out = Vec::new();
+        while {
+            out.clear();
+            let more = self.maps.drain_evicted(&mut out, 1 << 16);
+            for s in &out {
                 evictions += 1;
                 packets += s.value.packets;
             }
-        }
+            more
+        } {}
         (evictions, packets)
     }
 
-    /// Evictions waiting for a batch, all CPUs: (evictions, packets).
-    fn pending(&self) -> Result<(u64, u64)> {
-        let (mut evictions, mut packets) = (0, 0);
-        for p in &self.maps.pending()? {
-            for s in p.batch.slots.iter().take(p.count as usize) {
-                evictions += 1;
-                packets += s.value.packets;
-            }
-        }
-        Ok((evictions, packets))
+    /// Evictions in the rings not read yet, all CPUs: (evictions, packets).
+    fn unread(&self) -> (u64, u64) {
+        let unread = self.maps.unread_evicted();
+        let packets = unread.iter().map(|(_, e)| e.value.packets).sum();
+        (unread.len() as u64, packets)
     }
 
     /// Empties the slots of every CPU and the ring.
@@ -1099,9 +1095,9 @@ impl NewFlowRound {
 /// Share of the slowest calls left out of a repeat=1 mean.
 const TRIM: f64 = 0.01;
 
-/// The mean of `v` without its slowest [`TRIM`]. A mean, not a median: one
-/// new flow in [`EVICT_BATCH`] also sends the batch to the ring, and the
-/// per-packet cost is the average over both kinds of call.
+/// The mean of `v` without its slowest [`TRIM`]. A mean, not a median:
+/// the per-packet cost is the average over every kind of call (a new flow
+/// that evicts or not, a cache line the last call left cold or not).
 fn trimmed_mean(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);

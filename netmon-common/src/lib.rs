@@ -84,11 +84,26 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 /// per-element pointer, and its 8-aligned elements often span three
 /// lines). Its size is (highest possible CPU id + 1) << `SLOT_SHIFT`.
 pub const FLOW_SLOTS_MAP: &str = "FLOW_SLOTS";
-/// Name of the ring buffer of [`EvictBatch`] records: flows pushed out of
-/// a slot by another flow, with their final counts.
+/// Name of the array of [`Evicted`] entries: every CPU's eviction ring,
+/// the final state of occupants pushed out of a slot by another flow. CPU
+/// `c`'s ring is entries `c << RING_SHIFT ..`, a single-producer,
+/// single-consumer ring whose positions are in [`EVICT_POS_MAP`]. Page
+/// aligned (`BPF_F_MMAPABLE`), mapped by userspace, which reads the entries
+/// where the program wrote them: an eviction is one copy, with no helper
+/// call and no lock (the BPF ring buffer it replaced took a copy into a
+/// per-CPU batch, then a helper call, a lock and a second copy per batch).
+/// Its size is (highest possible CPU id + 1) << `RING_SHIFT`.
 pub const EVICTED_MAP: &str = "EVICTED";
-/// Name of the per-CPU array (one entry) of [`Pending`] evictions.
-pub const PENDING_MAP: &str = "PENDING";
+/// Name of the array of [`RingPos`], one per CPU id: where each CPU's
+/// eviction ring in [`EVICTED_MAP`] is written and read. Mapped by
+/// userspace like the ring.
+pub const EVICT_POS_MAP: &str = "EVICT_POS";
+/// Name of the global holding the ring-index mask: eviction ring entries
+/// per CPU minus one. Userspace sets it at load time.
+pub const RING_MASK_GLOBAL: &str = "RING_MASK";
+/// Name of the global holding log2 of the eviction ring entries per CPU.
+/// Userspace sets it at load time.
+pub const RING_SHIFT_GLOBAL: &str = "RING_SHIFT";
 /// Name of the array (one `u64`) holding the clock the program stamps flows
 /// with: kernel monotonic time in ns, which userspace writes every 10 ms.
 /// Reading it is a plain load; the kernel's clock helpers are a call whose
@@ -154,23 +169,30 @@ pub fn default_flow_slots(l2_bytes: Option<u64>, slot_bytes: u64) -> u32 {
     pow2.clamp(1024, 16384) as u32
 }
 
-/// Default size of the eviction ring in bytes (a power-of-two multiple of
-/// the page size): what the object holds when loaded unchanged (tests,
-/// benches). netmon sets its own size at load, [`RING_BYTES_MIN`] at least.
-pub const DEFAULT_EVICTED_BYTES: u32 = 1 << 20;
+/// Eviction ring entries per CPU when the object is loaded unchanged (a
+/// power of two). netmon sets its own size at load ([`ring_entries_per_cpu`]).
+pub const DEFAULT_RING_ENTRIES: u32 = 8192;
 
-/// The eviction ring netmon sets up holds at least this many bytes (8 MiB:
-/// about 65,000 evicted flows), and [`RING_BYTES_PER_CPU`] per CPU beyond
-/// that. Its reader empties it every 10 ms; when every packet of a link
-/// evicts a flow (a busy 10G link: about a million packets/s among a
+/// Bytes of eviction ring netmon sets up, shared out among the CPUs: 8 MiB,
+/// about 80,000 evicted flows (see [`ring_entries_per_cpu`]).
+pub const RING_BYTES: u64 = 8 << 20;
+
+/// Eviction ring entries per CPU netmon sets up for `cpus` CPUs (the
+/// highest possible CPU id + 1): [`RING_BYTES`] shared out, rounded down
+/// to a power of two, within 16,384..=65,536 (1.7-6.8 MiB per CPU).
+///
+/// Its reader empties every CPU's ring every 10 ms. When every packet of
+/// a link evicts a flow (a busy 10G link: about a million packets/s among a
 /// million active flows, see BENCHMARKS.md, "Userspace by active flows"),
-/// 10 ms bring 10,000 evictions. 8 MiB leave room for 65 ms, enough for a
-/// reader held up by a busy machine; 1 MiB, the earlier size, overflowed
-/// under that load (`cargo xtask bench flows`).
-pub const RING_BYTES_MIN: u32 = 8 << 20;
-/// Eviction ring bytes per CPU (see [`RING_BYTES_MIN`]): more CPUs can
-/// evict more flows at once.
-pub const RING_BYTES_PER_CPU: u32 = 1 << 20;
+/// 10 ms bring 10,000 evictions, all on one CPU at worst (one RSS queue).
+/// 16,384 entries leave room for 16 ms of that on each CPU, and the 32,768
+/// of a two-CPU machine for 32 ms, for a reader held up by a busy machine.
+#[must_use]
+pub fn ring_entries_per_cpu(cpus: u32) -> u32 {
+    let per_cpu = RING_BYTES / u64::from(cpus.max(1)) / size_of::<Evicted>() as u64;
+    let pow2 = 1u64 << per_cpu.max(1).ilog2();
+    pow2.clamp(16_384, 65_536) as u32
+}
 
 /// `FlowKey::ip_version` values.
 pub const IP_V4: u8 = 4;
@@ -275,7 +297,7 @@ impl FlowValue {
 
 /// One entry of a CPU's flow cache: a direct-mapped slot, chosen by a hash
 /// of the key. A flow that hashes to an occupied slot evicts its occupant
-/// (to the [`EVICTED_MAP`] ring, with its final counts) and takes the slot.
+/// (to its CPU's ring in [`EVICTED_MAP`], with its final counts) and takes the slot.
 ///
 /// `seq` numbers the slot's occupants per CPU (0 is an empty slot), so
 /// userspace can tell one occupancy from the next: twice the direction's
@@ -311,33 +333,11 @@ pub struct FlowSlot {
     pub reserved: [u64; 2],
 }
 
-/// Occupants evicted per ring record: the program collects evictions in
-/// its CPU's [`PENDING_MAP`] entry and sends them to the ring together, one
-/// ring operation (a helper call, a lock and two atomics) per batch instead
-/// of per flow. 32 rather than 8: on AMD EPYC with "Safe RET" the helper
-/// call alone made up about 60 ns of each new flow at 8 (`cargo xtask bench
-/// xdp`, see BENCHMARKS.md).
-pub const EVICT_BATCH: usize = 32;
-
-/// Record in the [`EVICTED_MAP`] ring: the final state of [`EVICT_BATCH`]
-/// occupancies of slots, pushed out by other flows.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EvictBatch {
-    /// The CPU whose slots they were (`bpf_get_smp_processor_id`).
-    pub cpu: u32,
-    /// Entries of `slots` in use (always [`EVICT_BATCH`] in the ring).
-    pub count: u32,
-    pub slots: [Evicted; EVICT_BATCH],
-}
-
 /// The final state of one occupancy of a [`FlowSlot`], as it leaves the
-/// slot: the slot without what only the kernel reads (the passive-RTT
-/// state) and without its padding, 104 bytes instead of 128. Every
-/// eviction is copied twice (into [`Pending`], then with its batch into
-/// the ring); on an AMD EPYC family 23, `perf` put the ring copy at a
-/// fifth of a new flow's kernel time (BENCHMARKS.md, "AMD EPYC family 23
-/// (Zen 1)"). `seq` and `seq_end` as in the slot.
+/// slot, an entry of a CPU's eviction ring ([`EVICTED_MAP`]): the slot
+/// without what only the kernel reads (the passive-RTT state) and without
+/// its padding, 104 bytes instead of 128. `seq` and `seq_end` as in the
+/// slot; the program writes them in the same order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Evicted {
@@ -358,15 +358,28 @@ impl From<&FlowSlot> for Evicted {
     }
 }
 
-/// A CPU's evictions not yet sent to the ring: entries `0..count` of
-/// `batch.slots`. Userspace reads them like slots. The program sets `count`
-/// to 0 *before* it sends a full batch, so a reader that sees an entry
-/// below `count` sees one whose ring record it has not consumed yet.
+/// Where one CPU's eviction ring stands (an entry of [`EVICT_POS_MAP`]):
+/// entries `tail..head` (counted from 0 for ever; entry `n` at ring index
+/// `n & RING_MASK`) are evictions userspace has not read yet.
+///
+/// The program alone writes `head` and userspace alone writes `tail`, each
+/// on its own cache line. The program writes an entry whole, then `head`;
+/// userspace reads `head`, then the entries below it, then moves `tail`
+/// past what it read. The ring is full when `head - tail` is its size: the
+/// program then keeps the slot's occupant (and counts the packet that
+/// could not take the slot in `flow_insert_failed`). On a CPU that keeps
+/// stores in order (x86), a reader that sees a `head` sees the entries
+/// below it whole; elsewhere (arm64) the entry's `seq == seq_end` check is
+/// what userspace has.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Pending {
-    pub count: u64,
-    pub batch: EvictBatch,
+pub struct RingPos {
+    /// Evictions this CPU's program has written.
+    pub head: u64,
+    pub head_line: [u64; 7],
+    /// Evictions userspace has read.
+    pub tail: u64,
+    pub tail_line: [u64; 7],
 }
 
 /// Name of the hash map of sent packets waiting for the packet that
@@ -607,9 +620,9 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowSlot {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::EvictBatch {}
+    unsafe impl aya::Pod for super::Evicted {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::Pending {}
+    unsafe impl aya::Pod for super::RingPos {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RttKey {}
     // SAFETY: as above.
@@ -627,11 +640,20 @@ const _: () = assert!(size_of::<RttKey>() == 48);
 const _: () = assert!(size_of::<RttPending>() == 16);
 const _: () = assert!(size_of::<RttSample>() == 48);
 const _: () = assert!(size_of::<Evicted>() == 104);
-const _: () = assert!(size_of::<EvictBatch>() == 8 + 104 * EVICT_BATCH);
-const _: () = assert!(size_of::<Pending>() == 8 + size_of::<EvictBatch>());
+const _: () = assert!(size_of::<RingPos>() == 128);
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_eviction_rings_share_8_mib_within_bounds() {
+        use super::ring_entries_per_cpu;
+        assert_eq!(ring_entries_per_cpu(1), 65_536);
+        assert_eq!(ring_entries_per_cpu(2), 32_768);
+        assert_eq!(ring_entries_per_cpu(4), 16_384);
+        assert_eq!(ring_entries_per_cpu(64), 16_384);
+        assert_eq!(ring_entries_per_cpu(0), 65_536);
+    }
+
     #[test]
     fn flow_slots_follow_the_l2() {
         use super::{default_flow_slots, parse_cache_size};

@@ -14,13 +14,13 @@ use aya_ebpf::{
     EbpfContext,
     helpers::bpf_get_smp_processor_id,
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray},
 };
 use aya_log_ebpf::warn;
 use netmon_common::{
-    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_SLOTS_PER_CPU, DIR_TX, DIRECTIONS, EVICT_BATCH,
-    EvictBatch, FlowKey, FlowSlot, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
-    Pending, SIZE_CLASS_MAX, TCP_FIN, TCP_RST, TCP_SYN, size_class,
+    Counters, DEFAULT_RING_ENTRIES, DEFAULT_SLOTS_PER_CPU, DIR_TX, DIRECTIONS, Evicted, FlowKey,
+    FlowSlot, FlowValue, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RingPos, SIZE_CLASS_MAX,
+    TCP_FIN, TCP_RST, TCP_SYN, size_class,
 };
 
 use crate::{
@@ -44,25 +44,22 @@ pub static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(DIREC
 pub static FLOW_SLOTS: Array<FlowSlot> =
     Array::with_max_entries(DEFAULT_SLOTS_PER_CPU, netmon_common::BPF_F_MMAPABLE);
 
-/// Each CPU's evictions not yet in the ring (one entry, see [`Pending`]).
-#[map(name = "PENDING")]
-pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
-
-/// Occupants pushed out of a slot, with their final counts, for userspace,
-/// [`EVICT_BATCH`] to a record. BPF ring buffer: Linux 5.8.
+/// Every CPU's eviction ring: CPU `c`'s entries at `c << RING_SHIFT`,
+/// written in place and read in place by userspace (mapped), see
+/// `EVICTED_MAP` in netmon-common. Userspace sizes it before load.
 #[map(name = "EVICTED")]
-pub static EVICTED: RingBuf = RingBuf::with_byte_size(DEFAULT_EVICTED_BYTES, 0);
+pub static EVICTED: Array<Evicted> =
+    Array::with_max_entries(DEFAULT_RING_ENTRIES, netmon_common::BPF_F_MMAPABLE);
+
+/// Where each CPU's eviction ring stands, one [`RingPos`] per CPU id.
+#[map(name = "EVICT_POS")]
+pub static EVICT_POS: Array<RingPos> = Array::with_max_entries(1, netmon_common::BPF_F_MMAPABLE);
 
 /// The time flows are stamped with: kernel monotonic ns, written by
 /// userspace every 10 ms (entry 0). A lookup in a plain array is inlined by
 /// the verifier, so reading it is two loads and no helper call.
 #[map(name = "CLOCK")]
 pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
-
-/// `bpf_ringbuf_output` flag: no wakeup of a waiting reader. netmon reads
-/// the ring on a 10 ms timer, never waits on it; a wakeup would cost an
-/// interrupt (irq_work) per record sent to an empty ring.
-pub(crate) const BPF_RB_NO_WAKEUP: u64 = 1;
 
 /// Slots per CPU minus one. Set by userspace at load time.
 #[unsafe(no_mangle)]
@@ -71,6 +68,15 @@ static SLOT_MASK: u32 = DEFAULT_SLOTS_PER_CPU - 1;
 /// log2 of the slots per CPU. Set by userspace at load time.
 #[unsafe(no_mangle)]
 static SLOT_SHIFT: u32 = DEFAULT_SLOTS_PER_CPU.trailing_zeros();
+
+/// Eviction ring entries per CPU minus one. Set by userspace at load time.
+#[unsafe(no_mangle)]
+static RING_MASK: u32 = DEFAULT_RING_ENTRIES - 1;
+
+/// log2 of the eviction ring entries per CPU. Set by userspace at load
+/// time.
+#[unsafe(no_mangle)]
+static RING_SHIFT: u32 = DEFAULT_RING_ENTRIES.trailing_zeros();
 
 /// Seed of the slot hash. Set by userspace at load time.
 #[unsafe(no_mangle)]
@@ -233,8 +239,8 @@ pub fn count_flow(
         return Some(rtt::slot_step(slot, direction, rtt, prior_flags, tcp_flags));
     }
     // A new flow for this slot. An occupant first goes to this CPU's
-    // pending evictions (and from there, a batch at a time, to the ring);
-    // when neither has room it stays and this packet is counted to no flow.
+    // eviction ring; when it has no room the occupant stays and this packet
+    // is counted to no flow.
     if slot.seq != 0 && !evict(slot) {
         return None;
     }
@@ -267,50 +273,53 @@ pub fn count_flow(
     Some(rtt::slot_step(slot, direction, rtt, 0, tcp_flags))
 }
 
-/// Moves a slot's occupant to this CPU's pending evictions, first sending
-/// them to the ring as one batch when they are full. False when the ring has
-/// no room (nothing changed then).
+/// Moves a slot's occupant to this CPU's eviction ring (see `RingPos` in
+/// netmon-common): the entry whole, then the head past it. False when the
+/// ring has no room (nothing changed then).
 #[inline(always)]
 fn evict(slot: &FlowSlot) -> bool {
-    let Some(p) = PENDING.get_ptr_mut(0) else {
+    // SAFETY: no preconditions; the verifier inlines it (x86-64, arm64).
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(pos) = EVICT_POS.get_ptr_mut(cpu) else {
         return false;
     };
-    // SAFETY: this CPU's entry of a per-CPU array, as for the slots.
-    let p = unsafe { &mut *p };
-    let mut n = p.count as usize;
-    if n >= EVICT_BATCH {
-        // count goes to 0 before the batch is visible in the ring (see
-        // Pending).
-        // SAFETY: plain stores into this CPU's entry.
-        unsafe { write_volatile(&raw mut p.count, 0) };
-        compiler_fence(Ordering::Release);
-        p.batch.count = EVICT_BATCH as u32;
-        // SAFETY: no preconditions.
-        p.batch.cpu = unsafe { bpf_get_smp_processor_id() };
-        if EVICTED
-            .output::<EvictBatch>(&p.batch, BPF_RB_NO_WAKEUP)
-            .is_err()
-        {
-            // SAFETY: as above.
-            unsafe { write_volatile(&raw mut p.count, EVICT_BATCH as u64) };
-            return false;
-        }
-        n = 0;
+    // SAFETY: globals in read-only data, set by userspace before load.
+    let (mask, shift) = unsafe {
+        (
+            read_volatile(&raw const RING_MASK),
+            read_volatile(&raw const RING_SHIFT),
+        )
+    };
+    // SAFETY: this CPU's entry: the program writes only `head` (programs
+    // that count do not nest on one CPU), userspace only `tail`; each a
+    // single aligned word.
+    let (head, tail) = unsafe {
+        (
+            read_volatile(&raw const (*pos).head),
+            read_volatile(&raw const (*pos).tail),
+        )
+    };
+    // Full, or a tail beyond the head (which userspace never writes): keep
+    // the occupant.
+    if head.wrapping_sub(tail) > u64::from(mask) {
+        return false;
     }
-    let Some(entry) = p.batch.slots.get_mut(n) else {
+    let Some(entry) = EVICTED.get_ptr_mut((cpu << shift) | (head as u32 & mask)) else {
         return false;
     };
-    // The same order as a slot gets a new occupant (see FlowSlot).
-    // SAFETY: plain stores into this CPU's entry.
+    // The same order as a slot gets a new occupant (see FlowSlot), then the
+    // head: a reader that sees the new head sees the whole entry (x86).
+    // SAFETY: plain stores into this CPU's entry, which userspace reads
+    // only below the head.
     unsafe {
-        write_volatile(&raw mut entry.seq_end, slot.seq);
+        write_volatile(&raw mut (*entry).seq_end, slot.seq);
         compiler_fence(Ordering::Release);
-        copy_words(&raw mut entry.key, &raw const slot.key);
-        copy_words(&raw mut entry.value, &raw const slot.value);
+        copy_words(&raw mut (*entry).key, &raw const slot.key);
+        copy_words(&raw mut (*entry).value, &raw const slot.value);
         compiler_fence(Ordering::Release);
-        write_volatile(&raw mut entry.seq, slot.seq);
+        write_volatile(&raw mut (*entry).seq, slot.seq);
         compiler_fence(Ordering::Release);
-        write_volatile(&raw mut p.count, n as u64 + 1);
+        write_volatile(&raw mut (*pos).head, head.wrapping_add(1));
     }
     true
 }

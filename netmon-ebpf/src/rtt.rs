@@ -73,7 +73,6 @@ use netmon_common::{
 };
 
 use crate::{
-    flow::BPF_RB_NO_WAKEUP,
     hdr::tcp,
     parse::{Parsed, RTT_DATA, RTT_ECHO, RTT_HANDSHAKE, RTT_TS, RttFields},
 };
@@ -90,6 +89,11 @@ pub static RTT_PENDING: HashMap<RttKey, RttPending> =
 /// wakeup is sent, see `BPF_RB_NO_WAKEUP`).
 #[map(name = "RTT_SAMPLES")]
 pub static RTT_SAMPLES: RingBuf = RingBuf::with_byte_size(DEFAULT_RTT_SAMPLES_BYTES, 0);
+
+/// `bpf_ringbuf_output` flag: no wakeup of a waiting reader. netmon reads
+/// the ring on a timer, never waits on it; a wakeup would cost an
+/// interrupt (irq_work) per record sent to an empty ring.
+const BPF_RB_NO_WAKEUP: u64 = 1;
 
 /// `BPF_NOEXIST`: insert only a key that is not there.
 const BPF_NOEXIST: u64 = 1;

@@ -14,11 +14,11 @@
 //!   counter).
 //!
 //! The kernel's flows are read the way netmon reads them: the final records
-//! in the `EVICTED` ring, the `PENDING` evictions and the `FLOW_SLOTS`. The
-//! object is loaded with one slot per CPU, so every change of flow evicts
-//! the previous one: the corpus drives the eviction path (pending batches,
-//! the ring) on nearly every IP frame. At the end, the program's count of
-//! flow records must equal the occupancies found in ring, pending and slots.
+//! in each CPU's `EVICTED` ring and the `FLOW_SLOTS`. The object is loaded
+//! with one slot per CPU, so every change of flow evicts the previous one:
+//! the corpus drives the eviction path on nearly every IP frame. At the
+//! end, the program's count of flow records must equal the occupancies
+//! found in rings and slots.
 //!
 //! The rules both sides follow: Ethernet (< 14 bytes malformed), up to four
 //! VLAN tags (0x8100/0x88A8 in any order, a tag cut off is malformed, a
@@ -64,8 +64,8 @@ use std::{
 use corpus::Frame;
 use netmon::sys::{Counting, FlowMaps, Object, object::TestRunOptions};
 use netmon_common::{
-    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_RTT_PENDING, DIR_RX, DIR_TX, EVICT_BATCH, EvictBatch,
-    Evicted, FlowKey, FlowValue, TC_PROGRAM, XDP_PROGRAM,
+    Counters, DEFAULT_RING_ENTRIES, DEFAULT_RTT_PENDING, DIR_RX, DIR_TX, Evicted, FlowKey,
+    FlowValue, TC_PROGRAM, XDP_PROGRAM,
 };
 use netmon_tests::frames;
 use reference::Outcome;
@@ -278,14 +278,14 @@ impl Kernel {
         Self::load_with(slots, None)
     }
 
-    /// As [`load`](Self::load), with an eviction ring of `ring_bytes`
-    /// instead of the object's default.
-    fn load_with(slots: u32, ring_bytes: Option<u32>) -> Self {
+    /// As [`load`](Self::load), with eviction rings of `ring_entries` per
+    /// CPU instead of the object's default.
+    fn load_with(slots: u32, ring_entries: Option<u32>) -> Self {
         let (path, bytes) = shipped_object();
         let counting = Counting {
             slots_per_cpu: slots,
             hash_seed: 0x1234_5678_9abc_def0,
-            ring_bytes: ring_bytes.unwrap_or(DEFAULT_EVICTED_BYTES),
+            ring_entries_per_cpu: ring_entries.unwrap_or(DEFAULT_RING_ENTRIES),
             rtt_pending: DEFAULT_RTT_PENDING,
         };
         // Through netmon's own loading code (netmon::sys).
@@ -332,42 +332,39 @@ impl Kernel {
         self.maps.counters().expect("read COUNTERS")
     }
 
-    /// Takes the final records out of the ring.
+    /// Takes the final records out of the rings, as netmon does, after
+    /// checking each is whole and that the drain takes exactly those.
     fn drain(&mut self) {
-        let mut batches: Vec<EvictBatch> = Vec::new();
-        let skipped = self.maps.drain_batches(&mut batches);
-        assert_eq!(
-            skipped, 0,
-            "ring records of another size than an EvictBatch"
-        );
-        for batch in batches {
+        let unread = self.maps.unread_evicted();
+        let mut out = Vec::new();
+        while self.maps.drain_evicted(&mut out, 1000) {}
+        assert!(self.maps.unread_evicted().is_empty(), "the rings are empty");
+        assert_eq!(out.len(), unread.len(), "the drain took what was unread");
+        for (o, (cpu, e)) in out.iter().zip(&unread) {
+            assert!(e.seq != 0 && e.seq == e.seq_end, "{e:?}");
+            assert!((*cpu as usize) < self.cpus, "CPU {cpu}");
             assert_eq!(
-                batch.count as usize, EVICT_BATCH,
-                "a ring record is a full batch"
+                (o.cpu, o.seq, o.key, o.value),
+                (*cpu, e.seq, e.key, e.value),
+                "drained in ring order"
             );
-            assert!((batch.cpu as usize) < self.cpus, "CPU {}", batch.cpu);
-            for slot in &batch.slots {
-                assert!(slot.seq != 0 && slot.seq == slot.seq_end, "{slot:?}");
-                assert!(
-                    self.ended_ids.insert((batch.cpu, slot.seq)),
-                    "occupancy (CPU {}, seq {}) ended twice",
-                    batch.cpu,
-                    slot.seq
-                );
-                self.ended
-                    .entry(slot.key)
-                    .and_modify(|v| v.merge(&slot.value))
-                    .or_insert(slot.value);
-            }
+            assert!(
+                self.ended_ids.insert((*cpu, e.seq)),
+                "occupancy (CPU {cpu}, seq {}) ended twice",
+                e.seq
+            );
+            self.ended
+                .entry(e.key)
+                .and_modify(|v| v.merge(&e.value))
+                .or_insert(e.value);
         }
     }
 
-    /// What is still in the kernel: the occupied slots and the pending
-    /// evictions of every CPU. The program does not run while this reads,
+    /// What is still in the kernel: the occupied slots and the unread ring
+    /// entries of every CPU. The program does not run while this reads,
     /// so every copy is whole.
-    /// With the CPU of each (for a slot, its part of the array; for a
-    /// pending entry, its position among the per-CPU copies; the possible
-    /// CPUs of a test machine are 0..n).
+    /// With the CPU of each (for a slot, its part of the array; the
+    /// possible CPUs of a test machine are 0..n).
     fn live(&self) -> Vec<(u32, Evicted)> {
         let mut out = Vec::new();
         let slots = self.maps.slots().expect("read FLOW_SLOTS");
@@ -377,13 +374,7 @@ impl Kernel {
                 out.push((i as u32 / self.slot_count, Evicted::from(&slot)));
             }
         }
-        let pending = self.maps.pending().expect("read PENDING");
-        for (cpu, p) in pending.iter().enumerate() {
-            assert!(p.count as usize <= EVICT_BATCH, "{}", p.count);
-            for slot in &p.batch.slots[..p.count as usize] {
-                out.push((cpu as u32, *slot));
-            }
-        }
+        out.extend(self.maps.unread_evicted());
         out
     }
 
@@ -698,17 +689,14 @@ fn xdp_walks_eight_ipv6_extension_headers_to_l4() {
 
 /// A full eviction ring: the program keeps a slot's occupant when it cannot
 /// evict it, counts the packet in `flow_insert_failed`, and every packet is
-/// still either in a flow (ring, pending, slots) or in that counter.
+/// still either in a flow (ring, slots) or in that counter.
 #[test]
 fn a_full_ring_keeps_the_occupant_and_counts_what_it_could_not_track() {
     const FLOWS: u16 = 200;
-    // All runs on one CPU, so one pending entry and one slot fill up.
+    const RING: u32 = 64;
+    // All runs on one CPU, so one ring and one slot fill up.
     pin_to_this_cpu();
-    // Two pages: room for as many records (a batch and the ring's 8-byte
-    // header, rounded up to 8) as fit.
-    let mut kernel = Kernel::load_with(1, Some(8192));
-    let fit = 8192 / (size_of::<EvictBatch>() + 8).next_multiple_of(8);
-    assert!(fit >= 1);
+    let mut kernel = Kernel::load_with(1, Some(RING));
     let template = frames::ipv6_udp_behind_hop_by_hop(0);
     let sport = template.len() - 8;
     for i in 0..FLOWS {
@@ -720,21 +708,30 @@ fn a_full_ring_keeps_the_occupant_and_counts_what_it_could_not_track() {
     }
     let counters = kernel.counters();
     assert_eq!(counters.udp, u64::from(FLOWS));
-    let failed = counters.flow_insert_failed;
-    let flows = kernel.all_flows();
-    let in_flows: u64 = flows.values().map(|v| v.packets).sum();
-    assert!(failed > 0, "the ring filled up: {counters:?}");
-    assert_eq!(in_flows + failed, u64::from(FLOWS), "{counters:?}");
-    // `fit` batches went out; a full pending batch and the slot hold the
-    // rest. Every tracked flow is whole (one packet each).
-    assert_eq!(flows.len() as u64, in_flows);
-    assert!(flows.values().all(|v| v.packets == 1));
+    // The first flow took the empty slot; the next RING evicted one each
+    // into the ring; every later one found the ring full.
     assert_eq!(
-        in_flows,
-        fit as u64 * EVICT_BATCH as u64 + EVICT_BATCH as u64 + 1
+        counters.flow_insert_failed,
+        u64::from(FLOWS) - u64::from(RING) - 1,
+        "{counters:?}"
     );
+    assert_eq!(kernel.maps.unread_evicted().len(), RING as usize);
+    let flows = kernel.all_flows();
+    // Every tracked flow is whole (one packet each): the ring's and the
+    // slot's occupant, which stayed.
+    assert_eq!(flows.len() as u64, u64::from(RING) + 1);
+    assert!(flows.values().all(|v| v.packets == 1));
     let (records, found) = kernel.records();
     assert_eq!(records, found);
+    // Read, the ring takes evictions again.
+    let mut frame = template.clone();
+    frame[sport..sport + 2].copy_from_slice(&7u16.to_be_bytes());
+    kernel.run(&frame);
+    assert_eq!(
+        kernel.counters().flow_insert_failed,
+        counters.flow_insert_failed
+    );
+    assert_eq!(kernel.maps.unread_evicted().len(), 1);
 }
 
 /// Makes the i-th flow's frame of a family of keys.
@@ -823,8 +820,8 @@ fn the_shipped_object_holds_netmons_program_and_maps_only() {
             "CLOCK",
             "COUNTERS",
             "EVICTED",
+            "EVICT_POS",
             "FLOW_SLOTS",
-            "PENDING",
             "RTT_PENDING",
             "RTT_SAMPLES"
         ],

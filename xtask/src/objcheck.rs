@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use netmon_common::{
-    CLOCK_MAP, COUNTERS_MAP, EVICTED_MAP, FLOW_SLOTS_MAP, PENDING_MAP, RTT_PENDING_MAP,
+    CLOCK_MAP, COUNTERS_MAP, EVICT_POS_MAP, EVICTED_MAP, FLOW_SLOTS_MAP, RTT_PENDING_MAP,
     RTT_SAMPLES_MAP, TC_PROGRAM, XDP_PROGRAM, bench,
 };
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
@@ -24,8 +24,8 @@ const SHIPPED_PROGRAMS: &[&str] = &[XDP_PROGRAM, TC_PROGRAM];
 const SHIPPED_MAPS: &[&str] = &[
     COUNTERS_MAP,
     FLOW_SLOTS_MAP,
-    PENDING_MAP,
     EVICTED_MAP,
+    EVICT_POS_MAP,
     CLOCK_MAP,
     RTT_PENDING_MAP,
     RTT_SAMPLES_MAP,
@@ -153,13 +153,19 @@ mod tests {
                 "AYA_LOGS",
                 "CLOCK",
                 "COUNTERS",
+                "EVICT_POS",
                 "EVICTED",
                 "FLOW_SLOTS",
-                "PENDING",
                 "RTT_PENDING",
                 "RTT_SAMPLES",
             ],
-            &["HASH_SEED", "SLOT_MASK", "SLOT_SHIFT"],
+            &[
+                "HASH_SEED",
+                "RING_MASK",
+                "RING_SHIFT",
+                "SLOT_MASK",
+                "SLOT_SHIFT",
+            ],
         );
         assert!(shipped_problems(&ok).is_empty());
         let bad = inv(

@@ -6,13 +6,14 @@
 //!
 //! Every stay of a flow in a slot is an *occupancy*, named by its CPU and a
 //! per-CPU sequence number. Userspace sees an occupancy several times: in
-//! reads of the slots and of the pending evictions (counts so far), and at
-//! most once in the ring (final counts). A flow's total is the sum over its
+//! reads of the slots (counts so far), and at most once in its CPU's
+//! eviction ring (final counts). A flow's total is the sum over its
 //! occupancies of the latest count seen of each; so the table keeps the last
 //! count it saw of every occupancy still in the kernel, and adds only what
 //! each new sighting adds to it. The final record ends an occupancy: no read
-//! after it can show it again (the kernel sends the record only after the
-//! slot and the pending entry have moved on), so it is forgotten.
+//! after it can show it again (the kernel writes the record before the
+//! slot moves on, and userspace reads the slots before the rings), so it
+//! is forgotten.
 //!
 //! Two things make the per-interval work proportional to what changed, not
 //! to the size of the table: the table remembers which flows changed since
@@ -313,9 +314,10 @@ pub struct FlowTable {
     live: IdMap<(FlowKey, FlowValue)>,
     /// Sighted occupancies whose final record came in this round and the
     /// one before: later sightings of them are stale. (One never sighted
-    /// cannot be sighted after its record either: the kernel zeroes the
-    /// pending count before it sends a batch, see `Pending`; these guard
-    /// against a reader that sees the two out of order.)
+    /// cannot be sighted after its record either: the kernel writes the
+    /// record before a new occupant takes the slot, and userspace reads the
+    /// slots before the rings; these guard against a reader that sees the
+    /// two out of order.)
     ended_now: IdSet,
     ended_before: IdSet,
     /// The flows, and the positions in `entries` that are free.
@@ -417,14 +419,14 @@ impl FlowTable {
         (max_flows * per_flow + Index::buckets(max_flows) * size_of::<u64>()) as u64
     }
 
-    /// Starts a round of reads (slots, pending, then the ring). Occupancies
+    /// Starts a round of reads (the slots, then the rings). Occupancies
     /// that ended two rounds ago are forgotten for good.
     pub fn new_round(&mut self) {
         std::mem::swap(&mut self.ended_before, &mut self.ended_now);
         self.ended_now.clear();
     }
 
-    /// A sighting of an occupancy in a slot or among the pending evictions.
+    /// A sighting of an occupancy in a slot.
     pub fn seen(&mut self, o: &Occupancy) {
         let id = (o.cpu, o.seq);
         match self.live.get_mut(&id) {

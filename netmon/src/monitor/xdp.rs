@@ -18,11 +18,12 @@ use crate::sys;
 /// The attached program as a monitor [`Source`]: its counters,
 /// and the flow table merged from its per-CPU flow caches.
 ///
-/// A thread of its own ([`RingDrainer`]) empties the kernel's eviction ring
-/// every [`SERVICE_EVERY`] into `Shared::backlog`, whatever the
-/// monitor loop is doing: the ring (about 65,000 flows) never waits behind
-/// an interval's work, only for the lock, which nothing holds for longer
-/// than one read of the maps (or of [`CHUNK`] records from the ring), and
+/// A thread of its own ([`RingDrainer`]) empties the kernel's eviction rings
+/// (one per CPU, 8 MiB in all) every [`SERVICE_EVERY`] into
+/// `Shared::backlog`, whatever the monitor loop is doing: the rings never
+/// wait behind an interval's work, only for the lock, which nothing holds
+/// for longer than one read of the maps (or of [`CHUNK`] records from the
+/// rings), and
 /// up to [`BACKLOG`] records wait there for the loop. The loop moves the records
 /// into the table between intervals ([`Source::service`]) and at each
 /// interval, after reading the slots.

@@ -6,10 +6,7 @@
 use std::{ffi::CString, io, os::fd::RawFd};
 
 use aya_log::EbpfLogger;
-use netmon_common::{
-    Counters, DIR_TX, Evicted, FlowKey, FlowValue, RING_BYTES_MIN, RING_BYTES_PER_CPU, TC_PROGRAM,
-    XDP_PROGRAM,
-};
+use netmon_common::{Counters, DIR_TX, Evicted, FlowKey, FlowValue, TC_PROGRAM, XDP_PROGRAM};
 use thiserror::Error;
 
 use crate::UsageError;
@@ -332,16 +329,15 @@ impl Attachment {
         }
     }
 
-    /// Every occupied flow slot and pending eviction of every CPU, as they
-    /// are now (see [`FlowMaps::occupancies`]).
+    /// Every occupied flow slot of every CPU, as it is now (see
+    /// [`FlowMaps::occupancies`]).
     pub fn occupancies(&self) -> Result<Vec<Occupancy>, SysError> {
         self.maps.occupancies()
     }
 
-    /// Moves the final records of evicted occupancies from the ring to
-    /// `out` until the ring is empty or `out` holds `max` (a ring record
-    /// at a time, so up to [`EVICT_BATCH`](netmon_common::EVICT_BATCH) less
-    /// one more); returns whether the ring may hold more. Read
+    /// Moves the final records of evicted occupancies from every CPU's
+    /// eviction ring to `out` until the rings are empty or `out` holds
+    /// `max`; returns whether the rings may hold more. Read
     /// [`occupancies`](Self::occupancies) before, never after, in one
     /// round: a record may only be consumed after every read that could
     /// still show its occupancy.
@@ -363,17 +359,6 @@ impl Attachment {
 }
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-
-/// Size of the eviction ring: [`RING_BYTES_PER_CPU`] per CPU (rounded up
-/// to a power of two), [`RING_BYTES_MIN`] at least. A record carries
-/// [`EVICT_BATCH`] flows in 3,344 bytes (with its header), so 8 MiB hold
-/// about 80,000 evicted flows between two reads.
-fn ring_bytes(cpus: usize) -> u32 {
-    let cpus = u32::try_from(cpus).unwrap_or(u32::MAX).next_power_of_two();
-    RING_BYTES_MIN
-        .max(cpus.saturating_mul(RING_BYTES_PER_CPU))
-        .min(1 << 30)
-}
 
 /// The CPU ids of a kernel CPU list such as `0-3,8-11` (the order in which
 /// the kernel lays out per-CPU map values).
@@ -430,7 +415,7 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
     }
 }
 
-/// A whole copy of an occupied slot or pending entry, as seen by CPU `cpu`;
+/// A whole copy of an occupied slot, as seen by CPU `cpu`;
 /// `None` for an empty one or one torn across a change of occupant
 /// (`seq != seq_end`: the next read has it).
 fn occupancy(cpu: u32, s: &Evicted) -> Option<Occupancy> {
@@ -497,14 +482,5 @@ mod tests {
         );
         assert_eq!(parse_cpu_list("3-1"), None);
         assert_eq!(parse_cpu_list("x"), None);
-    }
-
-    #[test]
-    fn the_ring_grows_with_the_cpus() {
-        assert_eq!(ring_bytes(1), 8 << 20);
-        assert_eq!(ring_bytes(2), 8 << 20);
-        assert_eq!(ring_bytes(12), 16 << 20);
-        assert_eq!(ring_bytes(64), 64 << 20);
-        assert!(ring_bytes(100_000).is_power_of_two());
     }
 }

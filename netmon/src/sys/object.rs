@@ -16,7 +16,7 @@ use std::{
 pub use aya::programs::{TestRunAttrs, TestRunOptions, TestRunResult};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues, ProgramArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{
         LinkOrder, ProgramFd, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode,
         links::FdLink,
@@ -25,9 +25,9 @@ use aya::{
     },
 };
 use netmon_common::{
-    CLOCK_MAP, COUNTERS_MAP, Counters, DEFAULT_RTT_PENDING, DIR_RX, EVICT_BATCH, EVICTED_MAP,
-    EvictBatch, Evicted, FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL, PENDING_MAP, Pending,
-    RTT_PENDING_MAP, RTT_SAMPLES_MAP, RttKey, RttPending, RttSample, SLOT_MASK_GLOBAL,
+    CLOCK_MAP, COUNTERS_MAP, Counters, DEFAULT_RTT_PENDING, DIR_RX, EVICT_POS_MAP, EVICTED_MAP,
+    Evicted, FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL, RING_MASK_GLOBAL, RING_SHIFT_GLOBAL,
+    RTT_PENDING_MAP, RTT_SAMPLES_MAP, RingPos, RttKey, RttPending, RttSample, SLOT_MASK_GLOBAL,
     SLOT_SHIFT_GLOBAL,
 };
 
@@ -139,26 +139,33 @@ impl Object {
     pub fn load_counting(bytes: &[u8], counting: &Counting) -> Result<(Self, FlowMaps), SysError> {
         let cpu_ids = possible_cpus()?;
         let slots = counting.slots_per_cpu;
-        if !slots.is_power_of_two() {
-            return Err(SysError::Load(format!(
-                "{slots} flow slots per CPU is not a power of two"
-            )));
+        let ring = counting.ring_entries_per_cpu;
+        for (n, what) in [(slots, "flow slots"), (ring, "eviction ring entries")] {
+            if !n.is_power_of_two() {
+                return Err(SysError::Load(format!(
+                    "{n} {what} per CPU is not a power of two"
+                )));
+            }
         }
-        let entries = slot_entries(&cpu_ids, slots)?;
+        let entries = per_cpu_entries(&cpu_ids, slots)?;
+        let ring_entries = per_cpu_entries(&cpu_ids, ring)?;
         let mut object = Self::load_with(
             bytes,
             &[
                 (SLOT_MASK_GLOBAL, Global::U32(slots - 1)),
                 (SLOT_SHIFT_GLOBAL, Global::U32(slots.trailing_zeros())),
+                (RING_MASK_GLOBAL, Global::U32(ring - 1)),
+                (RING_SHIFT_GLOBAL, Global::U32(ring.trailing_zeros())),
                 (HASH_SEED_GLOBAL, Global::U64(counting.hash_seed)),
             ],
             &[
                 (FLOW_SLOTS_MAP, entries),
-                (EVICTED_MAP, counting.ring_bytes),
+                (EVICTED_MAP, ring_entries),
+                (EVICT_POS_MAP, per_cpu_entries(&cpu_ids, 1)?),
                 (RTT_PENDING_MAP, counting.rtt_pending),
             ],
         )?;
-        let mut maps = FlowMaps::take(&mut object, cpu_ids, slots)?;
+        let mut maps = FlowMaps::take(&mut object, cpu_ids, slots, ring)?;
         maps.publish_clock()?;
         Ok((object, maps))
     }
@@ -438,8 +445,8 @@ pub struct Counting {
     pub slots_per_cpu: u32,
     /// Seed of the slot hash.
     pub hash_seed: u64,
-    /// Bytes of the eviction ring (a power-of-two multiple of the page).
-    pub ring_bytes: u32,
+    /// Entries of each CPU's eviction ring (a power of two).
+    pub ring_entries_per_cpu: u32,
     /// Entries of the passive-RTT pending map (`RTT_PENDING_MAP`): sent
     /// packets waiting for their answer, at most.
     pub rtt_pending: u32,
@@ -451,7 +458,10 @@ impl Counting {
         Ok(Self {
             slots_per_cpu,
             hash_seed: super::random_seed(),
-            ring_bytes: super::ring_bytes(possible_cpus()?.len()),
+            ring_entries_per_cpu: netmon_common::ring_entries_per_cpu(per_cpu_entries(
+                &possible_cpus()?,
+                1,
+            )?),
             rtt_pending: DEFAULT_RTT_PENDING,
         })
     }
@@ -468,29 +478,193 @@ pub fn possible_cpus() -> Result<Vec<u32>, SysError> {
         .ok_or_else(|| SysError::Load(format!("cannot read the CPU list {POSSIBLE_CPUS}")))
 }
 
-/// Entries of the slot array: `slots_per_cpu` for every CPU id the kernel
-/// can hand out (the highest possible id + 1).
-fn slot_entries(cpu_ids: &[u32], slots_per_cpu: u32) -> Result<u32, SysError> {
+/// Entries of an array with `per_cpu` entries for every CPU id the kernel
+/// can hand out (the highest possible id + 1): the flow slots, the
+/// eviction rings, their positions.
+fn per_cpu_entries(cpu_ids: &[u32], per_cpu: u32) -> Result<u32, SysError> {
     cpu_ids
         .iter()
         .max()
         .map_or(0, |&m| m + 1)
-        .checked_mul(slots_per_cpu)
-        .ok_or_else(|| SysError::Load("too many flow slots for the CPU count".into()))
+        .checked_mul(per_cpu)
+        .ok_or_else(|| SysError::Load("too many map entries for the CPU count".into()))
+}
+
+/// An array map mapped into this process (`BPF_F_MMAPABLE`), shared with
+/// the programs that write it; unmapped on drop.
+struct Mapped {
+    ptr: *mut u8,
+    len: usize,
+    /// The map, kept open while it is mapped.
+    _map: Map,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; whoever
+// owns it may use it from any thread (FlowMaps synchronises with the
+// program through the ring's positions, not through the thread).
+unsafe impl Send for Mapped {}
+
+impl Mapped {
+    /// Maps all `entries` values (of `value_size` bytes) of array `map`.
+    fn new(
+        map: Map,
+        name: &'static str,
+        entries: u32,
+        value_size: usize,
+    ) -> Result<Self, SysError> {
+        let Map::Array(data) = &map else {
+            return Err(SysError::Map {
+                map: name,
+                reason: "not an array".into(),
+            });
+        };
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = (entries as usize * value_size.next_multiple_of(8)).next_multiple_of(page);
+        // SAFETY: a new shared mapping of the map's values (the kernel
+        // checks the length against the map); nothing else is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(SysError::Map {
+                map: name,
+                reason: format!("mmap: {}", io::Error::last_os_error()),
+            });
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            len,
+            _map: map,
+        })
+    }
+}
+
+impl Mapped {
+    /// Value `index` of the mapped array of `T`s, in bounds.
+    fn value<T>(&self, index: usize) -> *mut T {
+        assert!(
+            (index + 1) * size_of::<T>() <= self.len,
+            "value {index} outside the mapping"
+        );
+        // SAFETY: inside the mapping (checked above), which is page-aligned,
+        // its values 8-byte multiples.
+        unsafe { self.ptr.cast::<T>().add(index) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, not used after this.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Every CPU's eviction ring (`EVICTED_MAP`) and its positions
+/// (`EVICT_POS_MAP`), mapped: userspace reads the entries where the program
+/// wrote them and moves each CPU's tail (see `RingPos`).
+struct Rings {
+    entries: Mapped,
+    pos: Mapped,
+    /// Entries per CPU, a power of two.
+    per_cpu: u32,
+    /// The CPU ids whose rings are read, in turn.
+    cpu_ids: Vec<u32>,
+    /// Position in `cpu_ids` the next read starts at, so that a reader
+    /// that stops at its limit does not always favour the first CPUs.
+    next: usize,
+}
+
+impl Rings {
+    /// CPU `cpu`'s positions, and its unread entries as (first, count).
+    fn unread_of(&self, cpu: u32) -> (*mut RingPos, u64, u64) {
+        let pos = self.pos.value::<RingPos>(cpu as usize);
+        // SAFETY: this CPU's positions; the program writes `head` only,
+        // this reader alone `tail` (single aligned words).
+        let (head, tail) = unsafe {
+            (
+                std::ptr::read_volatile(&raw const (*pos).head),
+                std::ptr::read_volatile(&raw const (*pos).tail),
+            )
+        };
+        // The entries below the head are whole once the head is seen.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        // More than a ring's worth cannot be there: the program never
+        // writes past the tail.
+        (
+            pos,
+            tail,
+            head.wrapping_sub(tail).min(u64::from(self.per_cpu)),
+        )
+    }
+
+    /// Entry `n` (counted from 0 for ever) of CPU `cpu`'s ring.
+    fn entry(&self, cpu: u32, n: u64) -> Evicted {
+        let index =
+            cpu as usize * self.per_cpu as usize + (n & u64::from(self.per_cpu - 1)) as usize;
+        // SAFETY: an entry of this CPU's ring, inside the mapping; every
+        // bit pattern is a valid Evicted.
+        unsafe { std::ptr::read_volatile(self.entries.value::<Evicted>(index)) }
+    }
+
+    /// Moves up to `max - out.len()` unread entries to `out`, CPU by CPU,
+    /// each CPU's oldest first; true when it stopped at `max`.
+    fn drain(&mut self, out: &mut Vec<Occupancy>, max: usize) -> bool {
+        let n = self.cpu_ids.len();
+        for k in 0..n {
+            let cpu = self.cpu_ids[(self.next + k) % n];
+            let (pos, tail, unread) = self.unread_of(cpu);
+            let take = unread.min(max.saturating_sub(out.len()) as u64);
+            out.extend((0..take).map(|i| {
+                let e = self.entry(cpu, tail.wrapping_add(i));
+                Occupancy {
+                    cpu,
+                    seq: e.seq,
+                    key: e.key,
+                    value: e.value,
+                }
+            }));
+            // The entries are copied before the program may reuse them.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+            // SAFETY: as in unread_of.
+            unsafe { std::ptr::write_volatile(&raw mut (*pos).tail, tail.wrapping_add(take)) };
+            if take < unread {
+                self.next = (self.next + k) % n;
+                return true;
+            }
+        }
+        self.next = (self.next + 1) % n.max(1);
+        false
+    }
+
+    /// Each CPU's unread entries, left in the ring (tests, benches).
+    fn unread(&self) -> Vec<(u32, Evicted)> {
+        let mut out = Vec::new();
+        for &cpu in &self.cpu_ids {
+            let (_, tail, unread) = self.unread_of(cpu);
+            out.extend((0..unread).map(|i| (cpu, self.entry(cpu, tail.wrapping_add(i)))));
+        }
+        out
+    }
 }
 
 /// The counting code's maps, taken out of their object: the totals, the
-/// flow slots, the pending evictions, the eviction ring and the clock.
+/// flow slots, the eviction rings and the clock.
 pub struct FlowMaps {
     counters: PerCpuArray<MapData, Counters>,
     slots: Map,
     slot_entries: u32,
     slot_shift: u32,
-    pending: PerCpuArray<MapData, Pending>,
-    ring: RingBuf<MapData>,
+    rings: Rings,
     clock: Array<MapData, u64>,
-    /// The id of each possible CPU, in the order of the per-CPU copies (the
-    /// ids the program puts in ring records).
+    /// The id of each possible CPU, in the order of the per-CPU copies.
     cpu_ids: Vec<u32>,
 }
 
@@ -509,21 +683,40 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> SysError {
 }
 
 impl FlowMaps {
-    fn take(object: &mut Object, cpu_ids: Vec<u32>, slots_per_cpu: u32) -> Result<Self, SysError> {
+    fn take(
+        object: &mut Object,
+        cpu_ids: Vec<u32>,
+        slots_per_cpu: u32,
+        ring_per_cpu: u32,
+    ) -> Result<Self, SysError> {
         let counters =
             PerCpuArray::try_from(take(object, COUNTERS_MAP)?).map_err(map_err(COUNTERS_MAP))?;
         let slots = take(object, FLOW_SLOTS_MAP)?;
-        let pending =
-            PerCpuArray::try_from(take(object, PENDING_MAP)?).map_err(map_err(PENDING_MAP))?;
-        let ring = RingBuf::try_from(take(object, EVICTED_MAP)?).map_err(map_err(EVICTED_MAP))?;
+        let entries = Mapped::new(
+            take(object, EVICTED_MAP)?,
+            EVICTED_MAP,
+            per_cpu_entries(&cpu_ids, ring_per_cpu)?,
+            size_of::<Evicted>(),
+        )?;
+        let pos = Mapped::new(
+            take(object, EVICT_POS_MAP)?,
+            EVICT_POS_MAP,
+            per_cpu_entries(&cpu_ids, 1)?,
+            size_of::<RingPos>(),
+        )?;
         let clock = Array::try_from(take(object, CLOCK_MAP)?).map_err(map_err(CLOCK_MAP))?;
         Ok(Self {
             counters,
-            slot_entries: slot_entries(&cpu_ids, slots_per_cpu)?,
+            slot_entries: per_cpu_entries(&cpu_ids, slots_per_cpu)?,
             slot_shift: slots_per_cpu.trailing_zeros(),
             slots,
-            pending,
-            ring,
+            rings: Rings {
+                entries,
+                pos,
+                per_cpu: ring_per_cpu,
+                cpu_ids: cpu_ids.clone(),
+                next: 0,
+            },
             clock,
             cpu_ids,
         })
@@ -584,10 +777,11 @@ impl FlowMaps {
         self.slot_shift
     }
 
-    /// Each CPU's pending evictions, in the order of [`Self::cpu_ids`].
-    pub fn pending(&self) -> Result<Vec<Pending>, SysError> {
-        let per_cpu = self.pending.get(&0, 0).map_err(map_err(PENDING_MAP))?;
-        Ok(per_cpu.iter().copied().collect())
+    /// Each CPU's evictions not read from its ring yet, with the CPU id,
+    /// left where they are (tests and benches: what `drain_evicted` would
+    /// take next).
+    pub fn unread_evicted(&self) -> Vec<(u32, Evicted)> {
+        self.rings.unread()
     }
 
     /// The id of each possible CPU, in the order of the per-CPU copies.
@@ -595,96 +789,33 @@ impl FlowMaps {
         &self.cpu_ids
     }
 
-    /// Every occupied flow slot and pending eviction of every CPU, as they
-    /// are now. Copies torn across a change of occupant (`seq != seq_end`)
-    /// are left out: the next read has them.
+    /// Every occupied flow slot of every CPU, as it is now. Copies torn
+    /// across a change of occupant (`seq != seq_end`) are left out: the
+    /// next read has them. An occupant leaves its slot only after its
+    /// final record is in its CPU's ring, so what this does not show, a
+    /// later [`drain_evicted`](Self::drain_evicted) does.
     pub fn occupancies(&self) -> Result<Vec<Occupancy>, SysError> {
         // A slot's place in the array names its CPU.
-        let mut out: Vec<Occupancy> = self
+        Ok(self
             .slots()?
             .iter()
             .enumerate()
             .filter_map(|(i, s)| occupancy((i >> self.slot_shift) as u32, &s.into()))
-            .collect();
-        for (position, p) in self.pending()?.iter().enumerate() {
-            let n = usize::try_from(p.count).map_or(0, |n| n.min(EVICT_BATCH));
-            out.extend(
-                p.batch.slots[..n]
-                    .iter()
-                    .filter_map(|s| occupancy(self.cpu_ids[position], s)),
-            );
-        }
-        Ok(out)
+            .collect())
     }
 
-    /// Moves the records of the eviction ring to `out`; returns how many
-    /// records of another size than an [`EvictBatch`] were skipped (none,
-    /// from netmon's program).
-    pub fn drain_batches(&mut self, out: &mut Vec<EvictBatch>) -> usize {
-        let mut skipped = 0;
-        while let Some(item) = self.ring.next() {
-            if item.len() != size_of::<EvictBatch>() {
-                skipped += 1;
-                continue;
-            }
-            // SAFETY: a whole EvictBatch (checked length), every bit
-            // pattern is valid, and read_unaligned copes with the ring's
-            // 8-byte alignment.
-            out.push(unsafe { item.as_ptr().cast::<EvictBatch>().read_unaligned() });
-        }
-        skipped
-    }
-
-    /// Moves the final records of evicted occupancies from the ring to
-    /// `out` until the ring is empty or `out` holds `max`; returns whether
-    /// it stopped at `max` (the ring may hold more). Read
+    /// Moves the final records of evicted occupancies from the rings to
+    /// `out` until the rings are empty or `out` holds `max`; returns
+    /// whether it stopped at `max` (the rings may hold more). Read
     /// [`occupancies`](Self::occupancies) before, never after, in one
     /// round: a record may only be consumed after every read that could
     /// still show its occupancy.
     pub fn drain_evicted(&mut self, out: &mut Vec<Occupancy>, max: usize) -> bool {
-        // Record by record, with no list of batches in between: at a
-        // million evictions a second that list was megabytes allocated,
-        // faulted in and freed every 10 ms.
-        loop {
-            if out.len() >= max {
-                return true;
-            }
-            let Some(item) = self.ring.next() else {
-                return false;
-            };
-            if item.len() != size_of::<EvictBatch>() {
-                continue;
-            }
-            #[expect(clippy::cast_ptr_alignment, reason = "read with read_unaligned only")]
-            let batch = item.as_ptr().cast::<EvictBatch>();
-            // SAFETY: a whole EvictBatch (checked length), every bit pattern
-            // is valid; read field by field, unaligned (the ring aligns to
-            // 8), each slot copied once, straight into `out`.
-            let (cpu, count) = unsafe {
-                (
-                    (&raw const (*batch).cpu).read_unaligned(),
-                    (&raw const (*batch).count).read_unaligned(),
-                )
-            };
-            // SAFETY: the address of a field inside the batch; no reference
-            // to unaligned memory is made.
-            let slots = unsafe { (&raw const (*batch).slots).cast::<Evicted>() };
-            out.extend((0..(count as usize).min(EVICT_BATCH)).map(|i| {
-                // SAFETY: i < EVICT_BATCH, inside the batch.
-                let s = unsafe { slots.add(i).read_unaligned() };
-                Occupancy {
-                    cpu,
-                    seq: s.seq,
-                    key: s.key,
-                    value: s.value,
-                }
-            }));
-            drop(item);
-        }
+        self.rings.drain(out, max)
     }
 
-    /// Empties every slot, every pending entry and the ring (tests and
-    /// benches, between rounds; never while netmon counts).
+    /// Empties every slot and every CPU's ring (tests and benches, between
+    /// rounds; never while netmon counts).
     pub fn clear_flows(&mut self) -> Result<(), SysError> {
         let mut slots: Array<&mut MapData, FlowSlot> =
             Array::try_from(&mut self.slots).map_err(map_err(FLOW_SLOTS_MAP))?;
@@ -693,18 +824,10 @@ impl FlowMaps {
                 .set(i, FlowSlot::default(), 0)
                 .map_err(map_err(FLOW_SLOTS_MAP))?;
         }
-        let empty =
-            PerCpuValues::try_from(vec![Pending::default(); self.cpu_ids.len()]).map_err(|e| {
-                SysError::Map {
-                    map: PENDING_MAP,
-                    reason: e.to_string(),
-                }
-            })?;
-        self.pending
-            .set(0, empty, 0)
-            .map_err(map_err(PENDING_MAP))?;
-        let mut batches = Vec::new();
-        self.drain_batches(&mut batches);
+        let mut discard = Vec::new();
+        while self.drain_evicted(&mut discard, 1 << 16) {
+            discard.clear();
+        }
         Ok(())
     }
 }

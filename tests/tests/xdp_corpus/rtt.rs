@@ -12,8 +12,8 @@
 
 use netmon::sys::{Counting, FlowMaps, Object, RttMaps, object::TestRunOptions};
 use netmon_common::{
-    Counters, DEFAULT_EVICTED_BYTES, DEFAULT_RTT_PENDING, DEFAULT_RTT_SAMPLES_BYTES, DIR_RX,
-    DIR_TX, FlowKey, IP_V4, IP_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, RTT_ICMP_ECHO, RTT_TCP_SYN,
+    Counters, DEFAULT_RING_ENTRIES, DEFAULT_RTT_PENDING, DEFAULT_RTT_SAMPLES_BYTES, DIR_RX, DIR_TX,
+    FlowKey, IP_V4, IP_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, RTT_ICMP_ECHO, RTT_TCP_SYN,
     RTT_TCP_SYNACK, RTT_TCP_TS, RttKey, RttPending, RttSample, TC_PROGRAM, XDP_PROGRAM,
 };
 use netmon_tests::frames::{
@@ -64,7 +64,7 @@ impl RttKernel {
         let counting = Counting {
             slots_per_cpu: 64,
             hash_seed: 0x0123_4567_89ab_cdef,
-            ring_bytes: DEFAULT_EVICTED_BYTES,
+            ring_entries_per_cpu: DEFAULT_RING_ENTRIES,
             rtt_pending: pending,
         };
         let (mut object, mut maps) = Object::load_counting(&bytes, &counting)
