@@ -75,8 +75,8 @@ use crate::{
 };
 
 const FLOW_COUNTS: [u32; 4] = [1_000, 10_000, 100_000, 1_000_000];
-/// Runs per test-run call: the evictions of one call fit the default ring
-/// (about 10,800 flows), which is drained after every call.
+/// Runs per test-run call: the evictions of one call fit a CPU's ring
+/// (16,384 entries at least), which is drained after every call.
 const CHUNK: u32 = 8_000;
 /// Calls per round and per program.
 const CALLS: u32 = 25;

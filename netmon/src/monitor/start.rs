@@ -62,7 +62,14 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
     })?;
     let attachment = sys::Attachment::attach(&iface, ifindex, args.xdp_mode, flow_slots)?;
     let probes = probes.map(probe::continuous::Prepared::start);
-    announce(&iface, ifindex, attachment.mode.as_str(), &args, flow_slots);
+    announce(
+        &iface,
+        ifindex,
+        attachment.mode.as_str(),
+        &args,
+        flow_slots,
+        attachment.ring_size(),
+    );
     let cfg = Config {
         link_bps: netif::link_speed_bps(&iface),
         iface,
@@ -125,15 +132,25 @@ pub async fn run_monitor(args: MonitorArgs) -> Result<ExitCode> {
 /// Says on stderr what netmon counts on, and tells a supervisor (or a
 /// test) through `NOTIFY_SOCKET` that it is ready: everything that crosses
 /// the interface from here on is counted.
-fn announce(iface: &str, ifindex: u32, mode: &str, args: &MonitorArgs, flow_slots: u32) {
+fn announce(
+    iface: &str,
+    ifindex: u32,
+    mode: &str,
+    args: &MonitorArgs,
+    flow_slots: u32,
+    (ring_entries, ring_bytes): (u32, usize),
+) {
     let slot_bytes = size_of::<netmon_common::FlowSlot>() as u64;
     eprintln!(
         "netmon: counting on {iface} (ifindex {ifindex}) in {mode} XDP mode, flow table up to {} \
-         flows (about {} MiB, --max-flows), {} kernel flow slots per CPU ({} KiB each); {}",
+         flows (about {} MiB, --max-flows), {} kernel flow slots per CPU ({} KiB each), eviction \
+         rings of {} flows per CPU ({:.1} MiB in all); {}",
         args.max_flows,
         FlowTable::memory_bound(args.max_flows as usize).div_ceil(1 << 20),
         flow_slots,
         (u64::from(flow_slots) * slot_bytes) >> 10,
+        ring_entries,
+        ring_bytes as f64 / f64::from(1 << 20),
         match args.duration {
             Some(d) => format!("stopping after {d:?} or on Ctrl-C"),
             None => "Ctrl-C to stop".to_owned(),

@@ -301,6 +301,11 @@ impl Attachment {
         Err(last_err.expect("at least one attempt was made"))
     }
 
+    /// Eviction ring entries per CPU, and the bytes of every CPU's ring.
+    pub fn ring_size(&self) -> (u32, usize) {
+        self.maps.ring_size()
+    }
+
     /// Writes the kernel monotonic time into the program's clock. The
     /// program stamps flows' first and last packets with it, so its
     /// resolution is how often this runs (every 10 ms in the monitor).

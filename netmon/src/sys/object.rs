@@ -784,6 +784,11 @@ impl FlowMaps {
         self.rings.unread()
     }
 
+    /// Eviction ring entries per CPU, and the bytes of every CPU's ring.
+    pub fn ring_size(&self) -> (u32, usize) {
+        (self.rings.per_cpu, self.rings.entries.len)
+    }
+
     /// The id of each possible CPU, in the order of the per-CPU copies.
     pub fn cpu_ids(&self) -> &[u32] {
         &self.cpu_ids
