@@ -4,7 +4,9 @@
 //! shipped object's own (`--object`), loaded through `netmon::sys` as
 //! netmon loads it; the floor and the new-flow driver come from the bench
 //! object (`--bench-object`), the driver reaching netmon's program by a tail
-//! call across the two objects.
+//! call across the two objects. netmon's flow slots and eviction rings
+//! have netmon's default sizes on this machine
+//! (`NETMON_BENCH_RING_ENTRIES=N` sets the ring entries per CPU instead).
 //!
 //! Three methods, because the kernel runs *the same frame* `repeat` times:
 //!
@@ -109,10 +111,24 @@ fn default_slots() -> u32 {
         .and_then(|s| netmon_common::parse_cache_size(&s));
     netmon_common::default_flow_slots(l2, size_of::<FlowSlot>() as u64)
 }
-/// Eviction ring entries per CPU: netmon's default on this machine.
-fn ring_entries() -> u32 {
+/// Eviction ring entries per CPU: netmon's default on this machine, or
+/// `NETMON_BENCH_RING_ENTRIES` (a power of two, 16,384 at least: what a new
+/// flow costs by ring size).
+fn ring_entries() -> Result<u32> {
+    if let Some(s) = std::env::var("NETMON_BENCH_RING_ENTRIES")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        let n = s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| n.is_power_of_two() && *n >= 16_384);
+        return n.with_context(|| {
+            format!("NETMON_BENCH_RING_ENTRIES: {s:?} is not a power of two >= 16384")
+        });
+    }
     let ids = netmon::sys::possible_cpus().map_or(1, |ids| ids.iter().max().map_or(1, |m| m + 1));
-    netmon_common::ring_entries_per_cpu(ids)
+    Ok(netmon_common::ring_entries_per_cpu(ids))
 }
 /// The bench reads the ring after this many new flows, as netmon's poller
 /// would: well before it fills (one entry per evicted flow, a CPU's ring
@@ -537,7 +553,7 @@ impl Bench {
         let counting = Counting {
             slots_per_cpu: *SLOTS,
             hash_seed: 0x5eed_5eed_5eed_5eed,
-            ring_entries_per_cpu: ring_entries(),
+            ring_entries_per_cpu: ring_entries()?,
             rtt_pending: DEFAULT_RTT_PENDING,
         };
         let (mut netmon, mut maps) = Object::load_counting(&objects.shipped, &counting)

@@ -505,12 +505,14 @@ struct Mapped {
 unsafe impl Send for Mapped {}
 
 impl Mapped {
-    /// Maps all `entries` values (of `value_size` bytes) of array `map`.
+    /// Maps all `entries` values (of `value_size` bytes) of array `map`,
+    /// for reading, and for writing too when `writable`.
     fn new(
         map: Map,
         name: &'static str,
         entries: u32,
         value_size: usize,
+        writable: bool,
     ) -> Result<Self, SysError> {
         let Map::Array(data) = &map else {
             return Err(SysError::Map {
@@ -527,7 +529,11 @@ impl Mapped {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                if writable {
+                    libc::PROT_READ | libc::PROT_WRITE
+                } else {
+                    libc::PROT_READ
+                },
                 libc::MAP_SHARED,
                 data.fd().as_fd().as_raw_fd(),
                 0,
@@ -697,12 +703,14 @@ impl FlowMaps {
             EVICTED_MAP,
             per_cpu_entries(&cpu_ids, ring_per_cpu)?,
             size_of::<Evicted>(),
+            false,
         )?;
         let pos = Mapped::new(
             take(object, EVICT_POS_MAP)?,
             EVICT_POS_MAP,
             per_cpu_entries(&cpu_ids, 1)?,
             size_of::<RingPos>(),
+            true,
         )?;
         let clock = Array::try_from(take(object, CLOCK_MAP)?).map_err(map_err(CLOCK_MAP))?;
         Ok(Self {
