@@ -551,9 +551,7 @@ impl Mapped {
             _map: map,
         })
     }
-}
 
-impl Mapped {
     /// Value `index` of the mapped array of `T`s, in bounds.
     fn value<T>(&self, index: usize) -> *mut T {
         assert!(
@@ -581,7 +579,8 @@ struct Rings {
     pos: Mapped,
     /// Entries per CPU, a power of two.
     per_cpu: u32,
-    /// The CPU ids whose rings are read, in turn.
+    /// The id of each possible CPU, in the order of the per-CPU copies of
+    /// a per-CPU map value: the rings read, in turn.
     cpu_ids: Vec<u32>,
     /// Position in `cpu_ids` the next read starts at, so that a reader
     /// that stops at its limit does not always favour the first CPUs.
@@ -670,8 +669,6 @@ pub struct FlowMaps {
     slot_shift: u32,
     rings: Rings,
     clock: Array<MapData, u64>,
-    /// The id of each possible CPU, in the order of the per-CPU copies.
-    cpu_ids: Vec<u32>,
 }
 
 fn take(object: &mut Object, name: &'static str) -> Result<Map, SysError> {
@@ -722,11 +719,10 @@ impl FlowMaps {
                 entries,
                 pos,
                 per_cpu: ring_per_cpu,
-                cpu_ids: cpu_ids.clone(),
+                cpu_ids,
                 next: 0,
             },
             clock,
-            cpu_ids,
         })
     }
 
@@ -799,7 +795,7 @@ impl FlowMaps {
 
     /// The id of each possible CPU, in the order of the per-CPU copies.
     pub fn cpu_ids(&self) -> &[u32] {
-        &self.cpu_ids
+        &self.rings.cpu_ids
     }
 
     /// Every occupied flow slot of every CPU, as it is now. Copies torn
