@@ -254,15 +254,9 @@ fn fast_ipv4<F: Frame>(f: &F) -> Option<Parsed> {
         let ts = match hlen {
             tcp::MIN_HLEN => None,
             // The options fit the packet: else the general parser reads none.
-            32 if L4 + 32 <= end => {
-                let o = Header::<{ tcp::CANONICAL_TS_LEN }>::at(f, L4 + tcp::OPTIONS).ok()?;
-                if o.get::<u32, 0>() != tcp::CANONICAL_TS_LE {
-                    return None;
-                }
-                Some((
-                    u32::from_be(o.get::<u32, { tcp::CANONICAL_TS_VAL }>()),
-                    u32::from_be(o.get::<u32, { tcp::CANONICAL_TS_ECR }>()),
-                ))
+            // Options in another layout go to the general parser's walk.
+            CANONICAL_TS_HLEN if L4 + CANONICAL_TS_HLEN <= end => {
+                Some(canonical_timestamp(f, L4 + tcp::OPTIONS).ok().flatten()?)
             }
             _ => return None,
         };
@@ -550,13 +544,9 @@ fn parse_l4<F: Frame>(
 #[inline(always)]
 fn tcp_timestamp<F: Frame>(f: &F, l4: usize, hlen: usize) -> Option<(u32, u32)> {
     let opts = l4 + tcp::OPTIONS;
-    if hlen >= tcp::OPTIONS + tcp::CANONICAL_TS_LEN {
-        let o = Header::<{ tcp::CANONICAL_TS_LEN }>::at(f, opts).ok()?;
-        if o.get::<u32, 0>() == tcp::CANONICAL_TS_LE {
-            return Some((
-                u32::from_be(o.get::<u32, { tcp::CANONICAL_TS_VAL }>()),
-                u32::from_be(o.get::<u32, { tcp::CANONICAL_TS_ECR }>()),
-            ));
+    if hlen >= CANONICAL_TS_HLEN {
+        if let Some(ts) = canonical_timestamp(f, opts).ok()? {
+            return Some(ts);
         }
     }
     // Out of line, in a function the verifier checks once (see
@@ -566,6 +556,24 @@ fn tcp_timestamp<F: Frame>(f: &F, l4: usize, hlen: usize) -> Option<(u32, u32)> 
         return None;
     }
     Some(((found >> 32) as u32, found as u32))
+}
+
+/// A TCP header length that holds the canonical timestamp option and
+/// nothing else.
+const CANONICAL_TS_HLEN: usize = tcp::OPTIONS + tcp::CANONICAL_TS_LEN;
+
+/// TSval and TSecr of the canonical timestamp option (NOP, NOP, timestamp)
+/// at `opts`: one bounds check, one compare. `Ok(None)`: the options start
+/// otherwise; `Err`: the 12 bytes are not in the readable frame.
+#[inline(always)]
+fn canonical_timestamp<F: Frame>(f: &F, opts: usize) -> Result<Option<(u32, u32)>, Malformed> {
+    let o = Header::<{ tcp::CANONICAL_TS_LEN }>::at(f, opts)?;
+    Ok((o.get::<u32, 0>() == tcp::CANONICAL_TS_LE).then(|| {
+        (
+            u32::from_be(o.get::<u32, { tcp::CANONICAL_TS_VAL }>()),
+            u32::from_be(o.get::<u32, { tcp::CANONICAL_TS_ECR }>()),
+        )
+    }))
 }
 
 /// What [`walk_options`] returns when it finds no timestamp option (a
