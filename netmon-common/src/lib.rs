@@ -104,12 +104,18 @@ pub const RING_MASK_GLOBAL: &str = "RING_MASK";
 /// Name of the global holding log2 of the eviction ring entries per CPU.
 /// Userspace sets it at load time.
 pub const RING_SHIFT_GLOBAL: &str = "RING_SHIFT";
-/// Name of the array (one `u64`) holding the clock the program stamps flows
-/// with: kernel monotonic time in ns, which userspace writes every 10 ms.
-/// Reading it is a plain load; the kernel's clock helpers are a call whose
-/// return, on CPUs with return-thunk mitigations (AMD's "Safe RET"), costs
-/// more than the rest of an established packet's path.
-pub const CLOCK_MAP: &str = "CLOCK";
+/// Name of the global (one `u64`) holding the clock the program stamps
+/// flows with: kernel monotonic time in ns, which userspace writes every
+/// 10 ms. Reading it is one load from its address; the kernel's clock
+/// helpers are a call whose return, on CPUs with return-thunk mitigations
+/// (AMD's "Safe RET"), costs more than the rest of an established packet's
+/// path, and an array lookup a round trip of its index through the stack.
+pub const CLOCK_GLOBAL: &str = "CLOCK";
+/// Name of the map aya makes of the object's `.bss` (an array of one
+/// value, the whole section), through which userspace writes the clock.
+/// [`CLOCK_GLOBAL`] is the only thing in `.bss`, so the value is that `u64`
+/// (`cargo xtask build` checks it).
+pub const CLOCK_MAP: &str = ".bss";
 /// Name of the global (read-only data) holding the slot-index mask: slots
 /// per CPU minus one. Userspace sets it at load time.
 pub const SLOT_MASK_GLOBAL: &str = "SLOT_MASK";

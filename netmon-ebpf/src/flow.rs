@@ -56,10 +56,13 @@ pub static EVICTED: Array<Evicted> =
 pub static EVICT_POS: Array<RingPos> = Array::with_max_entries(1, netmon_common::BPF_F_MMAPABLE);
 
 /// The time flows are stamped with: kernel monotonic ns, written by
-/// userspace every 10 ms (entry 0). A lookup in a plain array is inlined by
-/// the verifier, so reading it is two loads and no helper call.
-#[map(name = "CLOCK")]
-pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+/// userspace every 10 ms. The object's only zero-initialised global, so the
+/// whole of its `.bss` (`CLOCK_MAP`): the program reaches it by its address
+/// (one load, no helper call), where an array's lookup would first put the
+/// index on the stack, load it back and check it (the CPU waits for the
+/// store to reach the load).
+#[unsafe(no_mangle)]
+static mut CLOCK: u64 = 0;
 
 /// Slots per CPU minus one. Set by userspace at load time.
 #[unsafe(no_mangle)]
@@ -217,11 +220,8 @@ pub fn count_flow(
 ) -> Option<u64> {
     // The clock userspace publishes (10 ms resolution): no helper call on
     // the path of a packet (see CLOCK).
-    let now = match CLOCK.get_ptr(0) {
-        // SAFETY: entry 0 of an array, 8 bytes; userspace writes it whole.
-        Some(t) => unsafe { read_volatile(t) },
-        None => 0,
-    };
+    // SAFETY: a global of 8 bytes; userspace writes it whole.
+    let now = unsafe { read_volatile(&raw const CLOCK) };
     let slot = FLOW_SLOTS.get_ptr_mut(slot_index(key))?;
     // SAFETY: one of this CPU's slots (see slot_index), written by no other
     // CPU, and programs that count do not nest on one CPU.

@@ -817,7 +817,6 @@ fn the_shipped_object_holds_netmons_program_and_maps_only() {
         maps,
         [
             "AYA_LOGS",
-            "CLOCK",
             "COUNTERS",
             "EVICTED",
             "EVICT_POS",

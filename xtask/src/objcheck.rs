@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use netmon_common::{
-    CLOCK_MAP, COUNTERS_MAP, EVICT_POS_MAP, EVICTED_MAP, FLOW_SLOTS_MAP, RTT_PENDING_MAP,
+    CLOCK_GLOBAL, COUNTERS_MAP, EVICT_POS_MAP, EVICTED_MAP, FLOW_SLOTS_MAP, RTT_PENDING_MAP,
     RTT_SAMPLES_MAP, TC_PROGRAM, XDP_PROGRAM, bench,
 };
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
@@ -26,7 +26,6 @@ const SHIPPED_MAPS: &[&str] = &[
     FLOW_SLOTS_MAP,
     EVICTED_MAP,
     EVICT_POS_MAP,
-    CLOCK_MAP,
     RTT_PENDING_MAP,
     RTT_SAMPLES_MAP,
     "AYA_LOGS",
@@ -45,7 +44,13 @@ pub struct Inventory {
     pub programs: Vec<String>,
     pub maps: Vec<String>,
     pub globals: Vec<String>,
+    /// The globals in `.bss`, and its size in bytes.
+    pub bss: Vec<String>,
+    pub bss_size: u64,
 }
+
+/// Size of the clock, the whole of the shipped object's `.bss`.
+const CLOCK_SIZE: u64 = 8;
 
 pub fn inventory(elf: &[u8]) -> Result<Inventory> {
     let file = object::File::parse(elf).context("not an ELF object")?;
@@ -69,13 +74,26 @@ pub fn inventory(elf: &[u8]) -> Result<Inventory> {
                         || s.starts_with(".data")
                         || s.starts_with(".bss")) =>
             {
+                if s.starts_with(".bss") {
+                    inv.bss.push(name.to_owned());
+                }
                 &mut inv.globals
             }
             _ => continue,
         };
         list.push(name.to_owned());
     }
-    for list in [&mut inv.programs, &mut inv.maps, &mut inv.globals] {
+    inv.bss_size = file
+        .sections()
+        .filter(|s| s.name().is_ok_and(|n| n.starts_with(".bss")))
+        .map(|s| s.size())
+        .sum();
+    for list in [
+        &mut inv.programs,
+        &mut inv.maps,
+        &mut inv.globals,
+        &mut inv.bss,
+    ] {
         list.sort();
         list.dedup();
     }
@@ -113,6 +131,13 @@ pub fn shipped_problems(inv: &Inventory) -> Vec<String> {
             problems.push(format!("global {g} (a bench name)"));
         }
     }
+    if inv.bss != [CLOCK_GLOBAL] || inv.bss_size != CLOCK_SIZE {
+        // Userspace writes the whole of `.bss` as the clock (CLOCK_MAP).
+        problems.push(format!(
+            ".bss holds {:?} in {} bytes, not {CLOCK_GLOBAL} alone ({CLOCK_SIZE} bytes)",
+            inv.bss, inv.bss_size
+        ));
+    }
     problems
 }
 
@@ -142,6 +167,8 @@ mod tests {
             programs: own(programs),
             maps: own(maps),
             globals: own(globals),
+            bss: vec![CLOCK_GLOBAL.to_owned()],
+            bss_size: CLOCK_SIZE,
         }
     }
 
@@ -151,7 +178,6 @@ mod tests {
             &["netmon_tc", "netmon_xdp"],
             &[
                 "AYA_LOGS",
-                "CLOCK",
                 "COUNTERS",
                 "EVICT_POS",
                 "EVICTED",
@@ -160,6 +186,7 @@ mod tests {
                 "RTT_SAMPLES",
             ],
             &[
+                "CLOCK",
                 "HASH_SEED",
                 "RING_MASK",
                 "RING_SHIFT",
@@ -186,6 +213,14 @@ mod tests {
         assert_eq!(
             shipped_problems(&inv(&[], &[], &[])),
             ["no program netmon_xdp", "no program netmon_tc"]
+        );
+        // Anything beside the clock in .bss would be overwritten by it.
+        let mut crowded = ok;
+        crowded.bss.push("OTHER".to_owned());
+        crowded.bss_size = 16;
+        assert_eq!(
+            shipped_problems(&crowded),
+            [".bss holds [\"CLOCK\", \"OTHER\"] in 16 bytes, not CLOCK alone (8 bytes)"]
         );
     }
 
