@@ -124,9 +124,19 @@ pub const SLOT_MASK_GLOBAL: &str = "SLOT_MASK";
 pub const SLOT_SHIFT_GLOBAL: &str = "SLOT_SHIFT";
 /// `BPF_F_MMAPABLE`: an array whose values start on a page boundary.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
-/// Name of the global holding the hash seed. Userspace sets it at load
-/// time from a random source, so that nobody can aim collisions at a slot.
-pub const HASH_SEED_GLOBAL: &str = "HASH_SEED";
+/// Name of the global holding the slot hash's seeds, one per key word
+/// ([`hash_seeds`]). Userspace sets it at load time from a random source,
+/// so that nobody can aim collisions at a slot.
+pub const HASH_SEEDS_GLOBAL: &str = "HASH_SEEDS";
+
+/// The slot hash's seeds for the random `seed`: one per key word, word `i`'s
+/// the seed rotated left by `13 * i` bits. Computed once here rather than
+/// on every packet (four rotations, 16 instructions).
+#[must_use]
+pub fn hash_seeds(seed: u64) -> [u64; 5] {
+    core::array::from_fn(|i| seed.rotate_left(13 * i as u32))
+}
+
 /// Default number of flows userspace tracks at once (`--max-flows`): what a
 /// busy 10G link holds within the default 60 s idle timeout. CAIDA sizes
 /// the flow tables of its monitors on 10G (OC-192) backbone links at

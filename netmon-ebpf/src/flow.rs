@@ -81,9 +81,10 @@ static RING_MASK: u32 = DEFAULT_RING_ENTRIES - 1;
 #[unsafe(no_mangle)]
 static RING_SHIFT: u32 = DEFAULT_RING_ENTRIES.trailing_zeros();
 
-/// Seed of the slot hash. Set by userspace at load time.
+/// Seeds of the slot hash, one per key word (`netmon_common::hash_seeds`).
+/// Set by userspace at load time.
 #[unsafe(no_mangle)]
-static HASH_SEED: u64 = 0;
+static HASH_SEEDS: [u64; 5] = [0; 5];
 
 /// Counts one frame: in this CPU's totals of its direction
 /// (`C::DIRECTION`), and, for IP, in its flow. Never touches the frame;
@@ -371,9 +372,9 @@ fn slot_index(key: &FlowKey) -> u32 {
         0xFF51_AFD7_ED55_8CCD,
     ];
     // SAFETY: globals in read-only data, set by userspace before load.
-    let (seed, mask, shift) = unsafe {
+    let (seeds, mask, shift) = unsafe {
         (
-            read_volatile(&raw const HASH_SEED),
+            read_volatile(&raw const HASH_SEEDS),
             read_volatile(&raw const SLOT_MASK),
             read_volatile(&raw const SLOT_SHIFT),
         )
@@ -382,8 +383,8 @@ fn slot_index(key: &FlowKey) -> u32 {
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let w = key.words();
     let mut h: u64 = 0;
-    for (i, (&x, k)) in w.iter().zip(K).enumerate() {
-        let mut y = x ^ seed.rotate_left(13 * i as u32);
+    for ((&x, k), seed) in w.iter().zip(K).zip(seeds) {
+        let mut y = x ^ seed;
         // A multiply carries bits upward only: without this fold, keys
         // that differ in a word's top bits alone (the last bytes of an
         // IPv6 address) would differ only in the product's top bits, and

@@ -181,6 +181,77 @@ def analyze(outdir, samples_path):
             v = by_off.get(off, 0)
             share = f"{100 * v / in_prog:5.1f}%" if v else "      "
             out.write(f"{share} {off:5x}: {text}\n")
+    path, guessed = sampled_path(ins, by_off)
+    kinds = collections.Counter(kind(text) for _, text in path)
+
+    def fn_at(off):
+        k = bisect.bisect_right(addrs, main + off) - 1
+        p = src.get(recs[order[k]]) if k >= 0 else None
+        return function(*p) if p else "(entry)"
+
+    path_fns = collections.Counter(fn_at(off) for off, _ in path)
+    with open(os.path.join(outdir, "path.txt"), "w") as out:
+        for off, text in path:
+            out.write(f"{off:5x}: {text}\n")
+    with open(os.path.join(outdir, "functions.txt"), "a") as out:
+        out.write(f"instructions on the sampled path (path.txt): {len(path)}, "
+                  f"{guessed} branches with samples on both sides or neither taken as not taken; "
+                  + ", ".join(f"{k} {v}" for k, v in kinds.most_common()) + "\n")
+        out.write("by source function: "
+                  + ", ".join(f"{k} {v}" for k, v in path_fns.most_common()) + "\n")
+
+
+def sampled_path(ins, by_off):
+    """The instructions one run of the program executes, as far as the
+    samples tell: from the entry, a conditional jump goes to the side whose
+    first three instructions have samples; when both or neither have, to the
+    next instruction (counted as guessed). Ends at the exit's jump to the
+    return thunk (or a ret)."""
+    at = {off: i for i, (off, _) in enumerate(ins)}
+
+    def sampled(i):
+        return any(by_off.get(ins[j][0], 0) for j in range(i, min(i + 3, len(ins))))
+
+    path, guessed, i = [], 0, 0
+    while i < len(ins) and len(path) < 5000:
+        off, text = ins[i]
+        op = text.split()
+        if not op:  # the rest of a long instruction
+            i += 1
+            continue
+        path.append((off, text))
+        target = int(op[1], 16) if len(op) > 1 and re.fullmatch(r"0x[0-9a-f]+", op[1]) else None
+        if op[0] == "ret" or (op[0] == "jmp" and target not in at):
+            break
+        if op[0] == "jmp":
+            i = at[target]
+        elif op[0].startswith("j") and target in at:
+            taken, fall = sampled(at[target]), sampled(i + 1)
+            if taken and not fall:
+                i = at[target]
+            else:
+                guessed += taken == fall
+                i += 1
+        else:
+            i += 1
+    return path, guessed
+
+
+def kind(text):
+    """What an x86 instruction of the JITed program does, roughly."""
+    op = text.split()
+    args = op[1] if len(op) > 1 else ""
+    if op[0].startswith("mov") and "(%rbp)" in args:
+        return "stack store" if args.endswith("(%rbp)") else "stack load"
+    if op[0].startswith("mov") and "(" in args:
+        return "other load/store"
+    if op[0].startswith("j"):
+        return "jump"
+    if op[0] in ("cmp", "test"):
+        return "compare"
+    if op[0].startswith("mov"):
+        return "register move or constant"
+    return "arithmetic"
 
 
 if __name__ == "__main__":

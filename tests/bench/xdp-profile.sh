@@ -14,8 +14,10 @@
 #       `cargo xtask bench flows`, kernel part, at FLOWS (100000) flows:
 #       every packet a new flow for its slot (the bench's new_flow path).
 #
-# Writes OUTDIR/functions.txt (samples by source function) and
-# OUTDIR/instructions.txt (by JITed instruction), and prints the first.
+# Writes OUTDIR/functions.txt (samples by source function, then the
+# instructions one run executes as the samples trace them, by kind and by
+# source function), OUTDIR/instructions.txt (samples by JITed instruction)
+# and OUTDIR/path.txt (the traced instructions), and prints the first.
 set -eu
 out=$1 kind=$2
 here=$(cd "$(dirname "$0")" && pwd)

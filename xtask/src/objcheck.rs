@@ -187,7 +187,7 @@ mod tests {
             ],
             &[
                 "CLOCK",
-                "HASH_SEED",
+                "HASH_SEEDS",
                 "RING_MASK",
                 "RING_SHIFT",
                 "SLOT_MASK",

@@ -7,7 +7,7 @@
 //!
 //! It does not link the kernel library (`netmon_ebpf`): a binary that does
 //! gets the library's exported maps and globals (COUNTERS, FLOW_SLOTS, ...,
-//! HASH_SEED) whether it uses them or not, and this object has no use for
+//! HASH_SEEDS) whether it uses them or not, and this object has no use for
 //! them.
 #![no_std]
 #![no_main]

@@ -26,9 +26,9 @@ use aya::{
 };
 use netmon_common::{
     CLOCK_MAP, COUNTERS_MAP, Counters, DEFAULT_RTT_PENDING, DIR_RX, EVICT_POS_MAP, EVICTED_MAP,
-    Evicted, FLOW_SLOTS_MAP, FlowSlot, HASH_SEED_GLOBAL, RING_MASK_GLOBAL, RING_SHIFT_GLOBAL,
+    Evicted, FLOW_SLOTS_MAP, FlowSlot, HASH_SEEDS_GLOBAL, RING_MASK_GLOBAL, RING_SHIFT_GLOBAL,
     RTT_PENDING_MAP, RTT_SAMPLES_MAP, RingPos, RttKey, RttPending, RttSample, SLOT_MASK_GLOBAL,
-    SLOT_SHIFT_GLOBAL,
+    SLOT_SHIFT_GLOBAL, hash_seeds,
 };
 
 use super::{
@@ -41,7 +41,7 @@ use super::{
 #[derive(Clone, Copy, Debug)]
 pub enum Global {
     U32(u32),
-    U64(u64),
+    U64s([u64; 5]),
 }
 
 /// A loaded object: its maps exist in the kernel; its programs are loaded
@@ -121,7 +121,7 @@ impl Object {
         for (name, value) in globals {
             match value {
                 Global::U32(v) => loader.override_global(name, v, true),
-                Global::U64(v) => loader.override_global(name, v, true),
+                Global::U64s(v) => loader.override_global(name, &v[..], true),
             };
         }
         for &(name, n) in max_entries {
@@ -156,7 +156,10 @@ impl Object {
                 (SLOT_SHIFT_GLOBAL, Global::U32(slots.trailing_zeros())),
                 (RING_MASK_GLOBAL, Global::U32(ring - 1)),
                 (RING_SHIFT_GLOBAL, Global::U32(ring.trailing_zeros())),
-                (HASH_SEED_GLOBAL, Global::U64(counting.hash_seed)),
+                (
+                    HASH_SEEDS_GLOBAL,
+                    Global::U64s(hash_seeds(counting.hash_seed)),
+                ),
             ],
             &[
                 (FLOW_SLOTS_MAP, entries),
