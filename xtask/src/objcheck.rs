@@ -49,8 +49,8 @@ pub struct Inventory {
     pub bss_size: u64,
 }
 
-/// Size of the clock, the whole of the shipped object's `.bss`.
-const CLOCK_SIZE: u64 = 8;
+/// Size of the clock (a `u64`), the whole of the shipped object's `.bss`.
+const CLOCK_SIZE: u64 = size_of::<u64>() as u64;
 
 pub fn inventory(elf: &[u8]) -> Result<Inventory> {
     let file = object::File::parse(elf).context("not an ELF object")?;
